@@ -1,0 +1,73 @@
+import fastifySwagger from "@fastify/swagger";
+import fastifySwaggerUi from "@fastify/swagger-ui";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
+import type { Logger } from "pino";
+import { authenticate, registerRequestContext, requestIdOf } from "./http/context.ts";
+import { registerProblemHandlers } from "./http/problem.ts";
+import { accountRoutes } from "./http/routes/accounts.ts";
+import { couponRoutes } from "./http/routes/coupons.ts";
+import { opsRoutes } from "./http/routes/ops.ts";
+import { orderRoutes } from "./http/routes/orders.ts";
+import { productRoutes } from "./http/routes/products.ts";
+import type { Services } from "./services.ts";
+
+const ONE_MIB = 1024 * 1024;
+
+/** Builds the HTTP app on ready services. Never listens: server.ts does, tests call inject(). */
+export async function buildApp(services: Services, options: { logger?: Logger } = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: (options.logger ?? services.log) as FastifyBaseLogger,
+    bodyLimit: ONE_MIB,
+    genReqId: requestIdOf,
+    requestIdHeader: false,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  // An empty JSON body (e.g. POST /orders/{id}/cancel with a JSON content type) means "no body".
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
+    const text = body.toString();
+    if (text.trim() === "") return done(null, undefined);
+    parseJson(request, text, done);
+  });
+
+  registerProblemHandlers(app);
+  registerRequestContext(app);
+  app.addHook("onResponse", async (request, reply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    services.metrics.httpRequests.inc({ method: request.method, route, status: `${Math.floor(reply.statusCode / 100)}xx` });
+    services.metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: "3.1.0",
+      info: {
+        title: "Orderly API",
+        version: "1.0.0",
+        description: "Order placement that moves stock, wallet, coupon and shipment document together or not at all.",
+      },
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } } },
+      security: [{ bearer: [] }],
+    },
+    transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: "/docs" });
+
+  await app.register(opsRoutes(services));
+  await app.register(
+    async (api) => {
+      api.addHook("onRequest", authenticate(services.tokens));
+      await api.register(productRoutes(services));
+      await api.register(accountRoutes(services));
+      await api.register(couponRoutes(services));
+      await api.register(orderRoutes(services));
+    },
+    { prefix: "/api/v1" },
+  );
+  return app;
+}

@@ -1,0 +1,84 @@
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import { createTokens, parseTtl, PrintableId, ROLES, type Role } from "./auth/tokens.ts";
+import { ConfigError, loadConfig, parseServices } from "./config.ts";
+import { openDatabase } from "./db/open.ts";
+import { resolveSecrets } from "./ops/secrets.ts";
+import { startServer } from "./server.ts";
+
+const USAGE = `usage:
+  orderly serve [--services all|orders,inventory,payments,coupons,shipping] [--demo]
+  orderly migrate
+  orderly token --tenant T --user U --role customer|admin [--ttl 1h]`;
+
+async function serve(args: string[]) {
+  const { values } = parseArgs({ args, options: { services: { type: "string", default: "all" }, demo: { type: "boolean", default: false } } });
+  const services = parseServices(values.services);
+  const config = loadConfig();
+  if (services.length < 5) {
+    if (!config.databaseUrl) throw new ConfigError("DATABASE_URL", "is required to serve split services (--services other than all)");
+    if (!config.amqpUrl) throw new ConfigError("AMQP_URL", "is required to serve split services (--services other than all)");
+    throw new ConfigError("--services", "split deployment is not available in this version; serve all services in one process");
+  }
+  const running = await startServer(config, { demo: config.demo ?? values.demo });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) process.exit(130); // a second Ctrl-C does not wait
+    stopping = true;
+    running.services.log.info({ signal }, "shutting down");
+    running.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        running.services.log.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+}
+
+async function migrate() {
+  const config = loadConfig();
+  const database = await openDatabase(config);
+  await database.close();
+  pino().info({ database: database.kind }, "migrations applied");
+}
+
+async function token(args: string[]) {
+  const { values } = parseArgs({
+    args,
+    options: { tenant: { type: "string" }, user: { type: "string" }, role: { type: "string", multiple: true }, ttl: { type: "string", default: "1h" } },
+  });
+  if (!values.tenant || !PrintableId.safeParse(values.tenant).success) throw new ConfigError("--tenant", "is required: 1 to 128 printable characters");
+  if (!values.user || !PrintableId.safeParse(values.user).success) throw new ConfigError("--user", "is required: 1 to 128 printable characters");
+  const roles = (values.role ?? []).flatMap((r) => r.split(","));
+  if (roles.length === 0 || !roles.every((r): r is Role => (ROLES as readonly string[]).includes(r))) {
+    throw new ConfigError("--role", "must be customer or admin");
+  }
+  const ttl = parseTtl(values.ttl);
+  if (!ttl) throw new ConfigError("--ttl", "must look like 30s, 15m, 1h or 7d");
+  const { jwtSecret } = resolveSecrets(loadConfig());
+  process.stdout.write(`${await createTokens(jwtSecret).sign({ tenantId: values.tenant, userId: values.user, roles }, ttl)}\n`);
+}
+
+async function main(argv: string[]) {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "serve":
+      return serve(rest);
+    case "migrate":
+      return migrate();
+    case "token":
+      return token(rest);
+    default:
+      process.stderr.write(`${USAGE}\n`);
+      process.exit(command === undefined || command === "--help" ? 0 : 2);
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  const message = error instanceof ConfigError ? error.message : error instanceof TypeError && "code" in error ? error.message : String(error);
+  process.stderr.write(`orderly: ${message}\n`);
+  process.exit(1);
+});

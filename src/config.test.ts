@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, parseServices } from "./config.ts";
+
+describe("configuration", () => {
+  it("has the contract's defaults", () => {
+    expect(loadConfig({})).toMatchObject({
+      port: 3000,
+      host: "127.0.0.1",
+      databaseUrl: undefined,
+      dataDir: "./.orderly",
+      paymentTimeoutMs: 900_000,
+      rateLimitRps: 50,
+      rateLimitBurst: 100,
+      currency: "CNY",
+      demo: undefined,
+    });
+  });
+
+  it.each([
+    ["PORT", "eighty"],
+    ["PORT", "70000"],
+    ["DATABASE_URL", "mysql://x"],
+    ["DATABASE_URL", "not a url"],
+    ["REDIS_URL", "http://x"],
+    ["AMQP_URL", "::"],
+    ["ORDERLY_PAYMENT_TIMEOUT_MS", "-5"],
+    ["ORDERLY_CURRENCY", "yuan"],
+    ["ORDERLY_DEMO", "yes"],
+    ["ORDERLY_JWT_SECRET", "short"],
+  ])("refuses %s=%s with an error naming the variable", (variable, value) => {
+    expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
+    expect(() => loadConfig({ [variable]: value })).toThrow(new RegExp(`^${variable}: `));
+  });
+
+  it("refuses production without a JWT secret", () => {
+    expect(() => loadConfig({ NODE_ENV: "production" })).toThrow(/^ORDERLY_JWT_SECRET: /);
+    expect(loadConfig({ NODE_ENV: "production", ORDERLY_JWT_SECRET: "x".repeat(32) }).production).toBe(true);
+  });
+
+  it("parses service lists and refuses unknown names", () => {
+    expect(parseServices("all")).toHaveLength(5);
+    expect(parseServices("orders,inventory")).toEqual(["orders", "inventory"]);
+    expect(() => parseServices("orders,billing")).toThrow(/^--services: unknown service "billing"/);
+  });
+});

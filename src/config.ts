@@ -1,0 +1,106 @@
+import { z } from "zod";
+
+export const SERVICE_NAMES = ["orders", "inventory", "payments", "coupons", "shipping"] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+/** A configuration value that stops start-up: the message is one line naming the variable. */
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    problem: string,
+  ) {
+    super(`${variable}: ${problem}`);
+    this.name = "ConfigError";
+  }
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  databaseUrl: string | undefined;
+  dataDir: string;
+  redisUrl: string | undefined;
+  amqpUrl: string | undefined;
+  jwtSecret: string | undefined;
+  jwksUrl: string | undefined;
+  webhookSecret: string | undefined;
+  paymentTimeoutMs: number;
+  rateLimitRps: number;
+  rateLimitBurst: number;
+  currency: string;
+  /** ORDERLY_DEMO: undefined when unset, so `--demo` decides. */
+  demo: boolean | undefined;
+  production: boolean;
+  logLevel: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+function parse<T>(env: Env, variable: string, schema: z.ZodType<T>, fallback: T): T {
+  const raw = env[variable];
+  if (raw === undefined || raw === "") return fallback;
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    throw new ConfigError(variable, `${result.error.issues[0]?.message ?? "invalid value"} (got ${JSON.stringify(raw)})`);
+  }
+  return result.data;
+}
+
+const integer = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+
+const url = (protocols: string[]) =>
+  z.string().refine((value) => {
+    try {
+      return protocols.includes(new URL(value).protocol);
+    } catch {
+      return false;
+    }
+  }, `must be a URL starting with ${protocols.map((p) => `${p}//`).join(" or ")}`);
+
+/** Reads the contract's environment (api-contract.md §1). Throws ConfigError on the first bad value. */
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
+  const config: Config = {
+    port: parse(env, "PORT", integer(0, 65535), 3000),
+    host: parse(env, "HOST", z.string().min(1), "127.0.0.1"),
+    databaseUrl: parse(env, "DATABASE_URL", url(["postgres:", "postgresql:"]), undefined),
+    dataDir: parse(env, "ORDERLY_DATA_DIR", z.string().min(1), "./.orderly"),
+    redisUrl: parse(env, "REDIS_URL", url(["redis:", "rediss:"]), undefined),
+    amqpUrl: parse(env, "AMQP_URL", url(["amqp:", "amqps:"]), undefined),
+    jwtSecret: parse(env, "ORDERLY_JWT_SECRET", z.string().min(32, "must be at least 32 characters"), undefined),
+    jwksUrl: parse(env, "ORDERLY_JWKS_URL", url(["https:", "http:"]), undefined),
+    webhookSecret: parse(env, "ORDERLY_WEBHOOK_SECRET", z.string().min(16, "must be at least 16 characters"), undefined),
+    paymentTimeoutMs: parse(env, "ORDERLY_PAYMENT_TIMEOUT_MS", integer(1000, 30 * 24 * 3600 * 1000), 900_000),
+    rateLimitRps: parse(env, "ORDERLY_RATE_LIMIT_RPS", integer(1, 1_000_000), 50),
+    rateLimitBurst: parse(env, "ORDERLY_RATE_LIMIT_BURST", integer(1, 1_000_000), 100),
+    currency: parse(env, "ORDERLY_CURRENCY", z.string().regex(/^[A-Z]{3}$/, "must be an ISO 4217 code such as CNY"), "CNY"),
+    demo: parse<boolean | undefined>(env, "ORDERLY_DEMO", z.enum(["0", "1"], "must be 0 or 1").transform((v) => v === "1"), undefined),
+    production: env.NODE_ENV === "production",
+    logLevel: parse(env, "LOG_LEVEL", z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
+    ...overrides,
+  };
+  if (config.production && !config.jwtSecret && !config.jwksUrl) {
+    throw new ConfigError("ORDERLY_JWT_SECRET", "is required when NODE_ENV=production (or set ORDERLY_JWKS_URL)");
+  }
+  if (config.jwksUrl) {
+    // RS256/ES256 key sets arrive with the payments and security issue; refusing beats silently ignoring it.
+    throw new ConfigError("ORDERLY_JWKS_URL", "is not supported yet; use ORDERLY_JWT_SECRET");
+  }
+  return config;
+}
+
+/** Parses `--services all|a,b,c`. */
+export function parseServices(list: string): ServiceName[] {
+  if (list === "all") return [...SERVICE_NAMES];
+  const names = list.split(",").map((s) => s.trim());
+  for (const name of names) {
+    if (!(SERVICE_NAMES as readonly string[]).includes(name)) {
+      throw new ConfigError("--services", `unknown service "${name}"; use all or a comma list of ${SERVICE_NAMES.join(",")}`);
+    }
+  }
+  return names as ServiceName[];
+}

@@ -1,0 +1,166 @@
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PGlite } from "@electric-sql/pglite";
+import { type SQL, sql } from "drizzle-orm";
+import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
+import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import pg from "pg";
+import { ConfigError } from "../config.ts";
+import * as schema from "./schema.ts";
+
+export type Schema = typeof schema;
+export type Db = PgDatabase<PgQueryResultHKT, Schema>;
+/** The transaction handle every write operation takes (style.md rule 3). */
+export type Tx = Parameters<Parameters<Db["transaction"]>[0]>[0];
+/** Something queries can run on: the database or a transaction. */
+export type Queryable = Db | Tx;
+
+/** Runs raw SQL and returns its rows (pg and PGlite both answer `{ rows }`). */
+export async function rows<T>(q: Queryable, statement: SQL): Promise<T[]> {
+  const result = (await q.execute(statement)) as unknown as { rows: T[] };
+  return result.rows;
+}
+
+export interface Database {
+  db: Db;
+  kind: "pglite" | "postgres";
+  /** Applies the committed migrations (safe when several processes start at once). */
+  migrate(): Promise<void>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const MIGRATIONS = resolve(dirname(fileURLToPath(import.meta.url)), "../../drizzle");
+const MIGRATION_LOCK = 7_301_995; // pg_advisory_lock key owned by Orderly's migrator
+
+/** The SQLSTATE of a database error, unwrapping drizzle's wrapper. */
+export function sqlState(error: unknown): string | undefined {
+  for (let e: unknown = error; e && typeof e === "object"; e = (e as { cause?: unknown }).cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
+  }
+  return undefined;
+}
+
+export interface PostgresOptions {
+  max?: number;
+  /** Milliseconds a statement may wait for a row lock before it fails with 55P03. */
+  lockTimeoutMs?: number;
+}
+
+export function openPostgres(url: string, options: PostgresOptions = {}): Database {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 20,
+    connectionTimeoutMillis: 5_000,
+    options: options.lockTimeoutMs ? `-c lock_timeout=${options.lockTimeoutMs}` : undefined,
+  });
+  // An idle client that loses its server must not crash the process; the pool replaces it.
+  pool.on("error", () => {});
+  const db = drizzlePg(pool, { schema }) as unknown as Db;
+  return {
+    db,
+    kind: "postgres",
+    async migrate() {
+      const client = await pool.connect();
+      try {
+        await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
+        try {
+          await migratePg(drizzlePg(client, { schema }), { migrationsFolder: MIGRATIONS });
+        } finally {
+          await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]);
+        }
+      } finally {
+        client.release();
+      }
+    },
+    async ping() {
+      await pool.query("select 1");
+    },
+    close: () => pool.end(),
+  };
+}
+
+/**
+ * Holds a lock file on an embedded data directory: two processes on one PGlite directory
+ * silently lose writes (stack-notes.md), so the second one is refused.
+ */
+function lockDataDir(dir: string): () => void {
+  const lockFile = join(dir, "orderly.lock");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(lockFile, "wx");
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(lockFile, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const holder = Number(readFileSync(lockFile, "utf8"));
+      if (holder && holder !== process.pid && isAlive(holder)) {
+        throw new ConfigError("ORDERLY_DATA_DIR", `${dir} is in use by process ${holder}; stop it or choose another ORDERLY_DATA_DIR`);
+      }
+      rmSync(lockFile, { force: true }); // left by a process that died
+    }
+  }
+  throw new ConfigError("ORDERLY_DATA_DIR", `could not lock ${dir}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** The embedded database: in `dataDir/pgdata`, or in memory when dataDir is undefined (tests). */
+export async function openPglite(dataDir: string | undefined, options: { loadDataDir?: Blob } = {}): Promise<Database> {
+  let unlock = () => {};
+  let pgdata: string | undefined;
+  if (dataDir) {
+    mkdirSync(dataDir, { recursive: true });
+    unlock = lockDataDir(dataDir);
+    pgdata = join(dataDir, "pgdata");
+  }
+  let client: PGlite;
+  try {
+    client = await PGlite.create(pgdata ? { dataDir: pgdata } : { loadDataDir: options.loadDataDir });
+  } catch (error) {
+    unlock();
+    throw error;
+  }
+  const db = drizzlePglite(client, { schema }) as unknown as Db;
+  return {
+    db,
+    kind: "pglite",
+    migrate: () => migratePglite(drizzlePglite(client, { schema }), { migrationsFolder: MIGRATIONS }),
+    async ping() {
+      await db.execute(sql`select 1`);
+    },
+    async close() {
+      try {
+        if (!client.closed) await client.close();
+      } finally {
+        unlock();
+      }
+    },
+  };
+}
+
+export function dataDirExists(dataDir: string): boolean {
+  return existsSync(join(dataDir, "pgdata", "PG_VERSION"));
+}
+
+/** A ready snapshot of a migrated embedded database, so tests start one in a fraction of a second. */
+export async function migratedPgliteSnapshot(): Promise<Blob> {
+  const client = await PGlite.create();
+  await migratePglite(drizzlePglite(client, { schema }), { migrationsFolder: MIGRATIONS });
+  const blob = await client.dumpDataDir("none");
+  await client.close();
+  return blob;
+}

@@ -1,0 +1,83 @@
+import type { Db, Tx } from "../db/client.ts";
+import { AppError } from "../kit/errors.ts";
+import type { Coupons } from "../modules/coupons/coupons.ts";
+import type { Inventory } from "../modules/inventory/inventory.ts";
+import type { Orders, OrderView, Viewer } from "../modules/orders/orders.ts";
+import type { OrderStatus } from "../modules/orders/schema.ts";
+import type { Shipping } from "../modules/shipping/shipping.ts";
+
+export interface MoveDeps {
+  db: Db;
+  orders: Orders;
+  inventory: Inventory;
+  coupons: Coupons;
+  shipping: Shipping;
+}
+
+type Patch = Parameters<Orders["transition"]>[2]["patch"];
+
+interface Move {
+  to: OrderStatus;
+  reason: string;
+  expectedVersion: number | undefined;
+  patch?: Patch;
+  /** What else changes with the move, in its transaction, once the move was allowed. */
+  effects: (tx: Tx, ids: { tenantId: string; orderId: string }) => Promise<unknown>;
+}
+
+/** The moves a person asks for after placement: cancel, ship, complete. */
+export function createOrderMoves(deps: MoveDeps) {
+  const { db, orders, inventory, coupons, shipping } = deps;
+
+  async function apply(viewer: Viewer, orderId: string, move: Move): Promise<OrderView> {
+    await orders.withMoves(db, async (tx, moves) => {
+      const order = await orders.lockOrder(tx, viewer, orderId);
+      if (!order) throw new AppError("ORDER_NOT_FOUND", `no order ${orderId}`);
+      const moved = await orders.transition(tx, moves, { order, ...move });
+      if (!moved.ok) throw new AppError(moved.reason, moved.detail ?? moved.reason);
+      await move.effects(tx, { tenantId: order.tenantId, orderId });
+    });
+    return (await orders.getOrder(db, viewer, orderId)) as OrderView;
+  }
+
+  return {
+    /** CREATED → CANCELLED by its owner or an admin: the coupon and the reserved stock come back. */
+    cancel(viewer: Viewer, orderId: string, expectedVersion?: number) {
+      const reason = viewer.admin ? "ADMIN_CANCELLED" : "CUSTOMER_CANCELLED";
+      return apply(viewer, orderId, {
+        to: "CANCELLED",
+        reason,
+        expectedVersion,
+        patch: { cancelReason: reason, paymentStatus: "voided", paymentDueAt: null },
+        effects: async (tx, ids) => {
+          await coupons.restore(tx, ids);
+          await inventory.release(tx, ids);
+        },
+      });
+    },
+
+    /** PAID → SHIPPED by an admin, with the carrier's tracking details on the shipment document. */
+    ship(viewer: Viewer, orderId: string, details: { carrier: string; trackingNumber: string | null }, expectedVersion?: number) {
+      return apply(viewer, orderId, {
+        to: "SHIPPED",
+        reason: "shipped",
+        expectedVersion,
+        patch: { shipmentCarrier: details.carrier, shipmentTrackingNumber: details.trackingNumber, shipmentStatus: "shipped" },
+        effects: (tx, ids) => shipping.markShipped(tx, { ...ids, ...details }),
+      });
+    },
+
+    /** SHIPPED → COMPLETED by its owner or an admin. */
+    complete(viewer: Viewer, orderId: string, expectedVersion?: number) {
+      return apply(viewer, orderId, {
+        to: "COMPLETED",
+        reason: "completed",
+        expectedVersion,
+        patch: { shipmentStatus: "delivered" },
+        effects: (tx, ids) => shipping.markDelivered(tx, ids),
+      });
+    },
+  };
+}
+
+export type OrderMoves = ReturnType<typeof createOrderMoves>;

@@ -1,0 +1,247 @@
+import { sql } from "drizzle-orm";
+import type { Logger } from "pino";
+import type { Database, Tx } from "../db/client.ts";
+import { sqlState } from "../db/client.ts";
+import type { Clock } from "../kit/clock.ts";
+import type { IdGenerator } from "../kit/ids.ts";
+import { type PricedLine, subtotalOf } from "../modules/coupons/pricing.ts";
+import type { Coupons } from "../modules/coupons/coupons.ts";
+import type { Inventory } from "../modules/inventory/inventory.ts";
+import type { TransitionEvent } from "../modules/orders/hooks.ts";
+import type { OrderRow, Orders, OrderView, Viewer } from "../modules/orders/orders.ts";
+import type { PaymentMethod } from "../modules/orders/schema.ts";
+import type { Wallets } from "../modules/payments/wallets.ts";
+import type { Address } from "../modules/shipping/schema.ts";
+import type { Shipping } from "../modules/shipping/shipping.ts";
+
+export type PlacementRefusal = "OUT_OF_STOCK" | "INSUFFICIENT_FUNDS" | "COUPON_UNAVAILABLE" | "TRANSITION_VETOED";
+
+export interface PlaceOrderInput {
+  tenantId: string;
+  userId: string;
+  items: { sku: string; quantity: number }[];
+  couponCode?: string | undefined;
+  paymentMethod: PaymentMethod;
+  shippingAddress: Address;
+}
+
+export type PlacementResult =
+  | { kind: "placed"; order: OrderView }
+  | { kind: "pending"; order: OrderView }
+  | { kind: "refused"; reason: PlacementRefusal; detail: string; orderId?: string }
+  | { kind: "invalid"; code: "UNKNOWN_PRODUCT" | "AMOUNT_TOO_LARGE"; detail: string };
+
+/** What placement needs of an order, whether it is new or was recorded PENDING earlier. */
+interface Draft {
+  id: string;
+  tenantId: string;
+  userId: string;
+  lines: PricedLine[];
+  subtotal: number;
+  couponCode: string | null;
+  paymentMethod: PaymentMethod;
+  shippingAddress: Address;
+  createdAt: Date;
+}
+
+/** Thrown inside the placement transaction to roll every step back; never leaves this file. */
+class Refused extends Error {
+  constructor(
+    readonly reason: PlacementRefusal,
+    readonly detail: string,
+  ) {
+    super(reason);
+  }
+}
+
+const LOCK_TIMEOUT = "55P03";
+export const DEFAULT_WAIT_MS = 3_000;
+
+export interface PlacementDeps {
+  database: Database;
+  inventory: Inventory;
+  wallets: Wallets;
+  coupons: Coupons;
+  shipping: Shipping;
+  orders: Orders;
+  clock: Clock;
+  newId: IdGenerator;
+  currency: string;
+  paymentTimeoutMs: number;
+  log: Logger;
+}
+
+/**
+ * Placement, local strategy: every step is a module operation on ONE transaction, so stock, coupon,
+ * wallet and shipment document commit together or not at all. The hot stock rows are locked last,
+ * by the final statement, so they are held only until the commit.
+ */
+export function createPlacement(deps: PlacementDeps) {
+  const { database, inventory, wallets, coupons, shipping, orders, clock, newId, log } = deps;
+  const { db } = database;
+  const inFlight = new Set<Promise<void>>();
+  const system = (tenantId: string): Viewer => ({ tenantId, userId: "", admin: true });
+
+  async function settle(tx: Tx, moves: TransitionEvent[], draft: Draft, pending?: OrderRow): Promise<void> {
+    const { tenantId, userId, id: orderId } = draft;
+    let discount = 0;
+    if (draft.couponCode) {
+      const redeemed = await coupons.redeem(tx, { tenantId, orderId, userId, code: draft.couponCode, subtotal: draft.subtotal, now: clock.now() });
+      if (!redeemed.ok) throw new Refused(redeemed.reason, redeemed.detail ?? "the coupon cannot be used");
+      discount = redeemed.value.discount;
+    }
+    const total = draft.subtotal - discount;
+    const paid = draft.paymentMethod === "balance";
+    if (paid) {
+      const debited = await wallets.debit(tx, { tenantId, userId, orderId, amount: total });
+      if (!debited.ok) throw new Refused(debited.reason, `the wallet holds less than ${total}`);
+    }
+    const shipment = paid ? await shipping.createDocument(tx, { tenantId, orderId, address: draft.shippingAddress }) : null;
+    const status = paid ? "PAID" : "CREATED";
+    const paymentDueAt = paid ? null : new Date(draft.createdAt.getTime() + deps.paymentTimeoutMs);
+    const paymentStatus = paid ? "captured" : "pending";
+    const written = pending
+      ? await orders.transition(tx, moves, {
+          order: pending,
+          to: status,
+          reason: "placement",
+          patch: { discount, total, paymentStatus, paymentDueAt, shipmentWaybill: shipment?.waybill ?? null, shipmentStatus: shipment?.status ?? null },
+        })
+      : await orders.insertOrder(tx, moves, {
+          ...draft,
+          status,
+          discount,
+          total,
+          currency: deps.currency,
+          paymentStatus,
+          paymentDueAt,
+          shipment,
+          path: [
+            { to: "PENDING", reason: "placed" },
+            { to: status, reason: "placement" },
+          ],
+        });
+    if (!written.ok) throw new Refused("TRANSITION_VETOED", written.detail ?? written.reason);
+    const reserved = await inventory.reserve(tx, { tenantId, orderId, lines: draft.lines, sold: paid });
+    if (!reserved.ok) throw new Refused(reserved.reason, reserved.detail ?? "not enough stock");
+  }
+
+  /** Records the order PENDING (no stock, money or coupon taken yet) so it can be answered 202. */
+  async function recordPending(draft: Draft): Promise<OrderView> {
+    await orders.withMoves(db, async (tx, moves) => {
+      const written = await orders.insertOrder(tx, moves, {
+        ...draft,
+        status: "PENDING",
+        discount: 0,
+        total: draft.subtotal,
+        currency: deps.currency,
+        paymentStatus: "pending",
+        paymentDueAt: null,
+        shipment: null,
+        path: [{ to: "PENDING", reason: "placed" }],
+      });
+      if (!written.ok) throw new Error(`recording a pending order was vetoed: ${written.detail}`);
+    });
+    const view = (await orders.getOrder(db, system(draft.tenantId), draft.id)) as OrderView;
+    settleInBackground(draft.tenantId, draft.id);
+    return view;
+  }
+
+  /** Finishes a PENDING order: placed, or cancelled with the refusal as its reason. */
+  async function settlePending(tenantId: string, orderId: string): Promise<void> {
+    try {
+      await orders.withMoves(db, async (tx, moves) => {
+        const order = await orders.lockOrder(tx, system(tenantId), orderId, { skipLocked: true });
+        if (order?.status !== "PENDING") return; // settled already, or another worker holds it
+        const lines = await orders.orderLines(tx, tenantId, orderId);
+        await settle(tx, moves, { ...order, lines, createdAt: order.createdAt }, order);
+      });
+    } catch (error) {
+      if (!(error instanceof Refused)) throw error;
+      await orders.withMoves(db, async (tx, moves) => {
+        const order = await orders.lockOrder(tx, system(tenantId), orderId);
+        if (order?.status !== "PENDING") return;
+        await orders.transition(tx, moves, {
+          order,
+          to: "CANCELLED",
+          reason: error.reason,
+          patch: { cancelReason: error.reason === "TRANSITION_VETOED" ? null : error.reason, paymentStatus: "voided" },
+        });
+      });
+    }
+  }
+
+  function settleInBackground(tenantId: string, orderId: string): void {
+    const run = settlePending(tenantId, orderId)
+      .catch((error) => log.error({ err: error, orderId }, "settling a pending order failed; the recovery sweep will retry"))
+      .finally(() => inFlight.delete(run));
+    inFlight.add(run);
+  }
+
+  async function price(input: PlaceOrderInput): Promise<{ lines: PricedLine[]; subtotal: number } | PlacementResult> {
+    const skus = input.items.map((i) => i.sku);
+    const catalogue = await inventory.catalogue(db, input.tenantId, skus);
+    const unknown = skus.filter((sku) => !catalogue.has(sku));
+    if (unknown.length > 0) return { kind: "invalid", code: "UNKNOWN_PRODUCT", detail: `no product ${unknown.join(", ")}` };
+    const lines = input.items
+      .map((item) => {
+        const { name, price: unitPrice } = catalogue.get(item.sku) as { name: string; price: number };
+        return { sku: item.sku, name, quantity: item.quantity, unitPrice, lineTotal: unitPrice * item.quantity };
+      })
+      .sort((a, b) => (a.sku < b.sku ? -1 : 1));
+    const subtotal = subtotalOf(lines);
+    if (subtotal === undefined) return { kind: "invalid", code: "AMOUNT_TOO_LARGE", detail: "the order total is too large" };
+    return { lines, subtotal };
+  }
+
+  return {
+    /**
+     * Places an order. With `respondAsync` it is recorded PENDING and settled in the background;
+     * otherwise it is settled in one transaction, and only if that waits on a row lock longer than
+     * `waitMs` does it fall back to the PENDING path (answered 202).
+     */
+    async place(input: PlaceOrderInput, options: { respondAsync: boolean; waitMs: number }): Promise<PlacementResult> {
+      const priced = await price(input);
+      if ("kind" in priced) return priced;
+      const draft: Draft = {
+        id: newId("ord"),
+        tenantId: input.tenantId,
+        userId: input.userId,
+        lines: priced.lines,
+        subtotal: priced.subtotal,
+        couponCode: input.couponCode ?? null,
+        paymentMethod: input.paymentMethod,
+        shippingAddress: input.shippingAddress,
+        createdAt: clock.now(),
+      };
+      if (options.respondAsync) return { kind: "pending", order: await recordPending(draft) };
+      try {
+        await orders.withMoves(db, async (tx, moves) => {
+          if (database.kind === "postgres" && options.waitMs !== DEFAULT_WAIT_MS) {
+            await tx.execute(sql`select set_config('lock_timeout', ${`${options.waitMs}ms`}, true)`);
+          }
+          await settle(tx, moves, draft);
+        });
+      } catch (error) {
+        if (error instanceof Refused) return { kind: "refused", reason: error.reason, detail: error.detail };
+        if (sqlState(error) !== LOCK_TIMEOUT) throw error;
+        return { kind: "pending", order: await recordPending(draft) };
+      }
+      return { kind: "placed", order: (await orders.getOrder(db, system(draft.tenantId), draft.id)) as OrderView };
+    },
+
+    /** Settles orders left PENDING by a crash or a failed background run. Safe on many replicas. */
+    async recoverPending(olderThanMs = 10_000, batch = 50): Promise<number> {
+      const stale = await orders.stalePending(db, new Date(clock.now().getTime() - olderThanMs), batch);
+      for (const order of stale) await settlePending(order.tenantId, order.id);
+      return stale.length;
+    },
+
+    /** Waits for background settlements (graceful shutdown, tests). */
+    async drain(): Promise<void> {
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    },
+  };
+}
+
+export type Placement = ReturnType<typeof createPlacement>;

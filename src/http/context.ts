@@ -1,0 +1,73 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Identity, Tokens } from "../auth/tokens.ts";
+import { AppError } from "../kit/errors.ts";
+import type { Viewer } from "../modules/orders/orders.ts";
+import { sendProblem } from "./problem.ts";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    traceId: string;
+    identity: Identity | undefined;
+  }
+}
+
+const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
+const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/;
+
+/** `X-Request-Id` echoed when the client sent a sane one, otherwise made here. */
+export function requestIdOf(raw: IncomingMessage): string {
+  const given = raw.headers["x-request-id"];
+  return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+/** Request ids, W3C trace context, and the `/api` authentication hook. */
+export function registerRequestContext(app: FastifyInstance): void {
+  app.decorateRequest("traceId", "");
+  app.decorateRequest("identity", undefined);
+  app.addHook("onRequest", async (request, reply) => {
+    const parent = request.headers.traceparent;
+    const match = typeof parent === "string" ? TRACEPARENT.exec(parent) : null;
+    request.traceId = match?.[1] && !/^0+$/.test(match[1]) ? match[1] : randomBytes(16).toString("hex");
+    reply.header("x-request-id", request.id);
+    reply.header("traceparent", `00-${request.traceId}-${randomBytes(8).toString("hex")}-01`);
+  });
+}
+
+/** onRequest hook for a scope: a valid bearer token or 401, before any body is parsed or validated. */
+export function authenticate(tokens: Tokens) {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const header = request.headers.authorization;
+    const match = typeof header === "string" ? /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header.trim()) : null;
+    const identity = match?.[1] ? await tokens.verify(match[1]) : undefined;
+    if (!identity) {
+      reply.header("www-authenticate", 'Bearer realm="orderly"');
+      return sendProblem(request, reply, new AppError("UNAUTHENTICATED", header ? "the bearer token is not valid" : "a bearer token is required"));
+    }
+    request.identity = identity;
+  };
+}
+
+/** Route-level onRequest hook: admins only (runs after authentication, before validation). */
+export async function requireAdmin(request: FastifyRequest, reply: FastifyReply) {
+  if (!request.identity?.roles.includes("admin")) {
+    return sendProblem(request, reply, new AppError("FORBIDDEN", "this needs the admin role"));
+  }
+}
+
+/** The signed-in caller, as the order queries see them. */
+export function viewerOf(request: FastifyRequest): Viewer {
+  const identity = request.identity as Identity;
+  return { tenantId: identity.tenantId, userId: identity.userId, admin: identity.roles.includes("admin") };
+}
+
+/** Reads `If-Match: W/"<version>"`; undefined when absent or `*`. A value that names no version never matches. */
+export function expectedVersion(request: FastifyRequest): number | undefined {
+  const header = request.headers["if-match"];
+  if (header === undefined || header.trim() === "*") return undefined;
+  const match = /^\s*(?:W\/)?"(\d{1,9})"\s*$/.exec(header);
+  return match ? Number(match[1]) : -1;
+}
+
+export const etagOf = (version: number) => `W/"${version}"`;

@@ -1,0 +1,32 @@
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import { AppError } from "../../kit/errors.ts";
+import type { Services } from "../../services.ts";
+import { problems } from "../schemas.ts";
+
+const Health = z.object({ status: z.literal("ok") });
+const Ready = z.object({ status: z.literal("ready"), checks: z.record(z.string(), z.literal("ok")) });
+
+/** /healthz (process alive), /readyz (dependencies reachable), /metrics (Prometheus text). */
+export function opsRoutes(services: Services): FastifyPluginAsyncZod {
+  return async (app) => {
+    app.get("/healthz", { schema: { tags: ["operations"], security: [], response: { 200: Health } } }, async () => ({ status: "ok" as const }));
+
+    app.get(
+      "/readyz",
+      { schema: { tags: ["operations"], security: [], response: { 200: Ready, ...problems(503) } } },
+      async () => {
+        try {
+          await services.database.ping();
+        } catch {
+          throw new AppError("SERVICE_UNAVAILABLE", "the database does not answer");
+        }
+        return { status: "ready" as const, checks: { database: "ok" as const } };
+      },
+    );
+
+    app.get("/metrics", { schema: { tags: ["operations"], security: [], hide: true } }, async (_request, reply) =>
+      reply.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics()),
+    );
+  };
+}

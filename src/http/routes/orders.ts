@@ -1,0 +1,125 @@
+import type { FastifyReply } from "fastify";
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { AppError } from "../../kit/errors.ts";
+import type { OrderView } from "../../modules/orders/orders.ts";
+import { DEFAULT_WAIT_MS } from "../../flows/place-order.ts";
+import type { Services } from "../../services.ts";
+import { etagOf, expectedVersion, requireAdmin, viewerOf } from "../context.ts";
+import { ListOrdersQuery, Order, OrderPage, OrderParams, PlaceOrderBody, problems, ShipBody } from "../schemas.ts";
+import { cursorOf } from "./products.ts";
+
+const MAX_WAIT_S = 30;
+
+/** Reads RFC 7240 `Prefer: respond-async, wait=N`. */
+export function parsePrefer(header: string | string[] | undefined): { respondAsync: boolean; waitMs: number } {
+  const prefs = [header ?? []].flat().flatMap((h) => h.split(",")).map((p) => p.trim().toLowerCase());
+  const wait = prefs.map((p) => /^wait\s*=\s*(\d+)$/.exec(p)?.[1]).find((w) => w !== undefined);
+  return {
+    respondAsync: prefs.includes("respond-async"),
+    waitMs: wait === undefined ? DEFAULT_WAIT_MS : Math.min(Number(wait), MAX_WAIT_S) * 1000 || DEFAULT_WAIT_MS,
+  };
+}
+
+const sendOrder = (reply: FastifyReply, order: OrderView, status = 200) => reply.code(status).header("etag", etagOf(order.version)).send(order);
+const location = (id: string) => `/api/v1/orders/${id}`;
+
+export function orderRoutes(services: Services): FastifyPluginAsyncZod {
+  const { orders, placement, moves, metrics, database } = services;
+  const { db } = database;
+  return async (app) => {
+    app.post(
+      "/orders",
+      {
+        schema: {
+          tags: ["orders"],
+          summary: "Place an order: stock, coupon, wallet and shipment document together or not at all",
+          description:
+            "Headers: `Idempotency-Key` (recommended), `Prefer: respond-async` or `Prefer: wait=N` (seconds, default 3). " +
+            "201 with the order PAID (balance) or CREATED (external); 202 with the order still PENDING.",
+          body: PlaceOrderBody,
+          response: { 201: Order, 202: Order, ...problems(400, 401, 409, 422) },
+        },
+      },
+      async (request, reply) => {
+        const { tenantId, userId } = request.identity!;
+        const { items, couponCode, payment, shippingAddress } = request.body;
+        const result = await placement.place(
+          { tenantId, userId, items, couponCode, paymentMethod: payment.method, shippingAddress },
+          parsePrefer(request.headers.prefer),
+        );
+        switch (result.kind) {
+          case "placed":
+          case "pending": {
+            metrics.placements.inc({ outcome: result.kind });
+            const pending = result.kind === "pending";
+            if (pending) reply.header("preference-applied", "respond-async");
+            reply.header("location", location(result.order.id));
+            return sendOrder(reply, result.order, pending ? 202 : 201);
+          }
+          case "refused":
+            metrics.placements.inc({ outcome: result.reason });
+            throw new AppError(result.reason, result.detail, result.orderId ? { orderId: result.orderId } : {});
+          case "invalid":
+            metrics.placements.inc({ outcome: result.code });
+            throw new AppError(result.code, result.detail);
+        }
+      },
+    );
+
+    app.get(
+      "/orders",
+      {
+        schema: {
+          tags: ["orders"],
+          summary: "List orders, newest first (customers see their own; admins filter by userId)",
+          querystring: ListOrdersQuery,
+          response: { 200: OrderPage, ...problems(400, 401, 403) },
+        },
+      },
+      async (request) => {
+        const viewer = viewerOf(request);
+        const { userId, status, limit, cursor } = request.query;
+        if (userId !== undefined && !viewer.admin && userId !== viewer.userId) {
+          throw new AppError("FORBIDDEN", "only admins may list other users' orders");
+        }
+        return orders.listOrders(db, viewer, { limit, status, userId, after: cursorOf(cursor) });
+      },
+    );
+
+    app.get(
+      "/orders/:id",
+      { schema: { tags: ["orders"], summary: "Get an order", params: OrderParams, response: { 200: Order, ...problems(400, 401, 404) } } },
+      async (request, reply) => {
+        const order = await orders.getOrder(db, viewerOf(request), request.params.id);
+        if (!order) throw new AppError("ORDER_NOT_FOUND", `no order ${request.params.id}`);
+        return sendOrder(reply, order);
+      },
+    );
+
+    const moveSchema = (summary: string) => ({
+      tags: ["orders"],
+      summary,
+      description: 'Accepts `If-Match: W/"<version>"`; a stale version answers 412 VERSION_MISMATCH.',
+      params: OrderParams,
+      response: { 200: Order, ...problems(400, 401, 403, 404, 409, 412) },
+    });
+
+    app.post("/orders/:id/cancel", { schema: moveSchema("Cancel an order awaiting payment (owner or admin)") }, async (request, reply) =>
+      sendOrder(reply, await moves.cancel(viewerOf(request), request.params.id, expectedVersion(request))),
+    );
+
+    app.post(
+      "/orders/:id/ship",
+      { onRequest: requireAdmin, schema: { ...moveSchema("Ship a paid order (admin)"), body: ShipBody } },
+      async (request, reply) => {
+        const { carrier, trackingNumber } = request.body;
+        const order = await moves.ship(viewerOf(request), request.params.id, { carrier, trackingNumber: trackingNumber ?? null }, expectedVersion(request));
+        return sendOrder(reply, order);
+      },
+    );
+
+    app.post("/orders/:id/complete", { schema: moveSchema("Complete a shipped order (owner or admin)") }, async (request, reply) =>
+      sendOrder(reply, await moves.complete(viewerOf(request), request.params.id, expectedVersion(request))),
+    );
+  };
+}

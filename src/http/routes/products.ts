@@ -1,0 +1,77 @@
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { decodeCursor } from "../../kit/cursor.ts";
+import { AppError } from "../../kit/errors.ts";
+import type { Services } from "../../services.ts";
+import { requireAdmin } from "../context.ts";
+import { ListQuery, Product, ProductPage, problems, PutProductBody, SkuParams, StockAdjustmentBody } from "../schemas.ts";
+
+export const cursorOf = (text: string | undefined) => {
+  if (text === undefined) return undefined;
+  const cursor = decodeCursor(text);
+  if (!cursor) throw new AppError("VALIDATION_FAILED", "the cursor is not valid", { errors: [{ path: "querystring.cursor", message: "is not a cursor from this API" }] });
+  return cursor;
+};
+
+export function productRoutes(services: Services): FastifyPluginAsyncZod {
+  const { inventory, database } = services;
+  const { db } = database;
+  return async (app) => {
+    app.put(
+      "/products/:sku",
+      {
+        onRequest: requireAdmin,
+        schema: {
+          tags: ["products"],
+          summary: "Create or update a product (admin)",
+          params: SkuParams,
+          body: PutProductBody,
+          response: { 200: Product, 201: Product, ...problems(400, 401, 403, 409) },
+        },
+      },
+      async (request, reply) => {
+        const { tenantId } = request.identity!;
+        const result = await db.transaction((tx) => inventory.putProduct(tx, { tenantId, sku: request.params.sku, ...request.body }));
+        if (!result.ok) throw new AppError("USE_STOCK_ADJUSTMENT", "stock of an existing product changes only through POST /products/{sku}/stock");
+        return reply.code(result.value.created ? 201 : 200).send(result.value.product);
+      },
+    );
+
+    app.post(
+      "/products/:sku/stock",
+      {
+        onRequest: requireAdmin,
+        schema: {
+          tags: ["products"],
+          summary: "Adjust the on-hand stock by delta (admin)",
+          params: SkuParams,
+          body: StockAdjustmentBody,
+          response: { 200: Product, ...problems(400, 401, 403, 404, 409) },
+        },
+      },
+      async (request) => {
+        const { tenantId } = request.identity!;
+        const result = await db.transaction((tx) => inventory.adjustStock(tx, { tenantId, sku: request.params.sku, delta: request.body.delta }));
+        if (result.ok) return result.value;
+        throw result.reason === "PRODUCT_NOT_FOUND"
+          ? new AppError("PRODUCT_NOT_FOUND", `no product ${request.params.sku}`)
+          : new AppError("INSUFFICIENT_STOCK", result.detail ?? "stock cannot go below what is reserved");
+      },
+    );
+
+    app.get(
+      "/products",
+      { schema: { tags: ["products"], summary: "List products, newest first", querystring: ListQuery, response: { 200: ProductPage, ...problems(400, 401) } } },
+      async (request) => inventory.listProducts(db, request.identity!.tenantId, { limit: request.query.limit, after: cursorOf(request.query.cursor) }),
+    );
+
+    app.get(
+      "/products/:sku",
+      { schema: { tags: ["products"], summary: "Get a product", params: SkuParams, response: { 200: Product, ...problems(400, 401, 404) } } },
+      async (request) => {
+        const product = await inventory.getProduct(db, request.identity!.tenantId, request.params.sku);
+        if (!product) throw new AppError("PRODUCT_NOT_FOUND", `no product ${request.params.sku}`);
+        return product;
+      },
+    );
+  };
+}

@@ -1,0 +1,161 @@
+import { z } from "zod";
+import { PrintableId } from "../auth/tokens.ts";
+import { ORDER_STATUSES } from "../modules/orders/schema.ts";
+
+// Request and response shapes of API v1 (api-contract.md §2-4). These same schemas validate requests
+// and generate /docs/json, so the docs cannot drift from what the server accepts.
+
+export const Sku = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "must match ^[A-Za-z0-9._-]{1,64}$");
+export const CouponCode = Sku;
+export const UserId = PrintableId;
+const Amount = z.number().int().min(1).max(1e12);
+const Money = z.number().int().describe("integer minor units (fen, cents)");
+const Currency = z.string().describe("ISO 4217");
+const Timestamp = z.string().describe("ISO 8601 UTC");
+const Text = (max: number) => z.string().trim().min(1).max(max);
+
+export const ListQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(512).optional(),
+});
+
+const page = <T extends z.ZodType>(item: T) => z.object({ data: z.array(item), nextCursor: z.string().nullable() });
+
+export const Problem = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    code: z.string().describe("stable UPPER_SNAKE identifier; branch on this"),
+    traceId: z.string(),
+    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+    orderId: z.string().optional(),
+  })
+  .meta({ id: "Problem" });
+
+// Products
+export const SkuParams = z.strictObject({ sku: Sku });
+export const PutProductBody = z.strictObject({
+  name: Text(200),
+  price: Amount,
+  stock: z.number().int().min(0).max(1e12).optional().describe("initial on-hand count; only when creating"),
+});
+export const StockAdjustmentBody = z.strictObject({
+  delta: z
+    .number()
+    .int()
+    .min(-1e12)
+    .max(1e12)
+    .refine((d) => d !== 0, "must not be 0"),
+});
+export const Product = z
+  .object({ sku: z.string(), name: z.string(), price: Money, currency: Currency, available: z.number().int() })
+  .meta({ id: "Product" });
+export const ProductPage = page(Product);
+
+// Wallets
+export const UserParams = z.strictObject({ userId: UserId });
+export const CreditBody = z.strictObject({ amount: Amount });
+export const Wallet = z.object({ userId: z.string(), balance: Money, currency: Currency }).meta({ id: "Wallet" });
+
+// Coupons
+export const CodeParams = z.strictObject({ code: CouponCode });
+export const Discount = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("amount"), value: Amount }),
+  z.strictObject({ type: z.literal("percent"), value: z.number().int().min(1).max(100) }),
+]);
+export const PutCouponBody = z.strictObject({
+  discount: Discount,
+  userId: UserId.optional(),
+  minSubtotal: Amount.optional(),
+  expiresAt: z.iso.datetime({ offset: true }).optional(),
+  maxRedemptions: z.number().int().min(1).max(1e9).optional(),
+});
+export const Coupon = z
+  .object({
+    code: z.string(),
+    discount: z.object({ type: z.enum(["amount", "percent"]), value: z.number().int() }),
+    userId: z.string().nullable(),
+    minSubtotal: Money.nullable(),
+    expiresAt: Timestamp.nullable(),
+    maxRedemptions: z.number().int(),
+    redemptions: z.number().int(),
+  })
+  .meta({ id: "Coupon" });
+
+// Orders
+const Address = z.strictObject({
+  name: Text(200),
+  phone: Text(200),
+  line1: Text(200),
+  line2: Text(200).optional(),
+  city: Text(200),
+  postalCode: Text(32).optional(),
+  country: z.string().regex(/^[A-Z]{2}$/, "must be an ISO 3166-1 alpha-2 code such as CN"),
+});
+
+export const PlaceOrderBody = z.strictObject({
+  items: z
+    .array(z.strictObject({ sku: Sku, quantity: z.number().int().min(1).max(999) }))
+    .min(1)
+    .max(50)
+    .refine((items) => new Set(items.map((i) => i.sku)).size === items.length, "SKUs must be distinct"),
+  couponCode: CouponCode.optional(),
+  payment: z.strictObject({ method: z.enum(["balance", "external"]) }),
+  shippingAddress: Address,
+});
+
+export const OrderParams = z.strictObject({ id: z.string().min(1).max(64) });
+export const ListOrdersQuery = ListQuery.extend({
+  status: z.enum(ORDER_STATUSES).optional(),
+  userId: UserId.optional().describe("admin only"),
+});
+export const ShipBody = z.strictObject({ carrier: Text(100), trackingNumber: Text(100).optional() });
+
+export const Order = z
+  .object({
+    id: z.string(),
+    orderNumber: z.string(),
+    tenantId: z.string(),
+    userId: z.string(),
+    status: z.enum(ORDER_STATUSES),
+    version: z.number().int(),
+    items: z.array(z.object({ sku: z.string(), name: z.string(), quantity: z.number().int(), unitPrice: Money, lineTotal: Money })),
+    subtotal: Money,
+    discount: Money,
+    total: Money,
+    currency: Currency,
+    couponCode: z.string().nullable(),
+    payment: z.object({
+      method: z.enum(["balance", "external"]),
+      status: z.enum(["pending", "captured", "voided", "refund_pending", "refunded"]),
+      externalTxnId: z.string().nullable(),
+    }),
+    shipment: z
+      .object({
+        waybill: z.string(),
+        carrier: z.string().nullable(),
+        trackingNumber: z.string().nullable(),
+        status: z.enum(["pending", "shipped", "delivered"]),
+      })
+      .nullable(),
+    shippingAddress: z.object({
+      name: z.string(),
+      phone: z.string(),
+      line1: z.string(),
+      line2: z.string().optional(),
+      city: z.string(),
+      postalCode: z.string().optional(),
+      country: z.string(),
+    }),
+    cancelReason: z.string().nullable(),
+    history: z.array(z.object({ from: z.string().nullable(), to: z.string(), at: Timestamp, reason: z.string().nullable() })),
+    createdAt: Timestamp,
+    updatedAt: Timestamp,
+  })
+  .meta({ id: "Order" });
+export const OrderPage = page(Order);
+
+/** Problem answers a route can give, for the docs. */
+export const problems = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, Problem]));

@@ -1,0 +1,211 @@
+import { and, desc, eq, inArray, lt, or, sql } from "drizzle-orm";
+import { type Queryable, rows, type Tx } from "../../db/client.ts";
+import { type Cursor, encodeCursor, page } from "../../kit/cursor.ts";
+import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
+import { products, stockAdjustments, stockLevels } from "./schema.ts";
+
+export interface Product {
+  sku: string;
+  name: string;
+  price: number;
+  currency: string;
+  available: number;
+}
+
+export interface StockLine {
+  sku: string;
+  quantity: number;
+}
+
+export interface CatalogueEntry {
+  name: string;
+  price: number;
+}
+
+const productColumns = {
+  sku: products.sku,
+  name: products.name,
+  price: products.price,
+  currency: products.currency,
+  available: stockLevels.available,
+  createdAt: products.createdAt,
+};
+
+/** The inventory module's front door: catalogue, stock levels and reservations. */
+export function createInventory(options: { currency: string }) {
+  const { currency } = options;
+
+  async function findProduct(q: Queryable, tenantId: string, sku: string) {
+    const [row] = await q
+      .select(productColumns)
+      .from(products)
+      .innerJoin(stockLevels, and(eq(stockLevels.tenantId, products.tenantId), eq(stockLevels.sku, products.sku)))
+      .where(and(eq(products.tenantId, tenantId), eq(products.sku, sku)));
+    return row;
+  }
+
+  const view = ({ createdAt: _, ...product }: Product & { createdAt: Date }): Product => product;
+
+  async function getProduct(q: Queryable, tenantId: string, sku: string): Promise<Product | undefined> {
+    const row = await findProduct(q, tenantId, sku);
+    return row && view(row);
+  }
+
+  return {
+    getProduct,
+
+    async listProducts(q: Queryable, tenantId: string, args: { limit: number; after?: Cursor | undefined }) {
+      const { after } = args;
+      const rows = await q
+        .select(productColumns)
+        .from(products)
+        .innerJoin(stockLevels, and(eq(stockLevels.tenantId, products.tenantId), eq(stockLevels.sku, products.sku)))
+        .where(
+          and(
+            eq(products.tenantId, tenantId),
+            after && or(lt(products.createdAt, after.at), and(eq(products.createdAt, after.at), lt(products.sku, after.key))),
+          ),
+        )
+        .orderBy(desc(products.createdAt), desc(products.sku))
+        .limit(args.limit + 1);
+      const result = page(rows, args.limit, (row) => encodeCursor(row.createdAt, row.sku));
+      return { data: result.data.map(view), nextCursor: result.nextCursor };
+    },
+
+    /** Creates a product with its initial stock, or renames/reprices an existing one. */
+    async putProduct(
+      tx: Tx,
+      args: { tenantId: string; sku: string; name: string; price: number; stock?: number | undefined },
+    ): Promise<Outcome<{ product: Product; created: boolean }, "USE_STOCK_ADJUSTMENT">> {
+      const { tenantId, sku, name, price } = args;
+      const inserted = await tx
+        .insert(products)
+        .values({ tenantId, sku, name, price, currency })
+        .onConflictDoNothing()
+        .returning({ sku: products.sku });
+      if (inserted.length === 1) {
+        const stock = args.stock ?? 0;
+        await tx.insert(stockLevels).values({ tenantId, sku, initial: stock, available: stock });
+      } else {
+        if (args.stock !== undefined) return refuse("USE_STOCK_ADJUSTMENT");
+        await tx
+          .update(products)
+          .set({ name, price, updatedAt: sql`now()` })
+          .where(and(eq(products.tenantId, tenantId), eq(products.sku, sku)));
+      }
+      const product = (await getProduct(tx, tenantId, sku)) as Product;
+      return ok({ product, created: inserted.length === 1 });
+    },
+
+    /** Adds delta to the on-hand count; on-hand never drops below what live orders hold. */
+    async adjustStock(
+      tx: Tx,
+      args: { tenantId: string; sku: string; delta: number },
+    ): Promise<Outcome<Product, "PRODUCT_NOT_FOUND" | "INSUFFICIENT_STOCK">> {
+      const { tenantId, sku, delta } = args;
+      const updated = await tx
+        .update(stockLevels)
+        .set({ available: sql`${stockLevels.available} + ${delta}`, adjusted: sql`${stockLevels.adjusted} + ${delta}` })
+        .where(and(eq(stockLevels.tenantId, tenantId), eq(stockLevels.sku, sku), sql`${stockLevels.available} + ${delta} >= 0`))
+        .returning({ sku: stockLevels.sku });
+      if (updated.length === 0) {
+        const exists = await findProduct(tx, tenantId, sku);
+        return exists ? refuse("INSUFFICIENT_STOCK", `only ${exists.available} unreserved units of ${sku}`) : refuse("PRODUCT_NOT_FOUND");
+      }
+      await tx.insert(stockAdjustments).values({ tenantId, sku, delta });
+      return ok((await getProduct(tx, tenantId, sku)) as Product);
+    },
+
+    /** Names and current prices of the given SKUs; a SKU missing from the map is unknown. */
+    async catalogue(q: Queryable, tenantId: string, skus: string[]): Promise<Map<string, CatalogueEntry>> {
+      const rows = await q
+        .select({ sku: products.sku, name: products.name, price: products.price })
+        .from(products)
+        .where(and(eq(products.tenantId, tenantId), inArray(products.sku, skus)));
+      return new Map(rows.map((r) => [r.sku, { name: r.name, price: r.price }]));
+    },
+
+    /**
+     * Takes the order's units off `available`, into `reserved` (awaiting payment) or straight into
+     * `sold`. One statement: the rows are locked in SKU order (no deadlock between two orders of the
+     * same SKUs), and the decrement is conditional, so stock can never go negative. Idempotent per order.
+     */
+    async reserve(
+      tx: Tx,
+      args: { tenantId: string; orderId: string; lines: StockLine[]; sold: boolean },
+    ): Promise<Outcome<void, "OUT_OF_STOCK">> {
+      const { tenantId, orderId, lines, sold } = args;
+      const request = JSON.stringify(lines.map((l) => ({ sku: l.sku, qty: l.quantity })));
+      const status = sold ? "sold" : "reserved";
+      const result = await rows<{ sku: string }>(tx, sql`
+        with req as (
+          select r.sku, r.qty from jsonb_to_recordset(${request}::jsonb) as r(sku text, qty bigint)
+          where not exists (select 1 from stock_reservations x where x.tenant_id = ${tenantId} and x.order_id = ${orderId})
+        ),
+        locked as (
+          select s.sku from stock_levels s
+          where s.tenant_id = ${tenantId} and s.sku in (select sku from req)
+          order by s.sku for update
+        ),
+        taken as (
+          update stock_levels s
+          set available = s.available - req.qty,
+              reserved = s.reserved + case when ${sold} then 0 else req.qty end,
+              sold = s.sold + case when ${sold} then req.qty else 0 end
+          from req
+          where s.tenant_id = ${tenantId} and s.sku = req.sku and s.available >= req.qty
+            and s.sku in (select sku from locked)
+          returning s.sku, req.qty
+        )
+        insert into stock_reservations (tenant_id, order_id, sku, quantity, status)
+        select ${tenantId}, ${orderId}, sku, qty, ${status} from taken
+        returning sku`);
+      if (result.length === lines.length) return ok(undefined);
+      if (result.length === 0) {
+        // Nothing taken: either refused, or this order already holds its reservation (a retried step).
+        const held = await rows(tx, sql`select 1 from stock_reservations where tenant_id = ${tenantId} and order_id = ${orderId} limit 1`);
+        if (held.length > 0) return ok(undefined);
+      }
+      const short = lines.map((l) => l.sku).filter((sku) => !result.some((r) => r.sku === sku));
+      // Partial success must not stay: the caller's transaction rolls back on this refusal.
+      return refuse("OUT_OF_STOCK", `not enough stock of ${short.join(", ")}`);
+    },
+
+    /** Returns an order's reserved units to `available`. Idempotent; a no-op for sold units. */
+    async release(tx: Tx, args: { tenantId: string; orderId: string }): Promise<void> {
+      await moveReservation(tx, args, "reserved", "released");
+    },
+
+    /** Turns an order's reservation into a sale (the order was paid). Idempotent. */
+    async sell(tx: Tx, args: { tenantId: string; orderId: string }): Promise<void> {
+      await moveReservation(tx, args, "reserved", "sold");
+    },
+  };
+}
+
+async function moveReservation(
+  tx: Tx,
+  { tenantId, orderId }: { tenantId: string; orderId: string },
+  from: "reserved",
+  to: "released" | "sold",
+): Promise<void> {
+  await tx.execute(sql`
+    with moved as (
+      update stock_reservations set status = ${to}, updated_at = now()
+      where tenant_id = ${tenantId} and order_id = ${orderId} and status = ${from}
+      returning sku, quantity
+    ),
+    locked as (
+      select s.sku from stock_levels s
+      where s.tenant_id = ${tenantId} and s.sku in (select sku from moved)
+      order by s.sku for update
+    )
+    update stock_levels s
+    set reserved = s.reserved - moved.quantity,
+        available = s.available + case when ${to} = 'released' then moved.quantity else 0 end,
+        sold = s.sold + case when ${to} = 'sold' then moved.quantity else 0 end
+    from moved
+    where s.tenant_id = ${tenantId} and s.sku = moved.sku and s.sku in (select sku from locked)`);
+}
+
+export type Inventory = ReturnType<typeof createInventory>;

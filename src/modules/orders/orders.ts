@@ -1,0 +1,279 @@
+import { and, asc, desc, eq, lt, or, sql } from "drizzle-orm";
+import type { Db, Queryable, Tx } from "../../db/client.ts";
+import type { Clock } from "../../kit/clock.ts";
+import { type Cursor, encodeCursor, page } from "../../kit/cursor.ts";
+import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
+import type { PricedLine } from "../coupons/pricing.ts";
+import type { Address } from "../shipping/schema.ts";
+import type { TransitionEvent, TransitionHooks } from "./hooks.ts";
+import {
+  type CancelReason,
+  orderHistory,
+  orderItems,
+  orders,
+  type OrderStatus,
+  type PaymentMethod,
+  type PaymentStatus,
+  type ShipmentStatus,
+} from "./schema.ts";
+import { canTransition } from "./state-machine.ts";
+
+export type OrderRow = typeof orders.$inferSelect;
+
+/** The order as the API shows it (api-contract.md §4, Orders). */
+export interface OrderView {
+  id: string;
+  orderNumber: string;
+  tenantId: string;
+  userId: string;
+  status: OrderStatus;
+  version: number;
+  items: PricedLine[];
+  subtotal: number;
+  discount: number;
+  total: number;
+  currency: string;
+  couponCode: string | null;
+  payment: { method: PaymentMethod; status: PaymentStatus; externalTxnId: string | null };
+  shipment: { waybill: string; carrier: string | null; trackingNumber: string | null; status: ShipmentStatus } | null;
+  shippingAddress: Address;
+  cancelReason: CancelReason | null;
+  history: { from: OrderStatus | null; to: OrderStatus; at: string; reason: string | null }[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface NewOrder {
+  id: string;
+  tenantId: string;
+  userId: string;
+  status: OrderStatus;
+  lines: PricedLine[];
+  subtotal: number;
+  discount: number;
+  total: number;
+  currency: string;
+  couponCode: string | null;
+  paymentMethod: PaymentMethod;
+  paymentStatus: PaymentStatus;
+  paymentDueAt: Date | null;
+  shippingAddress: Address;
+  shipment: { waybill: string; status: ShipmentStatus } | null;
+  /** The moves that led here, e.g. [PENDING] or [PENDING, PAID]. */
+  path: { to: OrderStatus; reason: string | null }[];
+}
+
+/** Who is asking: customers see only their own orders, admins every order of their tenant. */
+export interface Viewer {
+  tenantId: string;
+  userId: string;
+  admin: boolean;
+}
+
+export type TransitionRefusal = "INVALID_TRANSITION" | "VERSION_MISMATCH" | "TRANSITION_VETOED";
+
+type OrderPatch = Partial<
+  Pick<
+    OrderRow,
+    | "discount"
+    | "total"
+    | "paymentStatus"
+    | "externalTxnId"
+    | "cancelReason"
+    | "paymentDueAt"
+    | "shipmentWaybill"
+    | "shipmentCarrier"
+    | "shipmentTrackingNumber"
+    | "shipmentStatus"
+  >
+>;
+
+// Items and history come with the order in the same SQL statement (lateral join + json_agg), not N+1.
+const withRelations = {
+  items: { orderBy: [asc(orderItems.sku)] },
+  history: { orderBy: [asc(orderHistory.id)] },
+};
+
+type LoadedOrder = OrderRow & { items: (typeof orderItems.$inferSelect)[]; history: (typeof orderHistory.$inferSelect)[] };
+
+function toView(row: LoadedOrder): OrderView {
+  return {
+    id: row.id,
+    orderNumber: row.orderNumber,
+    tenantId: row.tenantId,
+    userId: row.userId,
+    status: row.status,
+    version: row.version,
+    items: row.items.map((i) => ({ sku: i.sku, name: i.name, quantity: i.quantity, unitPrice: i.unitPrice, lineTotal: i.lineTotal })),
+    subtotal: row.subtotal,
+    discount: row.discount,
+    total: row.total,
+    currency: row.currency,
+    couponCode: row.couponCode,
+    payment: { method: row.paymentMethod, status: row.paymentStatus, externalTxnId: row.externalTxnId },
+    shipment: row.shipmentWaybill
+      ? {
+          waybill: row.shipmentWaybill,
+          carrier: row.shipmentCarrier,
+          trackingNumber: row.shipmentTrackingNumber,
+          status: row.shipmentStatus ?? "pending",
+        }
+      : null,
+    shippingAddress: row.shippingAddress,
+    cancelReason: row.cancelReason,
+    history: row.history.map((h) => ({ from: h.from, to: h.to, at: h.at.toISOString(), reason: h.reason })),
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+  };
+}
+
+const visibleTo = (viewer: Viewer) =>
+  and(eq(orders.tenantId, viewer.tenantId), viewer.admin ? undefined : eq(orders.userId, viewer.userId));
+
+/** The orders module's front door: the order records and the one function that moves them. */
+export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
+  const { hooks, clock } = deps;
+
+  async function getOrder(q: Queryable, viewer: Viewer, orderId: string): Promise<OrderView | undefined> {
+    const row = await q.query.orders.findFirst({ where: and(eq(orders.id, orderId), visibleTo(viewer)), with: withRelations });
+    return row && toView(row);
+  }
+
+  return {
+    getOrder,
+
+    async listOrders(
+      q: Queryable,
+      viewer: Viewer,
+      filter: { limit: number; after?: Cursor | undefined; status?: OrderStatus | undefined; userId?: string | undefined },
+    ): Promise<{ data: OrderView[]; nextCursor: string | null }> {
+      const { after } = filter;
+      const rows = await q.query.orders.findMany({
+        where: and(
+          visibleTo(viewer),
+          filter.status && eq(orders.status, filter.status),
+          filter.userId !== undefined ? eq(orders.userId, filter.userId) : undefined,
+          after && or(lt(orders.createdAt, after.at), and(eq(orders.createdAt, after.at), lt(orders.id, after.key))),
+        ),
+        orderBy: [desc(orders.createdAt), desc(orders.id)],
+        limit: filter.limit + 1,
+        with: withRelations,
+      });
+      const result = page(rows, filter.limit, (row) => encodeCursor(row.createdAt, row.id));
+      return { data: result.data.map(toView), nextCursor: result.nextCursor };
+    },
+
+    /** Records a new order with its lines and the moves that led to its status, vetoable by hooks. */
+    async insertOrder(tx: Tx, moves: TransitionEvent[], draft: NewOrder): Promise<Outcome<void, "TRANSITION_VETOED">> {
+      const at = clock.now();
+      const events: TransitionEvent[] = draft.path.map((step, i) => ({
+        tenantId: draft.tenantId,
+        orderId: draft.id,
+        from: i === 0 ? null : (draft.path[i - 1] as { to: OrderStatus }).to,
+        to: step.to,
+        reason: step.reason,
+        version: i + 1,
+        at,
+      }));
+      for (const event of events) {
+        const veto = await hooks.vetoOf(event);
+        if (veto) return refuse("TRANSITION_VETOED", veto);
+      }
+      await tx.insert(orders).values({
+        id: draft.id,
+        tenantId: draft.tenantId,
+        orderNumber: sql`'ORD-' || nextval('order_number_seq')`,
+        userId: draft.userId,
+        status: draft.status,
+        version: draft.path.length,
+        subtotal: draft.subtotal,
+        discount: draft.discount,
+        total: draft.total,
+        currency: draft.currency,
+        couponCode: draft.couponCode,
+        paymentMethod: draft.paymentMethod,
+        paymentStatus: draft.paymentStatus,
+        paymentDueAt: draft.paymentDueAt,
+        shippingAddress: draft.shippingAddress,
+        shipmentWaybill: draft.shipment?.waybill ?? null,
+        shipmentStatus: draft.shipment?.status ?? null,
+        createdAt: at,
+        updatedAt: at,
+      });
+      await tx.insert(orderItems).values(draft.lines.map((l) => ({ tenantId: draft.tenantId, orderId: draft.id, ...l })));
+      await tx.insert(orderHistory).values(
+        events.map((e) => ({ tenantId: e.tenantId, orderId: e.orderId, from: e.from, to: e.to, reason: e.reason, at })),
+      );
+      moves.push(...events);
+      return ok(undefined);
+    },
+
+    /** Locks an order row for a move; undefined when it does not exist or is not the viewer's. */
+    async lockOrder(tx: Tx, viewer: Viewer, orderId: string, options: { skipLocked?: boolean } = {}): Promise<OrderRow | undefined> {
+      const [row] = await tx
+        .select()
+        .from(orders)
+        .where(and(eq(orders.id, orderId), visibleTo(viewer)))
+        .for("update", options.skipLocked ? { skipLocked: true } : {});
+      return row;
+    },
+
+    /**
+     * The one function that moves an order: checks the transition table and the expected version,
+     * asks the before-hooks, compare-and-sets the version, appends history. The caller's transaction
+     * holds the row lock (lockOrder); the move's event is queued for the after-hooks.
+     */
+    async transition(
+      tx: Tx,
+      moves: TransitionEvent[],
+      args: { order: OrderRow; to: OrderStatus; reason: string | null; expectedVersion?: number | undefined; patch?: OrderPatch },
+    ): Promise<Outcome<OrderRow, TransitionRefusal>> {
+      const { order, to, reason } = args;
+      if (args.expectedVersion !== undefined && args.expectedVersion !== order.version) {
+        return refuse("VERSION_MISMATCH", `the order is at version ${order.version}`);
+      }
+      if (!canTransition(order.status, to)) return refuse("INVALID_TRANSITION", `an order cannot move from ${order.status} to ${to}`);
+      const at = clock.now();
+      const event: TransitionEvent = { tenantId: order.tenantId, orderId: order.id, from: order.status, to, reason, version: order.version + 1, at };
+      const veto = await hooks.vetoOf(event);
+      if (veto) return refuse("TRANSITION_VETOED", veto);
+      const [updated] = await tx
+        .update(orders)
+        .set({ ...args.patch, status: to, version: event.version, updatedAt: at })
+        .where(and(eq(orders.id, order.id), eq(orders.version, order.version)))
+        .returning();
+      if (!updated) return refuse("VERSION_MISMATCH", "the order changed meanwhile");
+      await tx.insert(orderHistory).values({ tenantId: order.tenantId, orderId: order.id, from: order.status, to, reason, at });
+      moves.push(event);
+      return ok(updated);
+    },
+
+    /** Runs work in one transaction and, once it committed, the after-hooks of the moves it made. */
+    async withMoves<T>(db: Db, work: (tx: Tx, moves: TransitionEvent[]) => Promise<T>): Promise<T> {
+      const moves: TransitionEvent[] = [];
+      const result = await db.transaction((tx) => work(tx, moves));
+      await hooks.runAfter(moves);
+      return result;
+    },
+
+    async orderLines(q: Queryable, tenantId: string, orderId: string): Promise<PricedLine[]> {
+      return q
+        .select({ sku: orderItems.sku, name: orderItems.name, quantity: orderItems.quantity, unitPrice: orderItems.unitPrice, lineTotal: orderItems.lineTotal })
+        .from(orderItems)
+        .where(and(eq(orderItems.tenantId, tenantId), eq(orderItems.orderId, orderId)))
+        .orderBy(asc(orderItems.sku));
+    },
+
+    /** Orders still PENDING since before `olderThan`, oldest first. */
+    async stalePending(q: Queryable, olderThan: Date, limit: number): Promise<{ id: string; tenantId: string }[]> {
+      return q
+        .select({ id: orders.id, tenantId: orders.tenantId })
+        .from(orders)
+        .where(and(eq(orders.status, "PENDING"), lt(orders.createdAt, olderThan)))
+        .orderBy(asc(orders.createdAt))
+        .limit(limit);
+    },
+  };
+}
+
+export type Orders = ReturnType<typeof createOrders>;

@@ -1,0 +1,103 @@
+import { relations } from "drizzle-orm";
+import { bigint, bigserial, index, integer, jsonb, pgSequence, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import type { Address } from "../shipping/schema.ts";
+
+export const ORDER_STATUSES = ["PENDING", "CREATED", "PAID", "SHIPPED", "COMPLETED", "CANCELLED"] as const;
+export type OrderStatus = (typeof ORDER_STATUSES)[number];
+
+export const CANCEL_REASONS = [
+  "OUT_OF_STOCK",
+  "INSUFFICIENT_FUNDS",
+  "COUPON_UNAVAILABLE",
+  "PAYMENT_TIMEOUT",
+  "CUSTOMER_CANCELLED",
+  "ADMIN_CANCELLED",
+] as const;
+export type CancelReason = (typeof CANCEL_REASONS)[number];
+
+export const PAYMENT_METHODS = ["balance", "external"] as const;
+export type PaymentMethod = (typeof PAYMENT_METHODS)[number];
+export type PaymentStatus = "pending" | "captured" | "voided" | "refund_pending" | "refunded";
+export type ShipmentStatus = "pending" | "shipped" | "delivered";
+
+/** Order numbers come from a sequence: unique without a contended counter row. */
+export const orderNumbers = pgSequence("order_number_seq", { startWith: 100001 });
+
+export const orders = pgTable(
+  "orders",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    orderNumber: text("order_number").notNull(),
+    userId: text("user_id").notNull(),
+    status: text("status").$type<OrderStatus>().notNull(),
+    version: integer("version").notNull(),
+    subtotal: bigint("subtotal", { mode: "number" }).notNull(),
+    discount: bigint("discount", { mode: "number" }).notNull(),
+    total: bigint("total", { mode: "number" }).notNull(),
+    currency: text("currency").notNull(),
+    couponCode: text("coupon_code"),
+    paymentMethod: text("payment_method").$type<PaymentMethod>().notNull(),
+    paymentStatus: text("payment_status").$type<PaymentStatus>().notNull(),
+    externalTxnId: text("external_txn_id"),
+    shippingAddress: jsonb("shipping_address").$type<Address>().notNull(),
+    // The order's copy of its shipment document, kept by the placement and the ship/complete moves.
+    shipmentWaybill: text("shipment_waybill"),
+    shipmentCarrier: text("shipment_carrier"),
+    shipmentTrackingNumber: text("shipment_tracking_number"),
+    shipmentStatus: text("shipment_status").$type<ShipmentStatus>(),
+    cancelReason: text("cancel_reason").$type<CancelReason>(),
+    paymentDueAt: timestamp("payment_due_at", { withTimezone: true }),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull(),
+  },
+  (t) => [
+    uniqueIndex("orders_number").on(t.tenantId, t.orderNumber),
+    index("orders_tenant_newest").on(t.tenantId, t.createdAt.desc(), t.id.desc()),
+    index("orders_user_newest").on(t.tenantId, t.userId, t.createdAt.desc(), t.id.desc()),
+    index("orders_status").on(t.status, t.createdAt),
+  ],
+);
+
+export const orderItems = pgTable(
+  "order_items",
+  {
+    tenantId: text("tenant_id").notNull(),
+    orderId: text("order_id")
+      .notNull()
+      .references(() => orders.id),
+    sku: text("sku").notNull(),
+    name: text("name").notNull(),
+    quantity: integer("quantity").notNull(),
+    unitPrice: bigint("unit_price", { mode: "number" }).notNull(),
+    lineTotal: bigint("line_total", { mode: "number" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.orderId, t.sku] })],
+);
+
+export const orderHistory = pgTable(
+  "order_history",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    orderId: text("order_id")
+      .notNull()
+      .references(() => orders.id),
+    from: text("from_status").$type<OrderStatus>(),
+    to: text("to_status").$type<OrderStatus>().notNull(),
+    reason: text("reason"),
+    at: timestamp("at", { withTimezone: true }).notNull(),
+  },
+  (t) => [index("order_history_order").on(t.orderId, t.id)],
+);
+
+export const ordersRelations = relations(orders, ({ many }) => ({
+  items: many(orderItems),
+  history: many(orderHistory),
+}));
+export const orderItemsRelations = relations(orderItems, ({ one }) => ({
+  order: one(orders, { fields: [orderItems.orderId], references: [orders.id] }),
+}));
+export const orderHistoryRelations = relations(orderHistory, ({ one }) => ({
+  order: one(orders, { fields: [orderHistory.orderId], references: [orders.id] }),
+}));

@@ -1,0 +1,72 @@
+import { and, eq, sql } from "drizzle-orm";
+import { type Queryable, rows, type Tx } from "../../db/client.ts";
+import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
+import { wallets } from "./schema.ts";
+
+export interface Wallet {
+  userId: string;
+  balance: number;
+  currency: string;
+}
+
+/** Balances stay exact as JavaScript numbers; a credit that would pass this is refused. */
+const MAX_BALANCE = Number.MAX_SAFE_INTEGER;
+
+/** The payments module's wallet side: credits, debits through the ledger, balances. */
+export function createWallets(options: { currency: string }) {
+  const { currency } = options;
+
+  return {
+    async getWallet(q: Queryable, tenantId: string, userId: string): Promise<Wallet> {
+      const [row] = await q
+        .select({ balance: wallets.balance })
+        .from(wallets)
+        .where(and(eq(wallets.tenantId, tenantId), eq(wallets.userId, userId)));
+      return { userId, balance: row?.balance ?? 0, currency };
+    },
+
+    async credit(tx: Tx, args: { tenantId: string; userId: string; amount: number }): Promise<Outcome<Wallet, "AMOUNT_TOO_LARGE">> {
+      const { tenantId, userId, amount } = args;
+      const result = await rows<{ balance: string }>(tx, sql`
+        with w as (
+          insert into wallets (tenant_id, user_id, balance, currency) values (${tenantId}, ${userId}, ${amount}, ${currency})
+          on conflict (tenant_id, user_id) do update
+            set balance = wallets.balance + excluded.balance, updated_at = now()
+            where wallets.balance + excluded.balance <= ${MAX_BALANCE}
+          returning balance
+        ),
+        e as (
+          insert into wallet_entries (tenant_id, user_id, kind, amount)
+          select ${tenantId}, ${userId}, 'credit', ${amount} from w
+        )
+        select balance from w`);
+      const row = result[0];
+      if (!row) return refuse("AMOUNT_TOO_LARGE", `the balance would exceed ${MAX_BALANCE}`);
+      return ok({ userId, balance: Number(row.balance), currency });
+    },
+
+    /** Takes an order's total from the wallet, once per order, never below zero. */
+    async debit(
+      tx: Tx,
+      args: { tenantId: string; userId: string; orderId: string; amount: number },
+    ): Promise<Outcome<void, "INSUFFICIENT_FUNDS">> {
+      const { tenantId, userId, orderId, amount } = args;
+      const result = await rows(tx, sql`
+        with w as (
+          update wallets set balance = balance - ${amount}, updated_at = now()
+          where tenant_id = ${tenantId} and user_id = ${userId} and balance >= ${amount}
+            and not exists (select 1 from wallet_entries where tenant_id = ${tenantId} and order_id = ${orderId} and kind = 'debit')
+          returning user_id
+        )
+        insert into wallet_entries (tenant_id, user_id, kind, amount, order_id)
+        select ${tenantId}, user_id, 'debit', ${-amount}, ${orderId} from w
+        returning id`);
+      if (result.length === 1 || amount === 0) return ok(undefined);
+      const done = await rows(tx, sql`
+        select 1 from wallet_entries where tenant_id = ${tenantId} and order_id = ${orderId} and kind = 'debit'`);
+      return done.length > 0 ? ok(undefined) : refuse("INSUFFICIENT_FUNDS");
+    },
+  };
+}
+
+export type Wallets = ReturnType<typeof createWallets>;

@@ -1,0 +1,54 @@
+import { and, eq, sql } from "drizzle-orm";
+import type { Tx } from "../../db/client.ts";
+import type { IdGenerator } from "../../kit/ids.ts";
+import { type Address, shipments } from "./schema.ts";
+
+export interface ShipmentDocument {
+  waybill: string;
+  carrier: string | null;
+  trackingNumber: string | null;
+  status: "pending" | "shipped" | "delivered";
+}
+
+const documentColumns = {
+  waybill: shipments.waybill,
+  carrier: shipments.carrier,
+  trackingNumber: shipments.trackingNumber,
+  status: shipments.status,
+};
+
+/** The shipping module's front door: shipment documents and their waybills. */
+export function createShipping(options: { newId: IdGenerator }) {
+  return {
+    /** Creates the order's shipment document, or returns the one it already has. */
+    async createDocument(tx: Tx, args: { tenantId: string; orderId: string; address: Address }): Promise<ShipmentDocument> {
+      const waybill = options.newId("wb").toUpperCase();
+      const [row] = await tx
+        .insert(shipments)
+        .values({ tenantId: args.tenantId, orderId: args.orderId, waybill, status: "pending", address: args.address })
+        .onConflictDoUpdate({ target: [shipments.tenantId, shipments.orderId], set: { orderId: sql`excluded.order_id` } })
+        .returning(documentColumns);
+      return row as ShipmentDocument;
+    },
+
+    async markShipped(tx: Tx, args: { tenantId: string; orderId: string; carrier: string; trackingNumber: string | null }) {
+      const [row] = await tx
+        .update(shipments)
+        .set({ carrier: args.carrier, trackingNumber: args.trackingNumber, status: "shipped", updatedAt: sql`now()` })
+        .where(and(eq(shipments.tenantId, args.tenantId), eq(shipments.orderId, args.orderId)))
+        .returning(documentColumns);
+      return row as ShipmentDocument;
+    },
+
+    async markDelivered(tx: Tx, args: { tenantId: string; orderId: string }) {
+      const [row] = await tx
+        .update(shipments)
+        .set({ status: "delivered", updatedAt: sql`now()` })
+        .where(and(eq(shipments.tenantId, args.tenantId), eq(shipments.orderId, args.orderId)))
+        .returning(documentColumns);
+      return row as ShipmentDocument;
+    },
+  };
+}
+
+export type Shipping = ReturnType<typeof createShipping>;

@@ -1,0 +1,37 @@
+import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+
+/** Every metric Orderly exports, in one place (style.md rule 12). One registry per app instance. */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "orderly_process_" });
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: "orderly_http_requests_total",
+      help: "HTTP requests answered, by route and status class",
+      labelNames: ["method", "route", "status"] as const,
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: "orderly_http_request_duration_seconds",
+      help: "HTTP request duration",
+      labelNames: ["method", "route"] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    placements: new Counter({
+      name: "orderly_order_placements_total",
+      help: "Order placements by outcome (placed, pending, refused reason, invalid)",
+      labelNames: ["outcome"] as const,
+      registers: [registry],
+    }),
+    transitions: new Counter({
+      name: "orderly_order_transitions_total",
+      help: "Committed order state moves, by target status",
+      labelNames: ["to"] as const,
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,27 @@
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Config } from "../config.ts";
+
+export interface Secrets {
+  jwtSecret: string;
+  webhookSecret: string;
+}
+
+/**
+ * The configured secrets, or outside production dev secrets generated once and kept in the data dir,
+ * so tokens printed by `npm start` keep working across restarts.
+ */
+export function resolveSecrets(config: Config): Secrets {
+  if (config.jwtSecret && config.webhookSecret) return { jwtSecret: config.jwtSecret, webhookSecret: config.webhookSecret };
+  const file = join(config.dataDir, "dev-secrets.json");
+  let dev: Secrets;
+  if (existsSync(file)) {
+    dev = JSON.parse(readFileSync(file, "utf8")) as Secrets;
+  } else {
+    dev = { jwtSecret: randomBytes(32).toString("hex"), webhookSecret: randomBytes(32).toString("hex") };
+    mkdirSync(config.dataDir, { recursive: true });
+    writeFileSync(file, JSON.stringify(dev, null, 2), { mode: 0o600 });
+  }
+  return { jwtSecret: config.jwtSecret ?? dev.jwtSecret, webhookSecret: config.webhookSecret ?? dev.webhookSecret };
+}

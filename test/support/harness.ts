@@ -1,0 +1,71 @@
+import type { FastifyInstance, InjectOptions } from "fastify";
+import { pino } from "pino";
+import { buildApp } from "../../src/app.ts";
+import type { Role } from "../../src/auth/tokens.ts";
+import { loadConfig } from "../../src/config.ts";
+import type { Database } from "../../src/db/client.ts";
+import type { Clock } from "../../src/kit/clock.ts";
+import { createServices, type Services } from "../../src/services.ts";
+
+export const TEST_SECRETS = { jwtSecret: "test-jwt-secret-0123456789abcdef0123456789", webhookSecret: "test-webhook-secret-0123456789" };
+
+export const ADDRESS = { name: "Ada", phone: "+86 10 5555 0100", line1: "1 Test Road", city: "Beijing", country: "CN" };
+
+export interface Harness {
+  app: FastifyInstance;
+  services: Services;
+  token(tenantId: string, userId: string, roles?: Role[]): Promise<string>;
+  /** inject() with a bearer token and a JSON body. */
+  call(method: InjectOptions["method"], url: string, options?: { token?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
+  seed(tenantId: string, setup: { products?: [sku: string, price: number, stock: number][]; credits?: [userId: string, amount: number][] }): Promise<void>;
+  orderBody(items: [sku: string, quantity: number][], extra?: Record<string, unknown>): Record<string, unknown>;
+  close(): Promise<void>;
+}
+
+export async function createHarness(database: Database, options: { clock?: Clock; env?: Record<string, string> } = {}): Promise<Harness> {
+  const config = loadConfig(options.env ?? {});
+  const services = createServices({ config, database, secrets: TEST_SECRETS, log: pino({ level: "silent" }), clock: options.clock });
+  const app = await buildApp(services);
+  const token = (tenantId: string, userId: string, roles: Role[] = ["customer"]) => services.tokens.sign({ tenantId, userId, roles });
+  const call: Harness["call"] = async (method, url, opts = {}) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+    const response = await app.inject({ method, url, headers, ...(opts.body === undefined ? {} : { payload: opts.body as object }) });
+    const text = response.body;
+    let body: unknown = text;
+    try {
+      body = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON: keep the text */
+    }
+    return { status: response.statusCode, body, headers: response.headers };
+  };
+  return {
+    app,
+    services,
+    token,
+    call,
+    async seed(tenantId, setup) {
+      const admin = await token(tenantId, "seed-admin", ["admin"]);
+      for (const [sku, price, stock] of setup.products ?? []) {
+        const r = await call("PUT", `/api/v1/products/${sku}`, { token: admin, body: { name: `Product ${sku}`, price, stock } });
+        if (r.status !== 201 && r.status !== 200) throw new Error(`seeding ${sku}: ${r.status} ${JSON.stringify(r.body)}`);
+      }
+      for (const [userId, amount] of setup.credits ?? []) {
+        const r = await call("POST", `/api/v1/accounts/${userId}/credits`, { token: admin, body: { amount } });
+        if (r.status !== 200) throw new Error(`crediting ${userId}: ${r.status} ${JSON.stringify(r.body)}`);
+      }
+    },
+    orderBody: (items, extra = {}) => ({
+      items: items.map(([sku, quantity]) => ({ sku, quantity })),
+      payment: { method: "balance" },
+      shippingAddress: ADDRESS,
+      ...extra,
+    }),
+    async close() {
+      await app.close();
+      await services.placement.drain();
+      await database.close();
+    },
+  };
+}
