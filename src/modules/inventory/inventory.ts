@@ -127,8 +127,9 @@ export function createInventory(options: { currency: string }) {
 
     /**
      * Takes the order's units off `available`, into `reserved` (awaiting payment) or straight into
-     * `sold`. One statement: the rows are locked in SKU order (no deadlock between two orders of the
-     * same SKUs), and the decrement is conditional, so stock can never go negative. Idempotent per order.
+     * `sold`, for every line or for none. One statement: the rows are locked in SKU order (no deadlock
+     * between two orders of the same SKUs), every line is checked against the locked counts, and the
+     * decrement is conditional as well, so stock can never go negative. Idempotent per order.
      */
     async reserve(
       tx: Tx,
@@ -137,15 +138,21 @@ export function createInventory(options: { currency: string }) {
       const { tenantId, orderId, lines, sold } = args;
       const request = JSON.stringify(lines.map((l) => ({ sku: l.sku, qty: l.quantity })));
       const status = sold ? "sold" : "reserved";
-      const result = await rows<{ sku: string }>(tx, sql`
+      const [result] = await rows<{ taken: number; short: string[] | null; held: boolean }>(tx, sql`
         with req as (
           select r.sku, r.qty from jsonb_to_recordset(${request}::jsonb) as r(sku text, qty bigint)
-          where not exists (select 1 from stock_reservations x where x.tenant_id = ${tenantId} and x.order_id = ${orderId})
+        ),
+        held as (
+          select exists (select 1 from stock_reservations x where x.tenant_id = ${tenantId} and x.order_id = ${orderId}) as yes
         ),
         locked as (
-          select s.sku from stock_levels s
-          where s.tenant_id = ${tenantId} and s.sku in (select sku from req)
+          select s.sku, s.available from stock_levels s
+          where s.tenant_id = ${tenantId} and s.sku in (select sku from req) and not (select yes from held)
           order by s.sku for update
+        ),
+        short as (
+          select array_agg(req.sku order by req.sku) as skus from req left join locked l on l.sku = req.sku
+          where l.sku is null or l.available < req.qty
         ),
         taken as (
           update stock_levels s
@@ -154,21 +161,21 @@ export function createInventory(options: { currency: string }) {
               sold = s.sold + case when ${sold} then req.qty else 0 end
           from req
           where s.tenant_id = ${tenantId} and s.sku = req.sku and s.available >= req.qty
-            and s.sku in (select sku from locked)
+            and s.sku in (select sku from locked) and (select skus from short) is null
           returning s.sku, req.qty
+        ),
+        recorded as (
+          insert into stock_reservations (tenant_id, order_id, sku, quantity, status)
+          select ${tenantId}, ${orderId}, sku, qty, ${status} from taken
+          returning sku
         )
-        insert into stock_reservations (tenant_id, order_id, sku, quantity, status)
-        select ${tenantId}, ${orderId}, sku, qty, ${status} from taken
-        returning sku`);
-      if (result.length === lines.length) return ok(undefined);
-      if (result.length === 0) {
-        // Nothing taken: either refused, or this order already holds its reservation (a retried step).
-        const held = await rows(tx, sql`select 1 from stock_reservations where tenant_id = ${tenantId} and order_id = ${orderId} limit 1`);
-        if (held.length > 0) return ok(undefined);
+        select (select count(*) from recorded)::int as taken, (select skus from short) as short, (select yes from held) as held`);
+      if (result?.held || result?.taken === lines.length) return ok(undefined);
+      if (result && result.taken > 0) {
+        // Cannot happen: every row was locked and checked first. Throwing rolls the caller back.
+        throw new Error(`reservation of order ${orderId} took ${result.taken} of ${lines.length} lines`);
       }
-      const short = lines.map((l) => l.sku).filter((sku) => !result.some((r) => r.sku === sku));
-      // Partial success must not stay: the caller's transaction rolls back on this refusal.
-      return refuse("OUT_OF_STOCK", `not enough stock of ${short.join(", ")}`);
+      return refuse("OUT_OF_STOCK", `not enough stock of ${(result?.short ?? lines.map((l) => l.sku)).join(", ")}`);
     },
 
     /** Returns an order's reserved units to `available`. Idempotent; a no-op for sold units. */
