@@ -46,8 +46,8 @@ export async function startServer(config: Config, options: { demo: boolean }): P
       await database.close();
     })());
 
-  log.info({ url, database: database.kind, ms: Date.now() - started }, "orderly is ready");
   if (options.demo) await printDemoBanner(services, url, demoLoaded);
+  log.info({ url, database: database.kind, ms: Date.now() - started }, "orderly is ready");
   return { app, services, url, close };
 }
 

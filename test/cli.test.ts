@@ -1,0 +1,153 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jwtVerify } from "jose";
+import { afterAll, describe, expect, it } from "vitest";
+import { openTestPostgres, postgresUrl } from "./support/databases.ts";
+
+const BIN = join(import.meta.dirname, "..", "bin", "orderly.mjs");
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "orderly-cli-"));
+  dirs.push(dir);
+  return dir;
+}
+
+function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: "info", ...extra };
+  return env;
+}
+
+/** Runs the CLI to its end. */
+function run(args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: baseEnv(env) });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`orderly ${args.join(" ")} did not finish: ${stderr}`));
+    }, timeoutMs);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Starts `orderly serve` and resolves once it logged that it is ready, with its URL. */
+function serve(args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, "serve", ...args], { env: baseEnv({ PORT: "0", ...env }) });
+    children.push(child);
+    let output = "";
+    const timer = setTimeout(() => reject(new Error(`serve did not become ready: ${output}`)), 30_000);
+    const onData = (d: Buffer) => {
+      output += d;
+      const ready = /"url":"([^"]+)"[^\n]*"msg":"orderly is ready"/.exec(output);
+      if (ready) {
+        clearTimeout(timer);
+        resolve({ child, url: ready[1] as string, output: () => output });
+      }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    child.on("exit", (code) => reject(new Error(`serve exited with ${code}: ${output}`)));
+  });
+}
+
+const exited = (child: ChildProcess) => new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+
+afterAll(() => {
+  for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("orderly CLI", () => {
+  it("prints a token signed with the data dir's dev secret, carrying the identity asked for", async () => {
+    const dir = tempDir();
+    const r = await run(["token", "--tenant", "demo", "--user", "alice", "--role", "customer", "--ttl", "2h"], { ORDERLY_DATA_DIR: dir });
+    expect(r.code).toBe(0);
+    const secret = JSON.parse(readFileSync(join(dir, "dev-secrets.json"), "utf8")).jwtSecret as string;
+    const { payload } = await jwtVerify(r.stdout.trim(), new TextEncoder().encode(secret));
+    expect(payload).toMatchObject({ sub: "alice", tid: "demo", roles: ["customer"] });
+    expect((payload.exp as number) - Math.floor(Date.now() / 1000)).toBeGreaterThan(7000);
+    const bad = await run(["token", "--tenant", "demo", "--user", "alice", "--role", "root"], { ORDERLY_DATA_DIR: dir });
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr.trim()).toBe("orderly: --role: must be customer or admin");
+  });
+
+  it.each([
+    [{ PORT: "http" }, "PORT"],
+    [{ DATABASE_URL: "postgres://127.0.0.1:1/none" }, "DATABASE_URL"],
+    [{ DATABASE_URL: "mysql://localhost/x" }, "DATABASE_URL"],
+    [{ ORDERLY_CURRENCY: "rmb" }, "ORDERLY_CURRENCY"],
+    [{ NODE_ENV: "production" }, "ORDERLY_JWT_SECRET"],
+  ])("refuses to start on %j with one line naming %s and a non-zero exit", async (env, variable) => {
+    const r = await run(["serve"], { ORDERLY_DATA_DIR: tempDir(), ...env });
+    expect(r.code).not.toBe(0);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(new RegExp(`^orderly: ${variable}: `));
+  });
+
+  it("refuses an unknown service, and a split service without DATABASE_URL and AMQP_URL", async () => {
+    const unknown = await run(["serve", "--services", "orders,billing"], { ORDERLY_DATA_DIR: tempDir() });
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toMatch(/^orderly: --services: unknown service "billing"/);
+    const split = await run(["serve", "--services", "inventory"], { ORDERLY_DATA_DIR: tempDir() });
+    expect(split.code).not.toBe(0);
+    expect(split.stderr).toMatch(/^orderly: DATABASE_URL: is required/);
+  });
+
+  it("serves the embedded database with demo data once, refuses a second process on it, and stops cleanly on SIGINT", async () => {
+    const dir = tempDir();
+    const first = await serve(["--demo"], { ORDERLY_DATA_DIR: dir });
+    expect(first.output()).toContain('demo tenant "demo" loaded');
+    expect(first.output()).toMatch(/customer token: +ey/);
+    expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
+    const customer = /customer token: +(\S+)/.exec(first.output())?.[1] as string;
+    const order = await fetch(`${first.url}/api/v1/orders`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${customer}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        items: [{ sku: "SKU-1", quantity: 1 }],
+        couponCode: "WELCOME5",
+        payment: { method: "balance" },
+        shippingAddress: { name: "A", phone: "1", line1: "l", city: "c", country: "CN" },
+      }),
+    });
+    expect(order.status).toBe(201);
+
+    const second = await run(["serve"], { ORDERLY_DATA_DIR: dir, PORT: "0" });
+    expect(second.code).not.toBe(0);
+    expect(second.stderr).toMatch(/^orderly: ORDERLY_DATA_DIR: .* is in use by process/);
+
+    first.child.kill("SIGINT");
+    expect(await exited(first.child)).toBe(0);
+    expect(existsSync(join(dir, "orderly.lock"))).toBe(false);
+
+    const again = await serve(["--demo"], { ORDERLY_DATA_DIR: dir });
+    expect(again.output()).toContain('demo tenant "demo" already present');
+    const orders = await fetch(`${again.url}/api/v1/orders`, { headers: { authorization: `Bearer ${customer}` } });
+    expect((await orders.json()).data).toHaveLength(1);
+    again.child.kill("SIGTERM");
+    expect(await exited(again.child)).toBe(0);
+  });
+
+  it.runIf(postgresUrl())("migrates a PostgreSQL database and exits", async () => {
+    const database = await openTestPostgres();
+    try {
+      const r = await run(["migrate"], { DATABASE_URL: database.url, ORDERLY_DATA_DIR: tempDir() });
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain("migrations applied");
+    } finally {
+      await database.close();
+    }
+  });
+});
