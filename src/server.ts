@@ -72,7 +72,7 @@ async function printDemoBanner(services: Services, url: string, loadedNow: boole
       "Place an order:",
       `  curl -s -X POST ${url}/api/v1/orders \\`,
       `    -H "Authorization: Bearer ${customer}" \\`,
-      `    -H "Content-Type: application/json" -H "Idempotency-Key: demo-$(date +%s)" \\`,
+      `    -H "Content-Type: application/json" \\`,
       `    -d '${body}'`,
       "",
       "Ctrl-C stops it.",

@@ -5,6 +5,7 @@ import { PGlite } from "@electric-sql/pglite";
 import { type SQL, sql } from "drizzle-orm";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
+import type { Logger as QueryLogger } from "drizzle-orm/logger";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
@@ -50,6 +51,8 @@ export interface PostgresOptions {
   max?: number;
   /** Milliseconds a statement may wait for a row lock before it fails with 55P03. */
   lockTimeoutMs?: number;
+  /** Sees every statement with its parameters (the benchmark records the placement's SQL with it). */
+  queryLogger?: QueryLogger;
 }
 
 export function openPostgres(url: string, options: PostgresOptions = {}): Database {
@@ -61,7 +64,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   });
   // An idle client that loses its server must not crash the process; the pool replaces it.
   pool.on("error", () => {});
-  const db = drizzlePg(pool, { schema }) as unknown as Db;
+  const db = drizzlePg(pool, { schema, logger: options.queryLogger ?? false }) as unknown as Db;
   return {
     db,
     kind: "postgres",
