@@ -223,7 +223,7 @@ async function main() {
   console.log(`one placement = ${captured.length} SQL statements (${captured.filter((c) => !/^(begin|commit)$/i.test(c.query.trim())).length} besides BEGIN/COMMIT)`);
 
   const tokens = await Promise.all(
-    Array.from({ length: USERS }, (_, i) => createTokens(JWT_SECRET).sign({ tenantId: TENANT, userId: `user-${i}`, roles: ["customer"] }, 3600)),
+    Array.from({ length: USERS }, (_, i) => createTokens({ secret: JWT_SECRET }).sign({ tenantId: TENANT, userId: `user-${i}`, roles: ["customer"] }, 3600)),
   );
   const port = await freePort();
   const server = await startServer(port);

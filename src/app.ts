@@ -4,11 +4,14 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { Logger } from "pino";
 import { authenticate, registerRequestContext, requestIdOf } from "./http/context.ts";
+import { registerIdempotency } from "./http/idempotency.ts";
 import { registerProblemHandlers } from "./http/problem.ts";
+import { rateLimit } from "./http/rate-limit.ts";
 import { accountRoutes } from "./http/routes/accounts.ts";
 import { couponRoutes } from "./http/routes/coupons.ts";
 import { opsRoutes } from "./http/routes/ops.ts";
 import { orderRoutes } from "./http/routes/orders.ts";
+import { paymentRoutes } from "./http/routes/payments.ts";
 import { productRoutes } from "./http/routes/products.ts";
 import type { Services } from "./services.ts";
 
@@ -30,6 +33,7 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
   const parseJson = app.getDefaultJsonParser("error", "error");
   app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
     const text = body.toString();
+    request.rawBody = text;
     if (text.trim() === "") return done(null, undefined);
     parseJson(request, text, done);
   });
@@ -61,11 +65,21 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
   await app.register(opsRoutes(services));
   await app.register(
     async (api) => {
-      api.addHook("onRequest", authenticate(services.tokens));
-      await api.register(productRoutes(services));
-      await api.register(accountRoutes(services));
-      await api.register(couponRoutes(services));
-      await api.register(orderRoutes(services));
+      // Signed-in callers: token first (before any body is read), then their own rate bucket.
+      await api.register(async (signedIn) => {
+        signedIn.addHook("onRequest", authenticate(services.tokens));
+        signedIn.addHook("onRequest", rateLimit(services.rateLimiter, (request) => `user:${request.identity!.tenantId}:${request.identity!.userId}`));
+        registerIdempotency(signedIn, services);
+        await signedIn.register(productRoutes(services));
+        await signedIn.register(accountRoutes(services));
+        await signedIn.register(couponRoutes(services));
+        await signedIn.register(orderRoutes(services));
+      });
+      // The payment provider: no token, so limited per source address; signed with HMAC instead.
+      await api.register(async (provider) => {
+        provider.addHook("onRequest", rateLimit(services.rateLimiter, (request) => `ip:${request.ip}`));
+        await provider.register(paymentRoutes(services));
+      });
     },
     { prefix: "/api/v1" },
   );

@@ -59,7 +59,8 @@ async function token(args: string[]) {
   const ttl = parseTtl(values.ttl);
   if (!ttl) throw new ConfigError("--ttl", "must look like 30s, 15m, 1h or 7d");
   const { jwtSecret } = resolveSecrets(loadConfig());
-  process.stdout.write(`${await createTokens(jwtSecret).sign({ tenantId: values.tenant, userId: values.user, roles }, ttl)}\n`);
+  if (!jwtSecret) throw new ConfigError("ORDERLY_JWT_SECRET", "is needed to sign tokens");
+  process.stdout.write(`${await createTokens({ secret: jwtSecret }).sign({ tenantId: values.tenant, userId: values.user, roles }, ttl)}\n`);
 }
 
 async function main(argv: string[]) {

@@ -86,10 +86,6 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (config.production && !config.jwtSecret && !config.jwksUrl) {
     throw new ConfigError("ORDERLY_JWT_SECRET", "is required when NODE_ENV=production (or set ORDERLY_JWKS_URL)");
   }
-  if (config.jwksUrl) {
-    // RS256/ES256 key sets arrive with the payments and security issue; refusing beats silently ignoring it.
-    throw new ConfigError("ORDERLY_JWKS_URL", "is not supported yet; use ORDERLY_JWT_SECRET");
-  }
   return config;
 }
 

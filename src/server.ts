@@ -5,10 +5,9 @@ import type { Config } from "./config.ts";
 import { openDatabase } from "./db/open.ts";
 import { DEFAULT_WAIT_MS } from "./flows/place-order.ts";
 import { DEMO_TENANT, loadDemo } from "./demo.ts";
+import { startJobs } from "./ops/jobs.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
 import { createServices, type Services } from "./services.ts";
-
-const RECOVERY_INTERVAL_MS = 5_000;
 
 export interface Running {
   app: FastifyInstance;
@@ -31,18 +30,15 @@ export async function startServer(config: Config, options: { demo: boolean }): P
   const port = typeof address === "object" && address ? address.port : config.port;
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
 
-  // Orders left PENDING by a crash or a failed background settlement are finished here.
-  const recovery = setInterval(() => {
-    services.placement.recoverPending().catch((error: unknown) => log.error({ err: error }, "pending-order recovery failed"));
-  }, RECOVERY_INTERVAL_MS);
-  recovery.unref();
+  const stopJobs = startJobs(services);
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      clearInterval(recovery);
       await app.close(); // stops accepting, lets in-flight requests finish
+      await stopJobs();
       await services.placement.drain();
+      await services.close();
       await database.close();
     })());
 

@@ -1,15 +1,21 @@
 import type { Logger } from "pino";
 import { createTokens, type Tokens } from "./auth/tokens.ts";
+import { createWebhookSignatures, type WebhookSignatures } from "./auth/webhooks.ts";
 import type { Config } from "./config.ts";
 import type { Database } from "./db/client.ts";
 import { createOrderMoves, type OrderMoves } from "./flows/order-moves.ts";
+import { createPaymentCallback, type HandlePaymentReport } from "./flows/payment-callback.ts";
+import { createPaymentTimeouts, type PaymentTimeouts } from "./flows/payment-timeouts.ts";
 import { createPlacement, type Placement } from "./flows/place-order.ts";
 import { type Clock, systemClock } from "./kit/clock.ts";
+import { createIdempotency, type Idempotency } from "./kit/idempotency.ts";
 import { type IdGenerator, newId as defaultNewId } from "./kit/ids.ts";
+import { createMemoryRateLimiter, createRedisRateLimiter, type RateLimiter } from "./kit/rate-limiter.ts";
 import { type Coupons, createCoupons } from "./modules/coupons/coupons.ts";
 import { createInventory, type Inventory } from "./modules/inventory/inventory.ts";
 import { createTransitionHooks, type TransitionHooks } from "./modules/orders/hooks.ts";
 import { createOrders, type Orders } from "./modules/orders/orders.ts";
+import { createPayments } from "./modules/payments/payments.ts";
 import { createWallets, type Wallets } from "./modules/payments/wallets.ts";
 import { createShipping, type Shipping } from "./modules/shipping/shipping.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
@@ -21,8 +27,11 @@ export interface Services {
   log: Logger;
   clock: Clock;
   tokens: Tokens;
+  webhooks: WebhookSignatures;
+  rateLimiter: RateLimiter;
   metrics: Metrics;
   hooks: TransitionHooks;
+  idempotency: Idempotency;
   inventory: Inventory;
   wallets: Wallets;
   coupons: Coupons;
@@ -30,6 +39,10 @@ export interface Services {
   orders: Orders;
   placement: Placement;
   moves: OrderMoves;
+  handlePaymentReport: HandlePaymentReport;
+  paymentTimeouts: PaymentTimeouts;
+  /** Closes what the services opened besides the database (the Redis connection of the limiter). */
+  close(): Promise<void>;
 }
 
 export interface ServiceDeps {
@@ -71,7 +84,35 @@ export function createServices(deps: ServiceDeps): Services {
     currency: config.currency,
     paymentTimeoutMs: config.paymentTimeoutMs,
   });
-  const moves = createOrderMoves({ db: database.db, orders, inventory, coupons, shipping });
-  const tokens = createTokens(deps.secrets.jwtSecret);
-  return { config, database, log, clock, tokens, metrics, hooks, inventory, wallets, coupons, shipping, orders, placement, moves };
+  const moves = createOrderMoves({ database, orders, inventory, coupons, shipping });
+  const payments = createPayments();
+  const handlePaymentReport = createPaymentCallback({ database, orders, payments, inventory, shipping });
+  const paymentTimeouts = createPaymentTimeouts({ database, orders, inventory, coupons, clock });
+  const tokens = createTokens({ secret: deps.secrets.jwtSecret, jwksUrl: config.jwksUrl });
+  const webhooks = createWebhookSignatures(deps.secrets.webhookSecret, clock);
+  const idempotency = createIdempotency({ clock });
+  const limits = { rps: config.rateLimitRps, burst: config.rateLimitBurst };
+  const rateLimiter = config.redisUrl ? createRedisRateLimiter({ url: config.redisUrl, ...limits }) : createMemoryRateLimiter(limits);
+  return {
+    config,
+    database,
+    log,
+    clock,
+    tokens,
+    webhooks,
+    rateLimiter,
+    metrics,
+    hooks,
+    idempotency,
+    inventory,
+    wallets,
+    coupons,
+    shipping,
+    orders,
+    placement,
+    moves,
+    handlePaymentReport,
+    paymentTimeouts,
+    close: () => rateLimiter.close(),
+  };
 }

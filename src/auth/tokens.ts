@@ -1,4 +1,4 @@
-import { errors, jwtVerify, SignJWT } from "jose";
+import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT } from "jose";
 import { z } from "zod";
 
 export const ROLES = ["customer", "admin"] as const;
@@ -28,11 +28,26 @@ export function parseTtl(text: string): number | undefined {
   return Number(match[1]) * unit;
 }
 
-/** HS256 access tokens: signing (CLI, demo, tests) and verification (every API request). */
-export function createTokens(secret: string) {
-  const key = new TextEncoder().encode(secret);
+/**
+ * Access tokens: HS256 with the shared secret, and/or RS256/ES256 keys from a JWKS URL (the
+ * production alternative: the identity provider signs, Orderly only verifies). Signing (CLI, demo,
+ * tests) needs the secret.
+ */
+export function createTokens(options: { secret?: string | undefined; jwksUrl?: string | undefined }) {
+  const key = options.secret ? new TextEncoder().encode(options.secret) : undefined;
+  const keySet = options.jwksUrl ? createRemoteJWKSet(new URL(options.jwksUrl), { cooldownDuration: 30_000, timeoutDuration: 5_000 }) : undefined;
+
+  async function verifyAny(token: string) {
+    const { alg } = decodeProtectedHeader(token);
+    // Only these algorithms, each with its own kind of key: `alg: none` and confusions fail here.
+    if (alg === "HS256" && key) return jwtVerify(token, key, { algorithms: ["HS256"], requiredClaims: ["exp", "sub"] });
+    if ((alg === "RS256" || alg === "ES256") && keySet) return jwtVerify(token, keySet, { algorithms: ["RS256", "ES256"], requiredClaims: ["exp", "sub"] });
+    return undefined;
+  }
+
   return {
     async sign(identity: Identity, ttlSeconds = 3600): Promise<string> {
+      if (!key) throw new Error("signing tokens needs ORDERLY_JWT_SECRET");
       return new SignJWT({ tid: identity.tenantId, roles: identity.roles })
         .setProtectedHeader({ alg: "HS256", typ: "JWT" })
         .setSubject(identity.userId)
@@ -44,9 +59,9 @@ export function createTokens(secret: string) {
     /** The identity of a valid token; undefined for a missing, expired, forged or malformed one. */
     async verify(token: string): Promise<Identity | undefined> {
       try {
-        // Only HS256 is accepted: `alg: none` and any other algorithm fail here.
-        const { payload } = await jwtVerify(token, key, { algorithms: ["HS256"], requiredClaims: ["exp", "sub"] });
-        const claims = Claims.safeParse(payload);
+        const verified = await verifyAny(token);
+        if (!verified) return undefined;
+        const claims = Claims.safeParse(verified.payload);
         if (!claims.success || claims.data.roles.length === 0) return undefined;
         return { tenantId: claims.data.tid, userId: claims.data.sub, roles: claims.data.roles };
       } catch (error) {

@@ -26,9 +26,29 @@ export async function rows<T>(q: Queryable, statement: SQL): Promise<T[]> {
   return result.rows;
 }
 
+export interface TenantOptions {
+  /** Milliseconds any statement may wait for a row lock in this transaction (55P03 past it). */
+  lockTimeoutMs?: number;
+}
+
+/**
+ * Runs work in one transaction scoped to a tenant: as the role orderly_app with orderly.tenant_id
+ * set, so row-level security applies on top of the queries' own tenant filters. One round trip.
+ */
+export function inTenant<T>(db: Db, tenantId: string, work: (tx: Tx) => Promise<T>, options: TenantOptions = {}): Promise<T> {
+  return db.transaction(async (tx) => {
+    const lockTimeout = options.lockTimeoutMs === undefined ? sql`` : sql`, set_config('lock_timeout', ${`${options.lockTimeoutMs}ms`}, true)`;
+    await tx.execute(sql`select set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', ${tenantId}, true)${lockTimeout}`);
+    return work(tx);
+  });
+}
+
 export interface Database {
+  /** The owner's handle: bypasses row-level security. Only for migrations and jobs across tenants. */
   db: Db;
   kind: "pglite" | "postgres";
+  /** A transaction scoped to one tenant (see inTenant): how every request reaches the database. */
+  tenant<T>(tenantId: string, work: (tx: Tx) => Promise<T>, options?: TenantOptions): Promise<T>;
   /** Applies the committed migrations (safe when several processes start at once). */
   migrate(): Promise<void>;
   ping(): Promise<void>;
@@ -68,6 +88,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   return {
     db,
     kind: "postgres",
+    tenant: (tenantId, work, options) => inTenant(db, tenantId, work, options),
     async migrate() {
       const client = await pool.connect();
       try {
@@ -141,6 +162,7 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
   return {
     db,
     kind: "pglite",
+    tenant: (tenantId, work, options) => inTenant(db, tenantId, work, options),
     migrate: () => migratePglite(drizzlePglite(client, { schema }), { migrationsFolder: MIGRATIONS }),
     async ping() {
       await db.execute(sql`select 1`);

@@ -1,4 +1,5 @@
-// Every module's tables in one namespace, for drizzle-kit and the relational query builder.
+// Every table in one namespace, for drizzle-kit and the relational query builder.
+export * from "../kit/schema.ts";
 export * from "../modules/inventory/schema.ts";
 export * from "../modules/payments/schema.ts";
 export * from "../modules/coupons/schema.ts";

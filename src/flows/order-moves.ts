@@ -1,4 +1,4 @@
-import type { Db, Tx } from "../db/client.ts";
+import type { Database, Tx } from "../db/client.ts";
 import { AppError } from "../kit/errors.ts";
 import type { Coupons } from "../modules/coupons/coupons.ts";
 import type { Inventory } from "../modules/inventory/inventory.ts";
@@ -7,7 +7,7 @@ import type { OrderStatus } from "../modules/orders/schema.ts";
 import type { Shipping } from "../modules/shipping/shipping.ts";
 
 export interface MoveDeps {
-  db: Db;
+  database: Database;
   orders: Orders;
   inventory: Inventory;
   coupons: Coupons;
@@ -27,17 +27,17 @@ interface Move {
 
 /** The moves a person asks for after placement: cancel, ship, complete. */
 export function createOrderMoves(deps: MoveDeps) {
-  const { db, orders, inventory, coupons, shipping } = deps;
+  const { database, orders, inventory, coupons, shipping } = deps;
 
-  async function apply(viewer: Viewer, orderId: string, move: Move): Promise<OrderView> {
-    await orders.withMoves(db, async (tx, moves) => {
+  function apply(viewer: Viewer, orderId: string, move: Move): Promise<OrderView> {
+    return orders.withMoves(database, viewer.tenantId, async (tx, moves) => {
       const order = await orders.lockOrder(tx, viewer, orderId);
       if (!order) throw new AppError("ORDER_NOT_FOUND", `no order ${orderId}`);
       const moved = await orders.transition(tx, moves, { order, ...move });
       if (!moved.ok) throw new AppError(moved.reason, moved.detail ?? moved.reason);
       await move.effects(tx, { tenantId: order.tenantId, orderId });
+      return (await orders.getOrder(tx, viewer, orderId)) as OrderView;
     });
-    return (await orders.getOrder(db, viewer, orderId)) as OrderView;
   }
 
   return {

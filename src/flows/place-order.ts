@@ -1,7 +1,5 @@
-import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
-import type { Database, Tx } from "../db/client.ts";
-import { sqlState } from "../db/client.ts";
+import { type Database, type Queryable, sqlState, type Tx } from "../db/client.ts";
 import type { Clock } from "../kit/clock.ts";
 import type { IdGenerator } from "../kit/ids.ts";
 import { type PricedLine, subtotalOf } from "../modules/coupons/pricing.ts";
@@ -30,6 +28,9 @@ export type PlacementResult =
   | { kind: "pending"; order: OrderView }
   | { kind: "refused"; reason: PlacementRefusal; detail: string; orderId?: string }
   | { kind: "invalid"; code: "UNKNOWN_PRODUCT" | "AMOUNT_TOO_LARGE"; detail: string };
+
+/** Called inside the placement's transaction with its result, e.g. to store the idempotent answer with it. */
+export type RecordResult = (tx: Tx, result: Extract<PlacementResult, { kind: "placed" | "pending" }>) => Promise<void>;
 
 /** What placement needs of an order, whether it is new or was recorded PENDING earlier. */
 interface Draft {
@@ -78,7 +79,6 @@ export interface PlacementDeps {
  */
 export function createPlacement(deps: PlacementDeps) {
   const { database, inventory, wallets, coupons, shipping, orders, clock, newId, log } = deps;
-  const { db } = database;
   const inFlight = new Set<Promise<void>>();
   const system = (tenantId: string): Viewer => ({ tenantId, userId: "", admin: true });
 
@@ -127,30 +127,26 @@ export function createPlacement(deps: PlacementDeps) {
   }
 
   /** Records the order PENDING (no stock, money or coupon taken yet) so it can be answered 202. */
-  async function recordPending(draft: Draft): Promise<OrderView> {
-    await orders.withMoves(db, async (tx, moves) => {
-      const written = await orders.insertOrder(tx, moves, {
-        ...draft,
-        status: "PENDING",
-        discount: 0,
-        total: draft.subtotal,
-        currency: deps.currency,
-        paymentStatus: "pending",
-        paymentDueAt: null,
-        shipment: null,
-        path: [{ to: "PENDING", reason: "placed" }],
-      });
-      if (!written.ok) throw new Error(`recording a pending order was vetoed: ${written.detail}`);
+  async function recordPending(tx: Tx, moves: TransitionEvent[], draft: Draft): Promise<OrderView> {
+    const written = await orders.insertOrder(tx, moves, {
+      ...draft,
+      status: "PENDING",
+      discount: 0,
+      total: draft.subtotal,
+      currency: deps.currency,
+      paymentStatus: "pending",
+      paymentDueAt: null,
+      shipment: null,
+      path: [{ to: "PENDING", reason: "placed" }],
     });
-    const view = (await orders.getOrder(db, system(draft.tenantId), draft.id)) as OrderView;
-    settleInBackground(draft.tenantId, draft.id);
-    return view;
+    if (!written.ok) throw new Refused("TRANSITION_VETOED", written.detail ?? written.reason);
+    return (await orders.getOrder(tx, system(draft.tenantId), draft.id)) as OrderView;
   }
 
   /** Finishes a PENDING order: placed, or cancelled with the refusal as its reason. */
   async function settlePending(tenantId: string, orderId: string): Promise<void> {
     try {
-      await orders.withMoves(db, async (tx, moves) => {
+      await orders.withMoves(database, tenantId, async (tx, moves) => {
         const order = await orders.lockOrder(tx, system(tenantId), orderId, { skipLocked: true });
         if (order?.status !== "PENDING") return; // settled already, or another worker holds it
         const lines = await orders.orderLines(tx, tenantId, orderId);
@@ -158,7 +154,7 @@ export function createPlacement(deps: PlacementDeps) {
       });
     } catch (error) {
       if (!(error instanceof Refused)) throw error;
-      await orders.withMoves(db, async (tx, moves) => {
+      await orders.withMoves(database, tenantId, async (tx, moves) => {
         const order = await orders.lockOrder(tx, system(tenantId), orderId);
         if (order?.status !== "PENDING") return;
         await orders.transition(tx, moves, {
@@ -178,9 +174,9 @@ export function createPlacement(deps: PlacementDeps) {
     inFlight.add(run);
   }
 
-  async function price(input: PlaceOrderInput): Promise<{ lines: PricedLine[]; subtotal: number } | PlacementResult> {
+  async function price(q: Queryable, input: PlaceOrderInput): Promise<{ lines: PricedLine[]; subtotal: number } | PlacementResult> {
     const skus = input.items.map((i) => i.sku);
-    const catalogue = await inventory.catalogue(db, input.tenantId, skus);
+    const catalogue = await inventory.catalogue(q, input.tenantId, skus);
     const unknown = skus.filter((sku) => !catalogue.has(sku));
     if (unknown.length > 0) return { kind: "invalid", code: "UNKNOWN_PRODUCT", detail: `no product ${unknown.join(", ")}` };
     const lines = input.items
@@ -196,43 +192,55 @@ export function createPlacement(deps: PlacementDeps) {
 
   return {
     /**
-     * Places an order. With `respondAsync` it is recorded PENDING and settled in the background;
-     * otherwise it is settled in one transaction, and only if that waits on a row lock longer than
-     * `waitMs` does it fall back to the PENDING path (answered 202).
+     * Places an order in one tenant transaction: priced, then settled (PAID or CREATED), or with
+     * `respondAsync` recorded PENDING and settled in the background. If the settlement waits on a row
+     * lock longer than `waitMs`, it is rolled back and the order is recorded PENDING instead (202).
+     * `record` runs inside the transaction with the result, so what it stores commits with the order.
      */
-    async place(input: PlaceOrderInput, options: { respondAsync: boolean; waitMs: number }): Promise<PlacementResult> {
-      const priced = await price(input);
-      if ("kind" in priced) return priced;
-      const draft: Draft = {
-        id: newId("ord"),
-        tenantId: input.tenantId,
-        userId: input.userId,
-        lines: priced.lines,
-        subtotal: priced.subtotal,
-        couponCode: input.couponCode ?? null,
-        paymentMethod: input.paymentMethod,
-        shippingAddress: input.shippingAddress,
-        createdAt: clock.now(),
+    async place(input: PlaceOrderInput, options: { respondAsync: boolean; waitMs: number; record?: RecordResult }): Promise<PlacementResult> {
+      let draft: Draft | undefined;
+      const keep = async (tx: Tx, result: Extract<PlacementResult, { kind: "placed" | "pending" }>) => {
+        await options.record?.(tx, result);
+        return result;
       };
-      if (options.respondAsync) return { kind: "pending", order: await recordPending(draft) };
+      let result: PlacementResult;
       try {
-        await orders.withMoves(db, async (tx, moves) => {
-          if (database.kind === "postgres" && options.waitMs !== DEFAULT_WAIT_MS) {
-            await tx.execute(sql`select set_config('lock_timeout', ${`${options.waitMs}ms`}, true)`);
-          }
-          await settle(tx, moves, draft);
-        });
+        result = await orders.withMoves(
+          database,
+          input.tenantId,
+          async (tx, moves) => {
+            const priced = await price(tx, input);
+            if ("kind" in priced) return priced;
+            draft = {
+              id: newId("ord"),
+              tenantId: input.tenantId,
+              userId: input.userId,
+              lines: priced.lines,
+              subtotal: priced.subtotal,
+              couponCode: input.couponCode ?? null,
+              paymentMethod: input.paymentMethod,
+              shippingAddress: input.shippingAddress,
+              createdAt: clock.now(),
+            };
+            if (options.respondAsync) return keep(tx, { kind: "pending", order: await recordPending(tx, moves, draft) });
+            await settle(tx, moves, draft);
+            return keep(tx, { kind: "placed", order: (await orders.getOrder(tx, system(input.tenantId), draft.id)) as OrderView });
+          },
+          { lockTimeoutMs: options.waitMs },
+        );
       } catch (error) {
         if (error instanceof Refused) return { kind: "refused", reason: error.reason, detail: error.detail };
-        if (sqlState(error) !== LOCK_TIMEOUT) throw error;
-        return { kind: "pending", order: await recordPending(draft) };
+        if (sqlState(error) !== LOCK_TIMEOUT || !draft) throw error;
+        const late = draft;
+        result = await orders.withMoves(database, input.tenantId, async (tx, moves) => keep(tx, { kind: "pending", order: await recordPending(tx, moves, late) }));
       }
-      return { kind: "placed", order: (await orders.getOrder(db, system(draft.tenantId), draft.id)) as OrderView };
+      if (result.kind === "pending") settleInBackground(result.order.tenantId, result.order.id);
+      return result;
     },
 
     /** Settles orders left PENDING by a crash or a failed background run. Safe on many replicas. */
     async recoverPending(olderThanMs = 10_000, batch = 50): Promise<number> {
-      const stale = await orders.stalePending(db, new Date(clock.now().getTime() - olderThanMs), batch);
+      const stale = await orders.stalePending(database.db, new Date(clock.now().getTime() - olderThanMs), batch);
       for (const order of stale) await settlePending(order.tenantId, order.id);
       return stale.length;
     },

@@ -10,6 +10,8 @@ declare module "fastify" {
   interface FastifyRequest {
     traceId: string;
     identity: Identity | undefined;
+    /** The body as received, for signature checks. */
+    rawBody: string | undefined;
   }
 }
 
@@ -26,6 +28,7 @@ export function requestIdOf(raw: IncomingMessage): string {
 export function registerRequestContext(app: FastifyInstance): void {
   app.decorateRequest("traceId", "");
   app.decorateRequest("identity", undefined);
+  app.decorateRequest("rawBody", undefined);
   app.addHook("onRequest", async (request, reply) => {
     const parent = request.headers.traceparent;
     const match = typeof parent === "string" ? TRACEPARENT.exec(parent) : null;

@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
 import { sqlState } from "../db/client.ts";
 import { AppError, type FieldError, type ProblemCode, titleOf } from "../kit/errors.ts";
+import { IdempotencyClaimLost } from "../kit/idempotency.ts";
 
 const kebab = (code: string) => code.toLowerCase().replaceAll("_", "-");
 
@@ -40,6 +41,7 @@ const BUSY = new Set(["55P03", "40P01", "40001", "57014", "53300"]);
 /** Maps whatever a request threw to a problem. Unknown errors become a 500 that leaks nothing. */
 function toAppError(error: FastifyError): AppError {
   if (error instanceof AppError) return error;
+  if (error instanceof IdempotencyClaimLost) return new AppError("IDEMPOTENCY_KEY_IN_USE", "another request took over this Idempotency-Key; nothing was done");
   if (hasZodFastifySchemaValidationErrors(error)) {
     const errors: FieldError[] = error.validation.map((v) => ({
       path: [error.validationContext, ...v.instancePath.split("/").filter(Boolean)].join("."),

@@ -157,5 +157,21 @@ export const Order = z
   .meta({ id: "Order" });
 export const OrderPage = page(Order);
 
+export const IdempotencyHeaders = z.looseObject({
+  "idempotency-key": z.string().optional().describe("1..255 printable characters; kept at least 24 h per (tenant, user)"),
+  prefer: z.string().optional().describe("respond-async and/or wait=N (seconds)"),
+});
+
+// Payment callback
+export const PaymentCallbackBody = z.object({
+  tenantId: PrintableId,
+  orderId: z.string().min(1).max(64),
+  externalTxnId: z.string().regex(/^[\x21-\x7e]{1,128}$/, "must be 1 to 128 printable characters"),
+  amount: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  currency: z.string().regex(/^[A-Z]{3}$/, "must be an ISO 4217 code"),
+  status: z.enum(["succeeded", "failed"]),
+});
+export const PaymentCallbackAnswer = z.object({ orderId: z.string(), status: z.enum(ORDER_STATUSES), duplicate: z.boolean() });
+
 /** Problem answers a route can give, for the docs. */
 export const problems = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, Problem]));

@@ -4,7 +4,8 @@ import { join } from "node:path";
 import type { Config } from "../config.ts";
 
 export interface Secrets {
-  jwtSecret: string;
+  /** Undefined only in production with ORDERLY_JWKS_URL and no shared secret. */
+  jwtSecret: string | undefined;
   webhookSecret: string;
 }
 
@@ -14,6 +15,8 @@ export interface Secrets {
  */
 export function resolveSecrets(config: Config): Secrets {
   if (config.jwtSecret && config.webhookSecret) return { jwtSecret: config.jwtSecret, webhookSecret: config.webhookSecret };
+  // In production a token secret is never made up: there it comes from the environment (or JWKS is used).
+  const devJwt = !config.production;
   const file = join(config.dataDir, "dev-secrets.json");
   let dev: Secrets;
   if (existsSync(file)) {
@@ -23,5 +26,5 @@ export function resolveSecrets(config: Config): Secrets {
     mkdirSync(config.dataDir, { recursive: true });
     writeFileSync(file, JSON.stringify(dev, null, 2), { mode: 0o600 });
   }
-  return { jwtSecret: config.jwtSecret ?? dev.jwtSecret, webhookSecret: config.webhookSecret ?? dev.webhookSecret };
+  return { jwtSecret: config.jwtSecret ?? (devJwt ? dev.jwtSecret : undefined), webhookSecret: config.webhookSecret ?? dev.webhookSecret };
 }

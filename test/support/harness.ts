@@ -65,6 +65,7 @@ export async function createHarness(database: Database, options: { clock?: Clock
     async close() {
       await app.close();
       await services.placement.drain();
+      await services.close();
       await database.close();
     },
   };

@@ -2,19 +2,21 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { AppError } from "../../kit/errors.ts";
 import type { Services } from "../../services.ts";
 import { requireAdmin } from "../context.ts";
-import { CreditBody, problems, UserParams, Wallet } from "../schemas.ts";
+import { answerOf } from "../idempotency.ts";
+import { CreditBody, IdempotencyHeaders, problems, UserParams, Wallet } from "../schemas.ts";
 
 export function accountRoutes(services: Services): FastifyPluginAsyncZod {
-  const { wallets, database } = services;
-  const { db } = database;
+  const { wallets, database, idempotency } = services;
   return async (app) => {
     app.post(
       "/accounts/:userId/credits",
       {
         onRequest: requireAdmin,
+        config: { idempotent: true },
         schema: {
           tags: ["wallets"],
-          summary: "Credit a user's wallet (admin)",
+          summary: "Credit a user's wallet (admin); honours Idempotency-Key",
+          headers: IdempotencyHeaders,
           params: UserParams,
           body: CreditBody,
           response: { 200: Wallet, ...problems(400, 401, 403, 422) },
@@ -22,8 +24,14 @@ export function accountRoutes(services: Services): FastifyPluginAsyncZod {
       },
       async (request) => {
         const { tenantId } = request.identity!;
-        const result = await db.transaction((tx) => wallets.credit(tx, { tenantId, userId: request.params.userId, amount: request.body.amount }));
+        const answer = answerOf(request, idempotency);
+        const result = await database.tenant(tenantId, async (tx) => {
+          const credited = await wallets.credit(tx, { tenantId, userId: request.params.userId, amount: request.body.amount });
+          if (credited.ok) await answer.record(tx, { status: 200, body: credited.value, headers: { "content-type": "application/json; charset=utf-8" } });
+          return credited;
+        });
         if (!result.ok) throw new AppError("AMOUNT_TOO_LARGE", result.detail ?? "the balance would be too large");
+        answer.committed();
         return result.value;
       },
     );
@@ -31,7 +39,10 @@ export function accountRoutes(services: Services): FastifyPluginAsyncZod {
     app.get(
       "/accounts/me",
       { schema: { tags: ["wallets"], summary: "The caller's wallet", response: { 200: Wallet, ...problems(401) } } },
-      async (request) => wallets.getWallet(db, request.identity!.tenantId, request.identity!.userId),
+      async (request) => {
+        const { tenantId, userId } = request.identity!;
+        return database.tenant(tenantId, (tx) => wallets.getWallet(tx, tenantId, userId));
+      },
     );
 
     app.get(
@@ -40,7 +51,10 @@ export function accountRoutes(services: Services): FastifyPluginAsyncZod {
         onRequest: requireAdmin,
         schema: { tags: ["wallets"], summary: "A user's wallet (admin)", params: UserParams, response: { 200: Wallet, ...problems(400, 401, 403) } },
       },
-      async (request) => wallets.getWallet(db, request.identity!.tenantId, request.params.userId),
+      async (request) => {
+        const { tenantId } = request.identity!;
+        return database.tenant(tenantId, (tx) => wallets.getWallet(tx, tenantId, request.params.userId));
+      },
     );
   };
 }

@@ -6,7 +6,6 @@ import { CodeParams, Coupon, problems, PutCouponBody } from "../schemas.ts";
 
 export function couponRoutes(services: Services): FastifyPluginAsyncZod {
   const { coupons, database } = services;
-  const { db } = database;
   return async (app) => {
     app.put(
       "/coupons/:code",
@@ -24,7 +23,7 @@ export function couponRoutes(services: Services): FastifyPluginAsyncZod {
         const { tenantId } = request.identity!;
         const { expiresAt, ...terms } = request.body;
         const input = { ...terms, expiresAt: expiresAt === undefined ? undefined : new Date(expiresAt) };
-        const result = await db.transaction((tx) => coupons.putCoupon(tx, tenantId, request.params.code, input));
+        const result = await database.tenant(tenantId, (tx) => coupons.putCoupon(tx, tenantId, request.params.code, input));
         if (!result.ok) throw new AppError("MAX_REDEMPTIONS_BELOW_REDEEMED", result.detail ?? "maxRedemptions is below the redemptions so far");
         return reply.code(result.value.created ? 201 : 200).send(result.value.coupon);
       },
@@ -37,7 +36,8 @@ export function couponRoutes(services: Services): FastifyPluginAsyncZod {
         schema: { tags: ["coupons"], summary: "Get a coupon with its redemptions (admin)", params: CodeParams, response: { 200: Coupon, ...problems(400, 401, 403, 404) } },
       },
       async (request) => {
-        const coupon = await coupons.getCoupon(db, request.identity!.tenantId, request.params.code);
+        const { tenantId } = request.identity!;
+        const coupon = await database.tenant(tenantId, (tx) => coupons.getCoupon(tx, tenantId, request.params.code));
         if (!coupon) throw new AppError("COUPON_NOT_FOUND", `no coupon ${request.params.code}`);
         return coupon;
       },

@@ -16,12 +16,19 @@ export function opsRoutes(services: Services): FastifyPluginAsyncZod {
       "/readyz",
       { schema: { tags: ["operations"], security: [], response: { 200: Ready, ...problems(503) } } },
       async () => {
-        try {
-          await services.database.ping();
-        } catch {
-          throw new AppError("SERVICE_UNAVAILABLE", "the database does not answer");
+        const checks: Record<string, "ok"> = {};
+        for (const [name, ping] of [
+          ["database", () => services.database.ping()],
+          ...(services.config.redisUrl ? [["cache", () => services.rateLimiter.ping()] as const] : []),
+        ] as const) {
+          try {
+            await ping();
+            checks[name] = "ok";
+          } catch {
+            throw new AppError("SERVICE_UNAVAILABLE", `the ${name} does not answer`);
+          }
         }
-        return { status: "ready" as const, checks: { database: "ok" as const } };
+        return { status: "ready" as const, checks };
       },
     );
 

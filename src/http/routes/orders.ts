@@ -1,11 +1,12 @@
 import type { FastifyReply } from "fastify";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { AppError } from "../../kit/errors.ts";
+import { DEFAULT_WAIT_MS, type PlacementResult } from "../../flows/place-order.ts";
 import type { OrderView } from "../../modules/orders/orders.ts";
-import { DEFAULT_WAIT_MS } from "../../flows/place-order.ts";
 import type { Services } from "../../services.ts";
 import { etagOf, expectedVersion, requireAdmin, viewerOf } from "../context.ts";
-import { ListOrdersQuery, Order, OrderPage, OrderParams, PlaceOrderBody, problems, ShipBody } from "../schemas.ts";
+import { answerOf } from "../idempotency.ts";
+import { IdempotencyHeaders, ListOrdersQuery, Order, OrderPage, OrderParams, PlaceOrderBody, problems, ShipBody } from "../schemas.ts";
 import { cursorOf } from "./products.ts";
 
 const MAX_WAIT_S = 30;
@@ -21,40 +22,54 @@ export function parsePrefer(header: string | string[] | undefined): { respondAsy
 }
 
 const sendOrder = (reply: FastifyReply, order: OrderView, status = 200) => reply.code(status).header("etag", etagOf(order.version)).send(order);
-const location = (id: string) => `/api/v1/orders/${id}`;
+
+/** The 201 or 202 answer of a placement, as sent and as stored with an idempotency key. */
+function placedAnswer(result: Extract<PlacementResult, { kind: "placed" | "pending" }>) {
+  const pending = result.kind === "pending";
+  const headers: Record<string, string> = {
+    location: `/api/v1/orders/${result.order.id}`,
+    etag: etagOf(result.order.version),
+    "content-type": "application/json; charset=utf-8",
+    ...(pending ? { "preference-applied": "respond-async" } : {}),
+  };
+  return { status: pending ? 202 : 201, body: result.order, headers };
+}
 
 export function orderRoutes(services: Services): FastifyPluginAsyncZod {
-  const { orders, placement, moves, metrics, database } = services;
-  const { db } = database;
+  const { orders, placement, moves, metrics, database, idempotency } = services;
   return async (app) => {
     app.post(
       "/orders",
       {
+        config: { idempotent: true },
         schema: {
           tags: ["orders"],
           summary: "Place an order: stock, coupon, wallet and shipment document together or not at all",
+          headers: IdempotencyHeaders,
           description:
             "Headers: `Idempotency-Key` (recommended), `Prefer: respond-async` or `Prefer: wait=N` (seconds, default 3). " +
-            "201 with the order PAID (balance) or CREATED (external); 202 with the order still PENDING.",
+            "201 with the order PAID (balance) or CREATED (external); 202 with the order still PENDING. " +
+            "The same Idempotency-Key with the same body answers the first answer again (header Idempotent-Replayed: true); " +
+            "with another body 422 IDEMPOTENCY_KEY_REUSED; while the first still runs 409 IDEMPOTENCY_KEY_IN_USE. Keys are kept at least 24 h.",
           body: PlaceOrderBody,
-          response: { 201: Order, 202: Order, ...problems(400, 401, 409, 422) },
+          response: { 201: Order, 202: Order, ...problems(400, 401, 409, 422, 429) },
         },
       },
       async (request, reply) => {
         const { tenantId, userId } = request.identity!;
         const { items, couponCode, payment, shippingAddress } = request.body;
+        const answer = answerOf(request, idempotency);
         const result = await placement.place(
           { tenantId, userId, items, couponCode, paymentMethod: payment.method, shippingAddress },
-          parsePrefer(request.headers.prefer),
+          { ...parsePrefer(request.headers.prefer), record: (tx, placed) => answer.record(tx, placedAnswer(placed)) },
         );
         switch (result.kind) {
           case "placed":
           case "pending": {
+            answer.committed();
             metrics.placements.inc({ outcome: result.kind });
-            const pending = result.kind === "pending";
-            if (pending) reply.header("preference-applied", "respond-async");
-            reply.header("location", location(result.order.id));
-            return sendOrder(reply, result.order, pending ? 202 : 201);
+            const { status, body, headers } = placedAnswer(result);
+            return reply.code(status as 201 | 202).headers(headers).send(body);
           }
           case "refused":
             metrics.placements.inc({ outcome: result.reason });
@@ -82,7 +97,8 @@ export function orderRoutes(services: Services): FastifyPluginAsyncZod {
         if (userId !== undefined && !viewer.admin && userId !== viewer.userId) {
           throw new AppError("FORBIDDEN", "only admins may list other users' orders");
         }
-        return orders.listOrders(db, viewer, { limit, status, userId, after: cursorOf(cursor) });
+        const after = cursorOf(cursor);
+        return database.tenant(viewer.tenantId, (tx) => orders.listOrders(tx, viewer, { limit, status, userId, after }));
       },
     );
 
@@ -90,7 +106,8 @@ export function orderRoutes(services: Services): FastifyPluginAsyncZod {
       "/orders/:id",
       { schema: { tags: ["orders"], summary: "Get an order", params: OrderParams, response: { 200: Order, ...problems(400, 401, 404) } } },
       async (request, reply) => {
-        const order = await orders.getOrder(db, viewerOf(request), request.params.id);
+        const viewer = viewerOf(request);
+        const order = await database.tenant(viewer.tenantId, (tx) => orders.getOrder(tx, viewer, request.params.id));
         if (!order) throw new AppError("ORDER_NOT_FOUND", `no order ${request.params.id}`);
         return sendOrder(reply, order);
       },

@@ -14,7 +14,6 @@ export const cursorOf = (text: string | undefined) => {
 
 export function productRoutes(services: Services): FastifyPluginAsyncZod {
   const { inventory, database } = services;
-  const { db } = database;
   return async (app) => {
     app.put(
       "/products/:sku",
@@ -30,7 +29,7 @@ export function productRoutes(services: Services): FastifyPluginAsyncZod {
       },
       async (request, reply) => {
         const { tenantId } = request.identity!;
-        const result = await db.transaction((tx) => inventory.putProduct(tx, { tenantId, sku: request.params.sku, ...request.body }));
+        const result = await database.tenant(tenantId, (tx) => inventory.putProduct(tx, { tenantId, sku: request.params.sku, ...request.body }));
         if (!result.ok) throw new AppError("USE_STOCK_ADJUSTMENT", "stock of an existing product changes only through POST /products/{sku}/stock");
         return reply.code(result.value.created ? 201 : 200).send(result.value.product);
       },
@@ -50,7 +49,7 @@ export function productRoutes(services: Services): FastifyPluginAsyncZod {
       },
       async (request) => {
         const { tenantId } = request.identity!;
-        const result = await db.transaction((tx) => inventory.adjustStock(tx, { tenantId, sku: request.params.sku, delta: request.body.delta }));
+        const result = await database.tenant(tenantId, (tx) => inventory.adjustStock(tx, { tenantId, sku: request.params.sku, delta: request.body.delta }));
         if (result.ok) return result.value;
         throw result.reason === "PRODUCT_NOT_FOUND"
           ? new AppError("PRODUCT_NOT_FOUND", `no product ${request.params.sku}`)
@@ -61,14 +60,19 @@ export function productRoutes(services: Services): FastifyPluginAsyncZod {
     app.get(
       "/products",
       { schema: { tags: ["products"], summary: "List products, newest first", querystring: ListQuery, response: { 200: ProductPage, ...problems(400, 401) } } },
-      async (request) => inventory.listProducts(db, request.identity!.tenantId, { limit: request.query.limit, after: cursorOf(request.query.cursor) }),
+      async (request) => {
+        const { tenantId } = request.identity!;
+        const after = cursorOf(request.query.cursor);
+        return database.tenant(tenantId, (tx) => inventory.listProducts(tx, tenantId, { limit: request.query.limit, after }));
+      },
     );
 
     app.get(
       "/products/:sku",
       { schema: { tags: ["products"], summary: "Get a product", params: SkuParams, response: { 200: Product, ...problems(400, 401, 404) } } },
       async (request) => {
-        const product = await inventory.getProduct(db, request.identity!.tenantId, request.params.sku);
+        const { tenantId } = request.identity!;
+        const product = await database.tenant(tenantId, (tx) => inventory.getProduct(tx, tenantId, request.params.sku));
         if (!product) throw new AppError("PRODUCT_NOT_FOUND", `no product ${request.params.sku}`);
         return product;
       },

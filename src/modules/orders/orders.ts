@@ -1,5 +1,5 @@
-import { and, asc, desc, eq, lt, or, sql } from "drizzle-orm";
-import type { Db, Queryable, Tx } from "../../db/client.ts";
+import { and, asc, desc, eq, lt, lte, or, sql } from "drizzle-orm";
+import type { Database, Queryable, TenantOptions, Tx } from "../../db/client.ts";
 import type { Clock } from "../../kit/clock.ts";
 import { type Cursor, encodeCursor, page } from "../../kit/cursor.ts";
 import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
@@ -248,10 +248,44 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
       return ok(updated);
     },
 
-    /** Runs work in one transaction and, once it committed, the after-hooks of the moves it made. */
-    async withMoves<T>(db: Db, work: (tx: Tx, moves: TransitionEvent[]) => Promise<T>): Promise<T> {
+    /** Changes an order's details without moving it (e.g. money arrived for a cancelled order). */
+    async updateOrder(tx: Tx, order: OrderRow, patch: OrderPatch): Promise<OrderRow | undefined> {
+      const [updated] = await tx
+        .update(orders)
+        .set({ ...patch, version: order.version + 1, updatedAt: clock.now() })
+        .where(and(eq(orders.id, order.id), eq(orders.version, order.version)))
+        .returning();
+      return updated;
+    },
+
+    /** Claims CREATED orders whose payment is overdue, skipping rows another worker holds. Across tenants. */
+    async lockOverdue(tx: Tx, now: Date, limit: number): Promise<OrderRow[]> {
+      return tx
+        .select()
+        .from(orders)
+        .where(and(eq(orders.status, "CREATED"), lte(orders.paymentDueAt, now)))
+        .orderBy(asc(orders.paymentDueAt))
+        .limit(limit)
+        .for("update", { skipLocked: true });
+    },
+
+    /** Like withMoves, across tenants: the owner's transaction, for system jobs only. */
+    async withSystemMoves<T>(database: Database, work: (tx: Tx, moves: TransitionEvent[]) => Promise<T>): Promise<T> {
       const moves: TransitionEvent[] = [];
-      const result = await db.transaction((tx) => work(tx, moves));
+      const result = await database.db.transaction((tx) => work(tx, moves));
+      await hooks.runAfter(moves);
+      return result;
+    },
+
+    /** Runs work in one tenant transaction and, once it committed, the after-hooks of the moves it made. */
+    async withMoves<T>(
+      database: Database,
+      tenantId: string,
+      work: (tx: Tx, moves: TransitionEvent[]) => Promise<T>,
+      options?: TenantOptions,
+    ): Promise<T> {
+      const moves: TransitionEvent[] = [];
+      const result = await database.tenant(tenantId, (tx) => work(tx, moves), options);
       await hooks.runAfter(moves);
       return result;
     },

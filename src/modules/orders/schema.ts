@@ -1,4 +1,4 @@
-import { relations } from "drizzle-orm";
+import { relations, sql } from "drizzle-orm";
 import { bigint, bigserial, index, integer, jsonb, pgSequence, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
 import type { Address } from "../shipping/schema.ts";
 
@@ -56,6 +56,7 @@ export const orders = pgTable(
     index("orders_tenant_newest").on(t.tenantId, t.createdAt.desc(), t.id.desc()),
     index("orders_user_newest").on(t.tenantId, t.userId, t.createdAt.desc(), t.id.desc()),
     index("orders_status").on(t.status, t.createdAt),
+    index("orders_payment_due").on(t.paymentDueAt).where(sql`${t.status} = 'CREATED'`),
   ],
 );
 

@@ -27,3 +27,24 @@ export const walletEntries = pgTable(
   },
   (t) => [uniqueIndex("wallet_entries_once_per_order").on(t.tenantId, t.orderId, t.kind).where(sql`${t.orderId} is not null`)],
 );
+
+/**
+ * Money reported by the payment provider, one row per (order, provider transaction). At most one
+ * capture per order; money for an order that can no longer be paid is kept as refund_pending.
+ */
+export const payments = pgTable(
+  "payments",
+  {
+    tenantId: text("tenant_id").notNull(),
+    orderId: text("order_id").notNull(),
+    externalTxnId: text("external_txn_id").notNull(),
+    amount: bigint("amount", { mode: "number" }).notNull(),
+    currency: text("currency").notNull(),
+    status: text("status", { enum: ["captured", "failed", "refund_pending"] }).notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.tenantId, t.orderId, t.externalTxnId] }),
+    uniqueIndex("payments_one_capture_per_order").on(t.tenantId, t.orderId).where(sql`${t.status} = 'captured'`),
+  ],
+);

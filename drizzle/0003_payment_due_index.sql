@@ -1,0 +1,1 @@
+CREATE INDEX "orders_payment_due" ON "orders" USING btree ("payment_due_at") WHERE "orders"."status" = 'CREATED';

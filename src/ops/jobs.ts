@@ -1,0 +1,46 @@
+import type { Services } from "../services.ts";
+
+const DAY_MS = 24 * 3600 * 1000;
+
+interface Job {
+  name: string;
+  everyMs: number;
+  run(): Promise<unknown>;
+}
+
+/**
+ * The periodic work of a process: settle orders left PENDING, cancel overdue payments, purge old
+ * idempotency keys. Each is safe on many replicas at once (claims with SKIP LOCKED, or idempotent);
+ * a run never overlaps the previous run of the same job.
+ */
+export function startJobs(services: Services, options: { paymentSweepMs?: number; recoveryMs?: number; purgeMs?: number } = {}): () => Promise<void> {
+  const { placement, paymentTimeouts, idempotency, database, clock, log } = services;
+  const jobs: Job[] = [
+    { name: "pending-recovery", everyMs: options.recoveryMs ?? 5_000, run: () => placement.recoverPending() },
+    { name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() },
+    // Keys are kept at least 24 h (api-contract.md §4); a day's margin beyond that.
+    { name: "idempotency-purge", everyMs: options.purgeMs ?? 3_600_000, run: () => idempotency.purge(database.db, new Date(clock.now().getTime() - 2 * DAY_MS)) },
+  ];
+  const running = new Set<Promise<unknown>>();
+  const timers = jobs.map((job) => {
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      const run = job
+        .run()
+        .catch((error: unknown) => log.error({ err: error, job: job.name }, "background job failed"))
+        .finally(() => {
+          busy = false;
+          running.delete(run);
+        });
+      running.add(run);
+    }, job.everyMs);
+    timer.unref();
+    return timer;
+  });
+  return async () => {
+    for (const timer of timers) clearInterval(timer);
+    await Promise.allSettled([...running]);
+  };
+}
