@@ -3,9 +3,10 @@ import fastifySwaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { Logger } from "pino";
-import { authenticate, registerRequestContext, requestIdOf } from "./http/context.ts";
+import { AppError } from "./kit/errors.ts";
+import { authenticate, registerRequestContext, requestIdOf, startTrace } from "./http/context.ts";
 import { registerIdempotency } from "./http/idempotency.ts";
-import { registerProblemHandlers } from "./http/problem.ts";
+import { registerProblemHandlers, sendProblem } from "./http/problem.ts";
 import { rateLimit } from "./http/rate-limit.ts";
 import { accountRoutes } from "./http/routes/accounts.ts";
 import { couponRoutes } from "./http/routes/coupons.ts";
@@ -25,6 +26,12 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
     genReqId: requestIdOf,
     requestIdHeader: false,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
+    // Errors the router raises before any hook runs (bad URL encoding, over-long path segments).
+    frameworkErrors: (error, request, reply) => {
+      startTrace(request, reply);
+      const tooLong = error.code === "FST_ERR_MAX_PARAM_LENGTH";
+      sendProblem(request, reply, tooLong ? new AppError("URI_TOO_LONG", "a path segment is longer than 256 characters") : new AppError("VALIDATION_FAILED", "the URL is not valid"));
+    },
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

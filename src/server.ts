@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { buildApp } from "./app.ts";
-import type { Config } from "./config.ts";
+import { type Config, ConfigError } from "./config.ts";
 import { openDatabase } from "./db/open.ts";
 import { DEFAULT_WAIT_MS } from "./flows/place-order.ts";
 import { DEMO_TENANT, loadDemo } from "./demo.ts";
@@ -23,6 +23,13 @@ export async function startServer(config: Config, options: { demo: boolean }): P
   const secrets = resolveSecrets(config);
   const database = await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS });
   const services = createServices({ config, database, secrets, log });
+  try {
+    await services.rateLimiter.ready();
+  } catch (error) {
+    await services.close();
+    await database.close();
+    throw new ConfigError("REDIS_URL", `cannot reach Redis at ${new URL(config.redisUrl ?? "redis://").host}: ${(error as Error).message}`);
+  }
   const demoLoaded = options.demo ? await loadDemo(services) : false;
   const app = await buildApp(services);
   await app.listen({ port: config.port, host: config.host });

@@ -87,6 +87,7 @@ describe("orderly CLI", () => {
     [{ DATABASE_URL: "postgres://127.0.0.1:1/none" }, "DATABASE_URL"],
     [{ DATABASE_URL: "mysql://localhost/x" }, "DATABASE_URL"],
     [{ ORDERLY_CURRENCY: "rmb" }, "ORDERLY_CURRENCY"],
+    [{ REDIS_URL: "redis://127.0.0.1:1" }, "REDIS_URL"],
     [{ NODE_ENV: "production" }, "ORDERLY_JWT_SECRET"],
   ])("refuses to start on %j with one line naming %s and a non-zero exit", async (env, variable) => {
     const r = await run(["serve"], { ORDERLY_DATA_DIR: tempDir(), ...env });

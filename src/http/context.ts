@@ -29,13 +29,16 @@ export function registerRequestContext(app: FastifyInstance): void {
   app.decorateRequest("traceId", "");
   app.decorateRequest("identity", undefined);
   app.decorateRequest("rawBody", undefined);
-  app.addHook("onRequest", async (request, reply) => {
-    const parent = request.headers.traceparent;
-    const match = typeof parent === "string" ? TRACEPARENT.exec(parent) : null;
-    request.traceId = match?.[1] && !/^0+$/.test(match[1]) ? match[1] : randomBytes(16).toString("hex");
-    reply.header("x-request-id", request.id);
-    reply.header("traceparent", `00-${request.traceId}-${randomBytes(8).toString("hex")}-01`);
-  });
+  app.addHook("onRequest", async (request, reply) => startTrace(request, reply));
+}
+
+/** Takes the trace id from `traceparent` (or makes one) and sets the tracing headers of the answer. */
+export function startTrace(request: FastifyRequest, reply: FastifyReply): void {
+  const parent = request.headers.traceparent;
+  const match = typeof parent === "string" ? TRACEPARENT.exec(parent) : null;
+  request.traceId = match?.[1] && !/^0+$/.test(match[1]) ? match[1] : randomBytes(16).toString("hex");
+  reply.header("x-request-id", request.id);
+  reply.header("traceparent", `00-${request.traceId}-${randomBytes(8).toString("hex")}-01`);
 }
 
 /** onRequest hook for a scope: a valid bearer token or 401, before any body is parsed or validated. */

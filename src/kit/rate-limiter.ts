@@ -16,6 +16,8 @@ export interface RateLimiter {
   readonly rps: number;
   readonly burst: number;
   take(key: string): Promise<RateDecision>;
+  /** Resolves once the store can be used (rejects if it cannot be reached within a few seconds). */
+  ready(): Promise<void>;
   close(): Promise<void>;
   ping(): Promise<void>;
 }
@@ -46,6 +48,7 @@ export function createMemoryRateLimiter(options: { rps: number; burst: number; m
       buckets.set(key, { tokens: left, at });
       return decide(left, allowed, rps, burst);
     },
+    ready: async () => {},
     close: async () => {},
     ping: async () => {},
   };
@@ -75,8 +78,9 @@ type WithTakeToken = Redis & { orderlyTakeToken(key: string, rps: number, burst:
 export function createRedisRateLimiter(options: { url: string; rps: number; burst: number; prefix?: string }): RateLimiter {
   const { rps, burst } = options;
   const prefix = options.prefix ?? "orderly:rl:";
-  const redis = new Redis(options.url, { lazyConnect: false, maxRetriesPerRequest: 1, enableOfflineQueue: true }) as WithTakeToken;
-  redis.on("error", () => {}); // reconnects by itself; take() rejects meanwhile and the caller decides
+  // No offline queue: while Redis is unreachable take() rejects at once, so callers never wait on it.
+  const redis = new Redis(options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2_000 }) as WithTakeToken;
+  redis.on("error", () => {}); // it reconnects by itself
   redis.defineCommand("orderlyTakeToken", { numberOfKeys: 1, lua: TAKE_TOKEN });
   return {
     rps,
@@ -84,6 +88,20 @@ export function createRedisRateLimiter(options: { url: string; rps: number; burs
     async take(key) {
       const [allowed, tokens] = await redis.orderlyTakeToken(`${prefix}${key}`, rps, burst);
       return decide(Number(tokens), allowed === 1, rps, burst);
+    },
+    async ready() {
+      if (redis.status === "ready") return;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          redis.off("ready", onReady);
+          reject(new Error("Redis did not answer within 3 s"));
+        }, 3_000);
+        const onReady = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        redis.once("ready", onReady);
+      });
     },
     async close() {
       await redis.quit().catch(() => redis.disconnect());
