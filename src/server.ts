@@ -75,7 +75,7 @@ async function printDemoBanner(services: Services, url: string, loadedNow: boole
       "Place an order:",
       `  curl -s -X POST ${url}/api/v1/orders \\`,
       `    -H "Authorization: Bearer ${customer}" \\`,
-      `    -H "Content-Type: application/json" \\`,
+      `    -H "Content-Type: application/json" -H "Idempotency-Key: demo-$(date +%s)" \\`,
       `    -d '${body}'`,
       "",
       "Ctrl-C stops it.",

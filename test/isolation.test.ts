@@ -61,10 +61,15 @@ describe.each(testDatabases())("tenant isolation in the database on $name", (dat
       expect(r.status).toBe(200);
       expect(r.body.data.every((x: { tenantId?: string; sku?: string }) => (x.tenantId ?? x.sku?.split("-")[0]) === "south")).toBe(true);
     }
+    // Writes aimed at another tenant's things land in the caller's own tenant or find nothing.
+    expect((await h.call("POST", "/api/v1/products/north-1/stock", { token: southAdmin, body: { delta: 5 } })).status).toBe(404);
+    await h.call("POST", "/api/v1/accounts/same-user/credits", { token: southAdmin, body: { amount: 1 } });
+    expect((await h.call("GET", "/api/v1/accounts/same-user", { token: northAdmin })).body.balance).toBe(10_000 - 100);
+    expect((await h.call("GET", "/api/v1/products/north-1", { token: northAdmin })).body.available).toBe(4);
     const southCustomer = await h.token("south", "same-user");
     const mine = await h.call("GET", "/api/v1/orders", { token: southCustomer });
     expect(mine.body.data.map((o: { tenantId: string }) => o.tenantId)).toEqual(["south"]);
-    expect((await h.call("GET", "/api/v1/accounts/me", { token: southCustomer })).body.balance).toBe(10_000 - 100);
+    expect((await h.call("GET", "/api/v1/accounts/me", { token: southCustomer })).body.balance).toBe(10_000 - 100 + 1);
   });
 });
 
