@@ -52,6 +52,11 @@ export interface Database {
   /** Applies the committed migrations (safe when several processes start at once). */
   migrate(): Promise<void>;
   ping(): Promise<void>;
+  /**
+   * Calls onNotify for every NOTIFY on the channel (delivered when the notifying transaction
+   * commits, in every process on this database). Resolves to a function that stops listening.
+   */
+  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -105,7 +110,33 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     async ping() {
       await pool.query("select 1");
     },
+    listen: (channel, onNotify) => listenPostgres(url, channel, onNotify),
     close: () => pool.end(),
+  };
+}
+
+/** LISTEN on a connection of its own, re-established after it drops (callers also poll meanwhile). */
+async function listenPostgres(url: string, channel: string, onNotify: () => void): Promise<() => Promise<void>> {
+  let client: pg.Client | undefined;
+  let stopped = false;
+  let retry: NodeJS.Timeout | undefined;
+  const connect = async (): Promise<void> => {
+    const next = new pg.Client({ connectionString: url });
+    next.on("notification", onNotify);
+    next.on("error", () => {
+      next.end().catch(() => {});
+      if (!stopped) retry = setTimeout(() => connect().catch(() => {}), 1_000);
+    });
+    await next.connect();
+    await next.query(`listen "${channel.replaceAll('"', "")}"`);
+    client = next;
+    onNotify(); // anything committed while not listening is picked up now
+  };
+  await connect();
+  return async () => {
+    stopped = true;
+    clearTimeout(retry);
+    await client?.end().catch(() => {});
   };
 }
 
@@ -166,6 +197,12 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
     migrate: () => migratePglite(drizzlePglite(client, { schema }), { migrationsFolder: MIGRATIONS }),
     async ping() {
       await db.execute(sql`select 1`);
+    },
+    async listen(channel, onNotify) {
+      const unlisten = await client.listen(channel, onNotify);
+      return async () => {
+        if (!client.closed) await unlisten();
+      };
     },
     async close() {
       try {

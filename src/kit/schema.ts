@@ -1,4 +1,5 @@
-import { index, integer, jsonb, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
+import { sql } from "drizzle-orm";
+import { bigserial, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
 
 /**
  * Idempotency keys of POST requests (Stripe's semantics), scoped to (tenant, user, key). The first
@@ -21,3 +22,85 @@ export const idempotencyKeys = pgTable(
   },
   (t) => [primaryKey({ columns: [t.tenantId, t.userId, t.key] }), index("idempotency_keys_age").on(t.createdAt)],
 );
+
+/**
+ * Transactional outbox: a message is a row written in the same transaction as the change it
+ * announces; the relay publishes it and marks it. Delivery is at least once.
+ */
+export const outboxMessages = pgTable(
+  "outbox_messages",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    topic: text("topic").notNull(),
+    payload: jsonb("payload").notNull(),
+    status: text("status", { enum: ["pending", "published", "dead"] }).notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }).notNull(),
+    claimedUntil: timestamp("claimed_until", { withTimezone: true }),
+    lastError: text("last_error"),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
+    publishedAt: timestamp("published_at", { withTimezone: true }),
+  },
+  (t) => [index("outbox_due").on(t.nextAttemptAt).where(sql`${t.status} = 'pending'`)],
+);
+
+/** Inbox: one row per (consumer, message) handled, written with the handler's effect. */
+export const inboxMessages = pgTable(
+  "inbox_messages",
+  {
+    consumer: text("consumer").notNull(),
+    messageId: text("message_id").notNull(),
+    tenantId: text("tenant_id").notNull(),
+    processedAt: timestamp("processed_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.consumer, t.messageId] })],
+);
+
+/**
+ * Saga barrier (after dtm): one row per (saga, step, operation). The unique key alone gives
+ * idempotent try/confirm/cancel, null compensation (a cancel before its try leaves a tombstone try
+ * row) and no hanging (a try arriving after its cancel finds that row and does nothing).
+ */
+export const sagaBarriers = pgTable(
+  "saga_barriers",
+  {
+    tenantId: text("tenant_id").notNull(),
+    sagaId: text("saga_id").notNull(),
+    step: text("step").notNull(),
+    op: text("op", { enum: ["try", "confirm", "cancel"] }).notNull(),
+    /** What the operation answered, so a duplicate gets the same answer; `tombstone` for a try never run. */
+    outcome: jsonb("outcome"),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.sagaId, t.step, t.op] })],
+);
+
+/** Work that failed past its retry limit, kept with its reason for an operator to retry, skip or resolve. */
+export const deadLetters = pgTable(
+  "dead_letters",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    source: text("source", { enum: ["outbox", "consumer"] }).notNull(),
+    /** The outbox message id (for a consumer: the message it failed on). */
+    reference: text("reference").notNull(),
+    consumer: text("consumer"),
+    reason: text("reason").notNull(),
+    status: text("status", { enum: ["open", "retried", "skipped", "resolved"] }).notNull(),
+    note: text("note"),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull(),
+  },
+  (t) => [index("dead_letters_open").on(t.createdAt).where(sql`${t.status} = 'open'`)],
+);
+
+/** Every operator action on a dead letter. */
+export const deadLetterActions = pgTable("dead_letter_actions", {
+  id: bigserial("id", { mode: "number" }).primaryKey(),
+  deadLetterId: text("dead_letter_id").notNull(),
+  action: text("action", { enum: ["retry", "skip", "resolve"] }).notNull(),
+  actor: text("actor").notNull(),
+  note: text("note"),
+  at: timestamp("at", { withTimezone: true }).notNull(),
+});

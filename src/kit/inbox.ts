@@ -1,0 +1,19 @@
+import type { Database, Tx } from "../db/client.ts";
+import type { BusHandler, BusMessage } from "./bus.ts";
+import { inboxMessages } from "./schema.ts";
+
+/**
+ * A bus handler whose effect happens once per (consumer, message): the inbox row is inserted in the
+ * same tenant transaction as the effect, and a repeat finds it and does nothing.
+ */
+export function inboxHandler(database: Database, consumer: string, effect: (tx: Tx, message: BusMessage) => Promise<void>): BusHandler {
+  return (message) =>
+    database.tenant(message.tenantId, async (tx) => {
+      const fresh = await tx
+        .insert(inboxMessages)
+        .values({ consumer, messageId: message.id, tenantId: message.tenantId })
+        .onConflictDoNothing()
+        .returning({ id: inboxMessages.messageId });
+      if (fresh.length === 1) await effect(tx, message);
+    });
+}

@@ -1,0 +1,188 @@
+import { randomBytes } from "node:crypto";
+import { sql } from "drizzle-orm";
+import { pino } from "pino";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { type Database, openPostgres, rows } from "../src/db/client.ts";
+import { type Bus, type BusMessage, createInProcessBus, topicMatches } from "../src/kit/bus.ts";
+import { systemClock } from "../src/kit/clock.ts";
+import { createDeadLetters, type DeadLetters } from "../src/kit/dead-letters.ts";
+import { newId } from "../src/kit/ids.ts";
+import { inboxHandler } from "../src/kit/inbox.ts";
+import { createOutbox } from "../src/kit/outbox.ts";
+import { createRabbitBus } from "../src/kit/rabbit-bus.ts";
+import { createRelay, type Relay } from "../src/kit/relay.ts";
+import { openTestPglite, openTestPostgres, postgresUrl } from "./support/databases.ts";
+
+/** RabbitMQ of AMQP_URL; under CI=true a missing one fails instead of skipping. */
+function amqpUrl(): string | undefined {
+  const url = process.env.AMQP_URL;
+  if (!url && process.env.CI === "true") throw new Error("AMQP_URL is not set: the RabbitMQ suites cannot run in CI");
+  return url;
+}
+
+const log = pino({ level: "silent" });
+const DELAYS = [50, 100];
+
+async function waitFor(check: () => Promise<boolean>, what: string, ms = 10_000) {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe("topic patterns", () => {
+  it("match as AMQP topics do", () => {
+    expect(topicMatches("order.*", "order.placed")).toBe(true);
+    expect(topicMatches("order.*", "order.placed.late")).toBe(false);
+    expect(topicMatches("order.#", "order.placed.late")).toBe(true);
+    expect(topicMatches("order.#", "order")).toBe(true);
+    expect(topicMatches("#.placed", "x.y.placed")).toBe(true);
+    expect(topicMatches("order.placed", "order.cancelled")).toBe(false);
+  });
+});
+
+const buses = [{ name: "in-process" }, ...(amqpUrl() ? [{ name: "RabbitMQ" }] : [])];
+
+describe.each(buses)("outbox, relay and inbox over the $name bus", ({ name }) => {
+  let database: Database;
+  let bus: Bus & { purge?: () => Promise<void> };
+  let relay: Relay;
+  let deadLetters: DeadLetters;
+  const outbox = createOutbox({ clock: systemClock, newId });
+
+  beforeEach(async () => {
+    database = await openTestPglite();
+    deadLetters = createDeadLetters({ clock: systemClock, newId });
+    bus =
+      name === "in-process"
+        ? createInProcessBus()
+        : createRabbitBus({
+            url: amqpUrl() as string,
+            log,
+            retryDelaysMs: DELAYS,
+            prefix: `orderly-test-${randomBytes(4).toString("hex")}`,
+            onDeadLetter: async (message, consumer, reason) => {
+              await deadLetters.record(database.db, { tenantId: message.tenantId, source: "consumer", reference: message.id, consumer, reason });
+            },
+          });
+    relay = createRelay({ database, bus, clock: systemClock, log, deadLetters, retryDelaysMs: DELAYS, pollMs: 100 });
+  });
+  afterEach(async () => {
+    await relay.stop();
+    await bus.purge?.();
+    await bus.close();
+    await database.close();
+  });
+
+  const handled = async (consumer: string) =>
+    (await rows<{ message_id: string }>(database.db, sql`select message_id from inbox_messages where consumer = ${consumer} order by message_id`)).map((r) => r.message_id);
+  const send = (topic: string, payload: unknown = {}, tenantId = "t1") => database.tenant(tenantId, (tx) => outbox.enqueue(tx, { tenantId, topic, payload }));
+
+  it("delivers committed messages to the subscribers whose topics match, never a rolled-back one", async () => {
+    for (const [consumer, topics] of [["all-orders", ["order.*"]], ["placed-only", ["order.placed"]], ["inventory", ["inventory.#"]]] as const) {
+      await bus.subscribe({ consumer, topics: [...topics], handler: inboxHandler(database, consumer, async () => {}) });
+    }
+    await relay.start();
+    const placed = await send("order.placed", { n: 1 });
+    const cancelled = await send("order.cancelled");
+    await database.tenant("t1", async (tx) => {
+      await outbox.enqueue(tx, { tenantId: "t1", topic: "order.placed", payload: { rolledBack: true } });
+      tx.rollback();
+    }).catch(() => {});
+    await waitFor(async () => (await handled("all-orders")).length === 2 && (await handled("placed-only")).length === 1, "deliveries");
+    expect(await handled("all-orders")).toEqual([placed, cancelled].sort());
+    expect(await handled("placed-only")).toEqual([placed]);
+    expect(await handled("inventory")).toEqual([]);
+    const [pending] = await rows<{ n: number }>(database.db, sql`select count(*)::int as n from outbox_messages where status <> 'published'`);
+    expect(pending?.n).toBe(0);
+  });
+
+  it("has one effect per message and consumer however often it is delivered", async () => {
+    const payloads: unknown[] = [];
+    await bus.subscribe({ consumer: "counter", topics: ["#"], handler: inboxHandler(database, "counter", async (_tx, m) => void payloads.push(m.payload)) });
+    const id = await send("order.placed", { k: 1 });
+    const message: BusMessage = { id, tenantId: "t1", topic: "order.placed", payload: { k: 1 } };
+    await bus.publish(message);
+    await bus.publish(message);
+    await relay.start();
+    await waitFor(async () => (await rows(database.db, sql`select 1 from outbox_messages where status = 'published'`)).length === 1, "relay");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await handled("counter")).toEqual([id]);
+    expect(payloads).toHaveLength(1);
+  });
+
+  it("retries a failing handler with backoff until it succeeds, with one effect", async () => {
+    let calls = 0;
+    const effects: unknown[] = [];
+    await bus.subscribe({
+      consumer: "flaky",
+      topics: ["order.*"],
+      handler: inboxHandler(database, "flaky", async (_tx, m) => {
+        calls++;
+        if (calls <= 2) throw new Error(`transient failure ${calls}`);
+        effects.push(m.id);
+      }),
+    });
+    await relay.start();
+    const id = await send("order.placed");
+    await waitFor(async () => (await handled("flaky")).length === 1, "the third attempt");
+    expect(calls).toBe(3);
+    expect(effects).toEqual([id]);
+  });
+
+  it("dead-letters a message that keeps failing, and an operator's retry delivers it, audited", async () => {
+    let healthy = false;
+    await bus.subscribe({
+      consumer: "broken",
+      topics: ["order.*"],
+      handler: inboxHandler(database, "broken", async () => {
+        if (!healthy) throw new Error("the warehouse system is down");
+      }),
+    });
+    await relay.start();
+    const id = await send("order.placed");
+    await waitFor(async () => (await deadLetters.list(database.db, { status: "open" })).length === 1, "a dead letter");
+    const [letter] = await deadLetters.list(database.db, { status: "open" });
+    expect(letter).toMatchObject({ reference: id, tenantId: "t1" });
+    expect(letter?.reason).toContain("the warehouse system is down");
+    healthy = true;
+    expect(await deadLetters.retry(database.db, letter?.id as string, "ops-1")).toMatchObject({ status: "retried" });
+    await waitFor(async () => (await handled("broken")).length === 1, "the retried delivery");
+    expect(await deadLetters.retry(database.db, letter?.id as string, "ops-1")).toEqual({ error: `dead letter ${letter?.id} is already retried` });
+    expect((await deadLetters.actions(database.db, letter?.id as string)).map((a) => [a.action, a.actor])).toEqual([["retry", "ops-1"]]);
+  });
+});
+
+describe.runIf(postgresUrl())("two relays on PostgreSQL", () => {
+  it("publish each outbox row once between them, woken by NOTIFY", async () => {
+    const first = await openTestPostgres();
+    const second = openPostgres(first.url);
+    const published = new Map<string, number>();
+    const counting: Bus = {
+      async publish(m) {
+        published.set(m.id, (published.get(m.id) ?? 0) + 1);
+      },
+      async subscribe() {},
+      async close() {},
+    };
+    const deadLetters = createDeadLetters({ clock: systemClock, newId });
+    const relays = [first, second].map((database) => createRelay({ database, bus: counting, clock: systemClock, log, deadLetters, batch: 7, pollMs: 60_000 }));
+    try {
+      await Promise.all(relays.map((r) => r.start()));
+      const outbox = createOutbox({ clock: systemClock, newId });
+      for (let i = 0; i < 20; i++) {
+        await first.tenant("t1", async (tx) => {
+          for (let j = 0; j < 10; j++) await outbox.enqueue(tx, { tenantId: "t1", topic: "order.placed", payload: { i, j } });
+        });
+      }
+      // The relays poll only once a minute here: everything they send within the wait came through NOTIFY.
+      await waitFor(async () => published.size === 200, "200 published messages");
+      expect([...published.values()].every((n) => n === 1)).toBe(true);
+    } finally {
+      await Promise.all(relays.map((r) => r.stop()));
+      await second.close();
+      await first.close();
+    }
+  });
+});
