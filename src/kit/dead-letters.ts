@@ -38,7 +38,7 @@ export function createDeadLetters(deps: { clock: Clock; newId: IdGenerator }) {
   }
 
   return {
-    async record(q: Queryable, letter: { tenantId: string; source: "outbox" | "consumer"; reference: string; consumer?: string; reason: string }): Promise<string> {
+    async record(q: Queryable, letter: { tenantId: string; source: DeadLetter["source"]; reference: string; consumer?: string; reason: string }): Promise<string> {
       const id = newId("dlq");
       const now = clock.now();
       await q.insert(deadLetters).values({ id, ...letter, consumer: letter.consumer ?? null, status: "open", createdAt: now, updatedAt: now });

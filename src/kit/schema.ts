@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { bigserial, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
+import { bigserial, boolean, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
 
 /**
  * Idempotency keys of POST requests (Stripe's semantics), scoped to (tenant, user, key). The first
@@ -82,8 +82,8 @@ export const deadLetters = pgTable(
   {
     id: text("id").primaryKey(),
     tenantId: text("tenant_id").notNull(),
-    source: text("source", { enum: ["outbox", "consumer"] }).notNull(),
-    /** The outbox message id (for a consumer: the message it failed on). */
+    source: text("source", { enum: ["outbox", "consumer", "saga"] }).notNull(),
+    /** The outbox message id (for a consumer: the message it failed on; for a saga: the saga id). */
     reference: text("reference").notNull(),
     consumer: text("consumer"),
     reason: text("reason").notNull(),
@@ -104,3 +104,28 @@ export const deadLetterActions = pgTable("dead_letter_actions", {
   note: text("note"),
   at: timestamp("at", { withTimezone: true }).notNull(),
 });
+
+/** A saga's state: which step it waits on, what the completed steps answered, when to retry. */
+export const sagas = pgTable(
+  "sagas",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    type: text("type").notNull(),
+    status: text("status", { enum: ["running", "compensating", "completed", "compensated"] }).notNull(),
+    context: jsonb("context").notNull(),
+    /** Answers of the steps that succeeded, by step id. */
+    results: jsonb("results").$type<Record<string, unknown>>().notNull(),
+    /** Indexes of the steps whose try succeeded (or may have), in order: what compensation undoes. */
+    done: jsonb("done").$type<number[]>().notNull(),
+    stepIndex: integer("step_index").notNull(),
+    op: text("op", { enum: ["try", "cancel"] }).notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }).notNull(),
+    abortReason: text("abort_reason"),
+    deadLettered: boolean("dead_lettered").notNull().default(false),
+    createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull(),
+  },
+  (t) => [index("sagas_due").on(t.nextAttemptAt).where(sql`${t.status} in ('running', 'compensating')`)],
+);
