@@ -44,7 +44,7 @@ export async function startServer(config: Config, options: { demo: boolean }): P
     (closing ??= (async () => {
       await app.close(); // stops accepting, lets in-flight requests finish
       await stopJobs();
-      await services.placement.drain();
+      await services.localPlacement?.drain();
       await services.close();
       await database.close();
     })());

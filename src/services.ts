@@ -1,12 +1,21 @@
 import type { Logger } from "pino";
 import { createTokens, type Tokens } from "./auth/tokens.ts";
 import { createWebhookSignatures, type WebhookSignatures } from "./auth/webhooks.ts";
-import type { Config } from "./config.ts";
+import { SERVICE_NAMES, type Config, type ServiceName } from "./config.ts";
 import type { Database } from "./db/client.ts";
 import { createOrderMoves, type OrderMoves } from "./flows/order-moves.ts";
 import { createPaymentCallback, type HandlePaymentReport } from "./flows/payment-callback.ts";
 import { createPaymentTimeouts, type PaymentTimeouts } from "./flows/payment-timeouts.ts";
-import { createPlacement, type Placement } from "./flows/place-order.ts";
+import { createPlacement, type Placement, type PlaceOptions, type PlaceOrderInput, type PlacementResult } from "./flows/place-order.ts";
+import { couponSteps, inventorySteps, shippingSteps, walletSteps } from "./flows/saga-participants.ts";
+import { createSagaPlacement, type SagaPlacement } from "./flows/saga-placement.ts";
+import { createBarrier } from "./kit/barrier.ts";
+import type { Bus } from "./kit/bus.ts";
+import { createDeadLetters, type DeadLetters } from "./kit/dead-letters.ts";
+import { inboxHandler } from "./kit/inbox.ts";
+import { createOutbox } from "./kit/outbox.ts";
+import { createRelay, type Relay } from "./kit/relay.ts";
+import { createSagaRunner, SAGA_REPLY_TOPIC, type SagaRunner, sagaParticipant } from "./kit/saga.ts";
 import { type Clock, systemClock } from "./kit/clock.ts";
 import { createIdempotency, type Idempotency } from "./kit/idempotency.ts";
 import { type IdGenerator, newId as defaultNewId } from "./kit/ids.ts";
@@ -37,11 +46,18 @@ export interface Services {
   coupons: Coupons;
   shipping: Shipping;
   orders: Orders;
-  placement: Placement;
+  /** How POST /orders places: the local strategy (all-in-one) or the saga (split deployment). */
+  placement: { place(input: PlaceOrderInput, options: PlaceOptions): Promise<PlacementResult> };
+  /** The local strategy, when this process uses it: its PENDING orders are recovered by a job. */
+  localPlacement: Placement | undefined;
+  /** The saga machinery, when this process uses it. */
+  saga: { runner: SagaRunner; relay: Relay; deadLetters: DeadLetters; placement: SagaPlacement | undefined } | undefined;
   moves: OrderMoves;
   handlePaymentReport: HandlePaymentReport;
   paymentTimeouts: PaymentTimeouts;
-  /** Closes what the services opened besides the database (the Redis connection of the limiter). */
+  /** Subscribes this process's consumers and starts its relay (saga strategy); a no-op otherwise. */
+  start(): Promise<void>;
+  /** Stops what start() started and closes what the services opened besides the database. */
   close(): Promise<void>;
 }
 
@@ -52,9 +68,19 @@ export interface ServiceDeps {
   log: Logger;
   clock?: Clock;
   newId?: IdGenerator;
+  /** The saga strategy over this bus (split deployment); without it, the local strategy. */
+  bus?: Bus;
+  /** The services this process runs (saga strategy): which participants and consumers it subscribes. */
+  roles?: readonly ServiceName[];
+  /** Retry delays of relays and sagas (tests shorten them). */
+  retryDelaysMs?: number[];
 }
 
-/** Wires the modules and flows on one database: the all-in-one shape, with the local placement strategy. */
+/**
+ * Wires the modules and flows on one database handle. Without a bus: the all-in-one shape, placing
+ * orders with the local strategy. With a bus: the saga strategy, every message through the outbox,
+ * this process taking the parts of `roles`.
+ */
 export function createServices(deps: ServiceDeps): Services {
   const { config, database, log } = deps;
   const clock = deps.clock ?? systemClock;
@@ -66,24 +92,52 @@ export function createServices(deps: ServiceDeps): Services {
     log.info({ orderId: event.orderId, tenantId: event.tenantId, from: event.from, to: event.to, reason: event.reason, version: event.version }, "order moved");
   });
 
-  const inventory = createInventory({ currency: config.currency });
+  const outbox = createOutbox({ clock, newId });
+  const deadLetters = createDeadLetters({ clock, newId });
+  const inventory = createInventory({
+    currency: config.currency,
+    // In the split deployment the orders service keeps a copy of names and prices from these events.
+    onProductChanged: deps.bus ? (tx, product) => outbox.enqueue(tx, { tenantId: product.tenantId, topic: "inventory.product-changed", payload: product }).then(() => {}) : undefined,
+  });
   const wallets = createWallets({ currency: config.currency });
   const coupons = createCoupons();
   const shipping = createShipping({ newId });
   const orders = createOrders({ hooks, clock });
-  const placement = createPlacement({
-    database,
-    inventory,
-    wallets,
-    coupons,
-    shipping,
-    orders,
-    clock,
-    newId,
-    log,
-    currency: config.currency,
-    paymentTimeoutMs: config.paymentTimeoutMs,
-  });
+  const localPlacement = deps.bus
+    ? undefined
+    : createPlacement({ database, inventory, wallets, coupons, shipping, orders, clock, newId, log, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs });
+  const roles = new Set(deps.roles ?? SERVICE_NAMES);
+  let saga: Services["saga"];
+  const subscriptions: Parameters<Bus["subscribe"]>[0][] = [];
+  if (deps.bus) {
+    const retryDelaysMs = deps.retryDelaysMs;
+    const runner = createSagaRunner({ outbox, clock, log, deadLetters, retryDelaysMs });
+    const relay = createRelay({ database, bus: deps.bus, clock, log, deadLetters, retryDelaysMs });
+    const sagaPlacement = roles.has("orders")
+      ? createSagaPlacement({ database, orders, runner, outbox, clock, newId, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs })
+      : undefined;
+    saga = { runner, relay, deadLetters, placement: sagaPlacement };
+    const barrier = createBarrier();
+    const participant = (consumer: ServiceName, topics: string[], steps: Parameters<typeof sagaParticipant>[0]["steps"]) =>
+      roles.has(consumer) && subscriptions.push({ consumer, topics, handler: sagaParticipant({ database, barrier, outbox, consumer, steps }) });
+    participant("inventory", ["inventory.reserve-stock"], inventorySteps(inventory));
+    participant("coupons", ["coupons.redeem-coupon"], couponSteps(coupons, clock));
+    participant("payments", ["payments.debit-wallet"], walletSteps(wallets));
+    participant("shipping", ["shipping.create-shipment"], shippingSteps(shipping));
+    if (roles.has("orders")) {
+      subscriptions.push({ consumer: "orders-saga", topics: [SAGA_REPLY_TOPIC], handler: runner.replyHandler(database, "orders-saga") });
+      subscriptions.push({
+        consumer: "orders-catalogue",
+        topics: ["inventory.product-changed"],
+        handler: inboxHandler(database, "orders-catalogue", (tx, message) => orders.rememberProduct(tx, message.payload as Parameters<Orders["rememberProduct"]>[1])),
+      });
+    }
+  }
+  const placement = saga?.placement ?? localPlacement ?? {
+    place: async (): Promise<PlacementResult> => {
+      throw new Error("this process does not run the orders service");
+    },
+  };
   const moves = createOrderMoves({ database, orders, inventory, coupons, shipping });
   const payments = createPayments();
   const handlePaymentReport = createPaymentCallback({ database, orders, payments, inventory, shipping });
@@ -110,9 +164,24 @@ export function createServices(deps: ServiceDeps): Services {
     shipping,
     orders,
     placement,
+    localPlacement,
+    saga,
     moves,
     handlePaymentReport,
     paymentTimeouts,
-    close: () => rateLimiter.close(),
+    async start() {
+      if (!deps.bus || !saga) return;
+      for (const subscription of subscriptions) await deps.bus.subscribe(subscription);
+      await saga.placement?.start();
+      await saga.relay.start();
+    },
+    async close() {
+      if (saga) {
+        await saga.relay.stop();
+        await saga.placement?.stop();
+        await deps.bus?.close();
+      }
+      await rateLimiter.close();
+    },
   };
 }

@@ -406,7 +406,7 @@ describe.each(testDatabases())("HTTP API v1 on $name", (database) => {
       expect(r.status).toBe(202);
       expect(r.body.status).toBe("PENDING");
       expect(r.headers["preference-applied"]).toBe("respond-async");
-      await h.services.placement.drain();
+      await h.services.localPlacement?.drain();
       const settled = await h.call("GET", r.headers.location as string, { token: alice });
       expect(settled.body).toMatchObject({ status: "PAID", payment: { status: "captured" } });
       expect(settled.body.shipment.waybill).toMatch(/^WB/);
@@ -415,7 +415,7 @@ describe.each(testDatabases())("HTTP API v1 on $name", (database) => {
     it("cancels a PENDING order with the refusal as its reason when settling fails", async () => {
       const r = await h.call("POST", "/api/v1/orders", { token: bob, body: h.orderBody([["RARE", 1]]), headers: { prefer: "respond-async" } });
       expect(r.status).toBe(202);
-      await h.services.placement.drain();
+      await h.services.localPlacement?.drain();
       const settled = await h.call("GET", r.headers.location as string, { token: bob });
       expect(settled.body).toMatchObject({ status: "CANCELLED", cancelReason: "INSUFFICIENT_FUNDS" });
     });

@@ -70,7 +70,7 @@ describe.each(testDatabases())("Idempotency-Key on $name", (database) => {
   it("replays a 202 of an asynchronous placement as it was answered", async () => {
     const first = await place(gus, "k-async", undefined, { prefer: "respond-async" });
     expect(first.status).toBe(202);
-    await h.services.placement.drain();
+    await h.services.localPlacement?.drain();
     const again = await place(gus, "k-async", undefined, { prefer: "respond-async" });
     expect(again.status).toBe(202);
     expect(again.body.id).toBe(first.body.id);

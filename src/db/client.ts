@@ -56,7 +56,7 @@ export interface Database {
    * Calls onNotify for every NOTIFY on the channel (delivered when the notifying transaction
    * commits, in every process on this database). Resolves to a function that stops listening.
    */
-  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
+  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -116,13 +116,13 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
 }
 
 /** LISTEN on a connection of its own, re-established after it drops (callers also poll meanwhile). */
-async function listenPostgres(url: string, channel: string, onNotify: () => void): Promise<() => Promise<void>> {
+async function listenPostgres(url: string, channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
   let client: pg.Client | undefined;
   let stopped = false;
   let retry: NodeJS.Timeout | undefined;
   const connect = async (): Promise<void> => {
     const next = new pg.Client({ connectionString: url });
-    next.on("notification", onNotify);
+    next.on("notification", (notification) => onNotify(notification.payload ?? ""));
     next.on("error", () => {
       next.end().catch(() => {});
       if (!stopped) retry = setTimeout(() => connect().catch(() => {}), 1_000);
@@ -130,7 +130,7 @@ async function listenPostgres(url: string, channel: string, onNotify: () => void
     await next.connect();
     await next.query(`listen "${channel.replaceAll('"', "")}"`);
     client = next;
-    onNotify(); // anything committed while not listening is picked up now
+    onNotify(""); // anything committed while not listening is picked up now
   };
   await connect();
   return async () => {
@@ -199,7 +199,7 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
       await db.execute(sql`select 1`);
     },
     async listen(channel, onNotify) {
-      const unlisten = await client.listen(channel, onNotify);
+      const unlisten = await client.listen(channel, (payload) => onNotify(payload));
       return async () => {
         if (!client.closed) await unlisten();
       };

@@ -6,13 +6,13 @@ import { type PricedLine, subtotalOf } from "../modules/coupons/pricing.ts";
 import type { Coupons } from "../modules/coupons/coupons.ts";
 import type { Inventory } from "../modules/inventory/inventory.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
-import type { OrderRow, Orders, OrderView, Viewer } from "../modules/orders/orders.ts";
+import type { NewOrder, OrderRow, Orders, OrderView, Viewer } from "../modules/orders/orders.ts";
 import type { PaymentMethod } from "../modules/orders/schema.ts";
 import type { Wallets } from "../modules/payments/wallets.ts";
 import type { Address } from "../modules/shipping/schema.ts";
 import type { Shipping } from "../modules/shipping/shipping.ts";
 
-export type PlacementRefusal = "OUT_OF_STOCK" | "INSUFFICIENT_FUNDS" | "COUPON_UNAVAILABLE" | "TRANSITION_VETOED";
+export type PlacementRefusal = "OUT_OF_STOCK" | "INSUFFICIENT_FUNDS" | "COUPON_UNAVAILABLE" | "TRANSITION_VETOED" | "PLACEMENT_FAILED";
 
 export interface PlaceOrderInput {
   tenantId: string;
@@ -32,6 +32,50 @@ export type PlacementResult =
 /** Called inside the placement's transaction with its result, e.g. to store the idempotent answer with it. */
 export type RecordResult = (tx: Tx, result: Extract<PlacementResult, { kind: "placed" | "pending" }>) => Promise<void>;
 
+export interface PlaceOptions {
+  respondAsync: boolean;
+  waitMs: number;
+  record?: RecordResult;
+  /** Saga strategy: called with the outcome once the order settled within the wait (its answer replaces the recorded one). */
+  recordFinal?: (result: PlacementResult) => Promise<void>;
+}
+
+/** Prices the requested items from a catalogue (name and price per SKU), lines sorted by SKU. */
+export function priceItems(
+  catalogue: Map<string, { name: string; price: number }>,
+  items: { sku: string; quantity: number }[],
+): { lines: PricedLine[]; subtotal: number } | Extract<PlacementResult, { kind: "invalid" }> {
+  const unknown = items.map((i) => i.sku).filter((sku) => !catalogue.has(sku));
+  if (unknown.length > 0) return { kind: "invalid", code: "UNKNOWN_PRODUCT", detail: `no product ${unknown.join(", ")}` };
+  const lines = items
+    .map((item) => {
+      const { name, price: unitPrice } = catalogue.get(item.sku) as { name: string; price: number };
+      return { sku: item.sku, name, quantity: item.quantity, unitPrice, lineTotal: unitPrice * item.quantity };
+    })
+    .sort((a, b) => (a.sku < b.sku ? -1 : 1));
+  const subtotal = subtotalOf(lines);
+  if (subtotal === undefined) return { kind: "invalid", code: "AMOUNT_TOO_LARGE", detail: "the order total is too large" };
+  return { lines, subtotal };
+}
+
+/** A new order as recorded PENDING: nothing taken yet, the total not yet discounted. */
+export function pendingOrder(
+  draft: { id: string; tenantId: string; userId: string; lines: PricedLine[]; subtotal: number; couponCode: string | null; paymentMethod: PaymentMethod; shippingAddress: Address },
+  currency: string,
+): NewOrder {
+  return {
+    ...draft,
+    status: "PENDING",
+    discount: 0,
+    total: draft.subtotal,
+    currency,
+    paymentStatus: "pending",
+    paymentDueAt: null,
+    shipment: null,
+    path: [{ to: "PENDING", reason: "placed" }],
+  };
+}
+
 /** What placement needs of an order, whether it is new or was recorded PENDING earlier. */
 interface Draft {
   id: string;
@@ -48,7 +92,7 @@ interface Draft {
 /** Thrown inside the placement transaction to roll every step back; never leaves this file. */
 class Refused extends Error {
   constructor(
-    readonly reason: PlacementRefusal,
+    readonly reason: Exclude<PlacementRefusal, "PLACEMENT_FAILED">,
     readonly detail: string,
   ) {
     super(reason);
@@ -128,17 +172,7 @@ export function createPlacement(deps: PlacementDeps) {
 
   /** Records the order PENDING (no stock, money or coupon taken yet) so it can be answered 202. */
   async function recordPending(tx: Tx, moves: TransitionEvent[], draft: Draft): Promise<OrderView> {
-    const written = await orders.insertOrder(tx, moves, {
-      ...draft,
-      status: "PENDING",
-      discount: 0,
-      total: draft.subtotal,
-      currency: deps.currency,
-      paymentStatus: "pending",
-      paymentDueAt: null,
-      shipment: null,
-      path: [{ to: "PENDING", reason: "placed" }],
-    });
+    const written = await orders.insertOrder(tx, moves, pendingOrder(draft, deps.currency));
     if (!written.ok) throw new Refused("TRANSITION_VETOED", written.detail ?? written.reason);
     return (await orders.getOrder(tx, system(draft.tenantId), draft.id)) as OrderView;
   }
@@ -174,20 +208,8 @@ export function createPlacement(deps: PlacementDeps) {
     inFlight.add(run);
   }
 
-  async function price(q: Queryable, input: PlaceOrderInput): Promise<{ lines: PricedLine[]; subtotal: number } | PlacementResult> {
-    const skus = input.items.map((i) => i.sku);
-    const catalogue = await inventory.catalogue(q, input.tenantId, skus);
-    const unknown = skus.filter((sku) => !catalogue.has(sku));
-    if (unknown.length > 0) return { kind: "invalid", code: "UNKNOWN_PRODUCT", detail: `no product ${unknown.join(", ")}` };
-    const lines = input.items
-      .map((item) => {
-        const { name, price: unitPrice } = catalogue.get(item.sku) as { name: string; price: number };
-        return { sku: item.sku, name, quantity: item.quantity, unitPrice, lineTotal: unitPrice * item.quantity };
-      })
-      .sort((a, b) => (a.sku < b.sku ? -1 : 1));
-    const subtotal = subtotalOf(lines);
-    if (subtotal === undefined) return { kind: "invalid", code: "AMOUNT_TOO_LARGE", detail: "the order total is too large" };
-    return { lines, subtotal };
+  async function price(q: Queryable, input: PlaceOrderInput) {
+    return priceItems(await inventory.catalogue(q, input.tenantId, input.items.map((i) => i.sku)), input.items);
   }
 
   return {
@@ -197,7 +219,7 @@ export function createPlacement(deps: PlacementDeps) {
      * lock longer than `waitMs`, it is rolled back and the order is recorded PENDING instead (202).
      * `record` runs inside the transaction with the result, so what it stores commits with the order.
      */
-    async place(input: PlaceOrderInput, options: { respondAsync: boolean; waitMs: number; record?: RecordResult }): Promise<PlacementResult> {
+    async place(input: PlaceOrderInput, options: PlaceOptions): Promise<PlacementResult> {
       let draft: Draft | undefined;
       const keep = async (tx: Tx, result: Extract<PlacementResult, { kind: "placed" | "pending" }>) => {
         await options.record?.(tx, result);

@@ -137,7 +137,7 @@ export const Order = z
         waybill: z.string(),
         carrier: z.string().nullable(),
         trackingNumber: z.string().nullable(),
-        status: z.enum(["pending", "shipped", "delivered"]),
+        status: z.enum(["pending", "shipped", "delivered", "cancelled"]),
       })
       .nullable(),
     shippingAddress: z.object({

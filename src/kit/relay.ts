@@ -42,6 +42,12 @@ export function createRelay(options: RelayOptions) {
 
   let running = false;
   let wake: (() => void) | undefined;
+  /** A notification came in during a pass: rows committed meanwhile may have been missed by it. */
+  let notified = false;
+  const onNotify = () => {
+    notified = true;
+    wake?.();
+  };
   let loop: Promise<void> | undefined;
   let unlisten: (() => Promise<void>) | undefined;
 
@@ -94,23 +100,22 @@ export function createRelay(options: RelayOptions) {
     relayOnce,
 
     /** Wakes the loop now (after a local commit; NOTIFY does the same across processes). */
-    wake(): void {
-      wake?.();
-    },
+    wake: onNotify,
 
     async start(): Promise<void> {
       if (running) return;
       running = true;
-      unlisten = await database.listen(OUTBOX_CHANNEL, () => wake?.());
+      unlisten = await database.listen(OUTBOX_CHANNEL, onNotify);
       loop = (async () => {
         while (running) {
           let handled = 0;
+          notified = false;
           try {
             handled = await relayOnce();
           } catch (error) {
             log.error({ err: error }, "outbox relay pass failed");
           }
-          if (handled === batch) continue; // more may be waiting
+          if (handled === batch || notified) continue; // more may be waiting
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, pollMs);
             wake = () => {

@@ -5,7 +5,7 @@ import type { Barrier, BarrierOp } from "./barrier.ts";
 import type { BusHandler } from "./bus.ts";
 import type { Clock } from "./clock.ts";
 import type { DeadLetters } from "./dead-letters.ts";
-import { inboxHandler } from "./inbox.ts";
+import { type AfterCommit, inboxHandler } from "./inbox.ts";
 import type { Outbox } from "./outbox.ts";
 import { backoffMs, DEFAULT_RETRY_DELAYS_MS } from "./relay.ts";
 import { sagas } from "./schema.ts";
@@ -38,9 +38,9 @@ export interface SagaDefinition<C> {
   type: string;
   steps: SagaStep<C>[];
   /** In the transaction that saw the last step succeed. */
-  onCompleted(tx: Tx, saga: SagaView<C>): Promise<void>;
+  onCompleted(tx: Tx, saga: SagaView<C>, afterCommit: AfterCommit): Promise<void>;
   /** In the transaction that saw the last compensation done; `reason` is the refusal (or STEP_TIMEOUT). */
-  onCompensated(tx: Tx, saga: SagaView<C>, reason: string): Promise<void>;
+  onCompensated(tx: Tx, saga: SagaView<C>, reason: string, afterCommit: AfterCommit): Promise<void>;
 }
 
 /** A command as it travels: the step's payload plus who asked. */
@@ -111,42 +111,42 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
   }
 
   /** Moves to the next compensation (the last step in `done`), or finishes compensating. */
-  async function compensateNext(tx: Tx, row: SagaRow): Promise<void> {
+  async function compensateNext(tx: Tx, row: SagaRow, afterCommit: AfterCommit): Promise<void> {
     const definition = definitionOf(row.type);
     const index = row.done[row.done.length - 1];
     if (index === undefined) {
       const finished = await update(tx, row, { status: "compensated" });
-      await definition.onCompensated(tx, view(finished), finished.abortReason ?? "ABORTED");
+      await definition.onCompensated(tx, view(finished), finished.abortReason ?? "ABORTED", afterCommit);
       return;
     }
     const next = await update(tx, row, { status: "compensating", stepIndex: index, op: "cancel", attempts: 0, nextAttemptAt: due(1) });
     await send(tx, next, index, "cancel");
   }
 
-  async function abort(tx: Tx, row: SagaRow, reason: string, includeCurrent: boolean): Promise<void> {
+  async function abort(tx: Tx, row: SagaRow, reason: string, includeCurrent: boolean, afterCommit: AfterCommit): Promise<void> {
     const done = includeCurrent && !row.done.includes(row.stepIndex) ? [...row.done, row.stepIndex] : row.done;
-    await compensateNext(tx, await update(tx, row, { status: "compensating", abortReason: reason, done }));
+    await compensateNext(tx, await update(tx, row, { status: "compensating", abortReason: reason, done }), afterCommit);
   }
 
   /** Applies a participant's reply, in the transaction of the reply's inbox row. */
-  async function handleReply(tx: Tx, reply: SagaReply): Promise<void> {
+  async function handleReply(tx: Tx, reply: SagaReply, afterCommit: AfterCommit): Promise<void> {
     const [row] = await tx.select().from(sagas).where(eq(sagas.id, reply.sagaId)).for("update");
     if (!row || row.status === "completed" || row.status === "compensated") return;
     const definition = definitionOf(row.type);
     if ((definition.steps[row.stepIndex] as SagaStep<unknown>).id !== reply.step || row.op !== reply.op) return; // stale
     if (reply.op === "cancel") {
-      await compensateNext(tx, await update(tx, row, { done: row.done.slice(0, -1) }));
+      await compensateNext(tx, await update(tx, row, { done: row.done.slice(0, -1) }), afterCommit);
       return;
     }
     if (!reply.outcome.ok) {
-      await abort(tx, row, reply.outcome.reason, false);
+      await abort(tx, row, reply.outcome.reason, false, afterCommit);
       return;
     }
     const advanced = await update(tx, row, { results: { ...row.results, [reply.step]: reply.outcome.result ?? null }, done: [...row.done, row.stepIndex] });
     const next = nextForward(definition, advanced, row.stepIndex + 1);
     if (next === undefined) {
       const finished = await update(tx, advanced, { status: "completed" });
-      await definition.onCompleted(tx, view(finished));
+      await definition.onCompleted(tx, view(finished), afterCommit);
       return;
     }
     await send(tx, await update(tx, advanced, { stepIndex: next, attempts: 0, nextAttemptAt: due(1) }), next, "try");
@@ -159,7 +159,7 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
     },
 
     /** Starts a saga in the caller's transaction: its first command leaves when that commits. */
-    async start<C>(tx: Tx, type: string, saga: { id: string; tenantId: string; context: C }): Promise<void> {
+    async start<C>(tx: Tx, type: string, saga: { id: string; tenantId: string; context: C }, afterCommit: AfterCommit = () => {}): Promise<void> {
       const definition = definitionOf(type);
       const now = clock.now();
       const row: SagaRow = {
@@ -183,7 +183,7 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
       await tx.insert(sagas).values({ ...row, stepIndex: first ?? 0 });
       if (first === undefined) {
         await update(tx, row, { status: "completed" });
-        await definition.onCompleted(tx, view(row));
+        await definition.onCompleted(tx, view(row), afterCommit);
         return;
       }
       await send(tx, row, first, "try");
@@ -196,6 +196,8 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
     async resumeDue(database: Database, batch = 100): Promise<number> {
       let resumed = 0;
       for (; resumed < batch; resumed++) {
+        const later: (() => Promise<void>)[] = [];
+        const afterCommit: AfterCommit = (work) => later.push(work);
         const more = await database.db.transaction(async (tx) => {
           const [row] = await tx
             .select()
@@ -208,7 +210,7 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
           const attempts = row.attempts + 1;
           if (row.status === "running" && attempts > delays.length) {
             log.warn({ sagaId: row.id, step: row.stepIndex }, "saga step did not answer; compensating");
-            await abort(tx, row, STEP_TIMEOUT, true);
+            await abort(tx, row, STEP_TIMEOUT, true, afterCommit);
             return true;
           }
           const deadLetter = row.status === "compensating" && attempts > delays.length && !row.deadLettered;
@@ -220,6 +222,7 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
           await send(tx, row, row.stepIndex, row.op);
           return true;
         });
+        for (const work of later) await work();
         if (!more) break;
       }
       return resumed;
@@ -227,7 +230,7 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
 
     /** The bus handler of the coordinator: replies, each applied once (inbox). */
     replyHandler(database: Database, consumer: string): BusHandler {
-      return inboxHandler(database, consumer, (tx, message) => handleReply(tx, message.payload as SagaReply));
+      return inboxHandler(database, consumer, (tx, message, afterCommit) => handleReply(tx, message.payload as SagaReply, afterCommit));
     },
   };
 }

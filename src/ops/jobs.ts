@@ -9,14 +9,19 @@ interface Job {
 }
 
 /**
- * The periodic work of a process: settle orders left PENDING, cancel overdue payments, purge old
- * idempotency keys. Each is safe on many replicas at once (claims with SKIP LOCKED, or idempotent);
+ * The periodic work of a process: settle orders left PENDING (local strategy) or resume overdue
+ * sagas (saga strategy), cancel overdue payments, purge old idempotency keys. Each is safe on many replicas at once (claims with SKIP LOCKED, or idempotent);
  * a run never overlaps the previous run of the same job.
  */
-export function startJobs(services: Services, options: { paymentSweepMs?: number; recoveryMs?: number; purgeMs?: number } = {}): () => Promise<void> {
-  const { placement, paymentTimeouts, idempotency, database, clock, log } = services;
+export function startJobs(
+  services: Services,
+  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number } = {},
+): () => Promise<void> {
+  const { localPlacement, saga, paymentTimeouts, idempotency, database, clock, log } = services;
   const jobs: Job[] = [
-    { name: "pending-recovery", everyMs: options.recoveryMs ?? 5_000, run: () => placement.recoverPending() },
+    ...(localPlacement ? [{ name: "pending-recovery", everyMs: options.recoveryMs ?? 5_000, run: () => localPlacement.recoverPending() }] : []),
+    // Sagas whose step has not answered are resent, then aborted and compensated (saga strategy).
+    ...(saga?.placement ? [{ name: "saga-resume", everyMs: options.sagaResumeMs ?? 500, run: () => saga.runner.resumeDue(database) }] : []),
     { name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() },
     // Keys are kept at least 24 h (api-contract.md §4); a day's margin beyond that.
     { name: "idempotency-purge", everyMs: options.purgeMs ?? 3_600_000, run: () => idempotency.purge(database.db, new Date(clock.now().getTime() - 2 * DAY_MS)) },

@@ -5,6 +5,9 @@ import type { Role } from "../../src/auth/tokens.ts";
 import { loadConfig } from "../../src/config.ts";
 import type { Database } from "../../src/db/client.ts";
 import type { Clock } from "../../src/kit/clock.ts";
+import { sql } from "drizzle-orm";
+import { rows } from "../../src/db/client.ts";
+import { type Bus, createInProcessBus } from "../../src/kit/bus.ts";
 import { createServices, type Services } from "../../src/services.ts";
 
 export const TEST_SECRETS = { jwtSecret: "test-jwt-secret-0123456789abcdef0123456789", webhookSecret: "test-webhook-secret-0123456789" };
@@ -19,12 +22,44 @@ export interface Harness {
   call(method: InjectOptions["method"], url: string, options?: { token?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
   seed(tenantId: string, setup: { products?: [sku: string, price: number, stock: number][]; credits?: [userId: string, amount: number][] }): Promise<void>;
   orderBody(items: [sku: string, quantity: number][], extra?: Record<string, unknown>): Record<string, unknown>;
+  /** Waits until background work is done: PENDING orders settled, outbox sent, sagas finished. */
+  quiesce(): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function createHarness(database: Database, options: { clock?: Clock; env?: Record<string, string> } = {}): Promise<Harness> {
+export type Strategy = "local" | "saga";
+
+/** The strategies the invariant suites run under: the local one, and the saga over the in-process bus. */
+export const STRATEGIES: { strategy: Strategy }[] = [{ strategy: "local" }, { strategy: "saga" }];
+
+export async function createHarness(
+  database: Database,
+  options: { clock?: Clock; env?: Record<string, string>; strategy?: Strategy; bus?: Bus } = {},
+): Promise<Harness> {
   const config = loadConfig(options.env ?? {});
-  const services = createServices({ config, database, secrets: TEST_SECRETS, log: pino({ level: "silent" }), clock: options.clock });
+  const saga = options.strategy === "saga" || options.bus !== undefined;
+  const services = createServices({
+    config,
+    database,
+    secrets: TEST_SECRETS,
+    log: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
+    clock: options.clock,
+    ...(saga ? { bus: options.bus ?? createInProcessBus(), retryDelaysMs: [200, 400, 800] } : {}),
+  });
+  await services.start();
+  const quiesce = async () => {
+    await services.localPlacement?.drain();
+    if (!saga) return;
+    for (let i = 0; i < 600; i++) {
+      const [busy] = await rows<{ n: number }>(
+        database.db,
+        sql`select (select count(*) from outbox_messages where status = 'pending')::int + (select count(*) from sagas where status in ('running', 'compensating'))::int as n`,
+      );
+      if (busy?.n === 0) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error("background work did not finish within 12 s");
+  };
   const app = await buildApp(services);
   const token = (tenantId: string, userId: string, roles: Role[] = ["customer"]) => services.tokens.sign({ tenantId, userId, roles });
   const call: Harness["call"] = async (method, url, opts = {}) => {
@@ -55,6 +90,7 @@ export async function createHarness(database: Database, options: { clock?: Clock
         const r = await call("POST", `/api/v1/accounts/${userId}/credits`, { token: admin, body: { amount } });
         if (r.status !== 200) throw new Error(`crediting ${userId}: ${r.status} ${JSON.stringify(r.body)}`);
       }
+      await quiesce(); // the saga strategy prices from a copy of the catalogue, filled by events
     },
     orderBody: (items, extra = {}) => ({
       items: items.map(([sku, quantity]) => ({ sku, quantity })),
@@ -62,9 +98,10 @@ export async function createHarness(database: Database, options: { clock?: Clock
       shippingAddress: ADDRESS,
       ...extra,
     }),
+    quiesce,
     async close() {
       await app.close();
-      await services.placement.drain();
+      await services.localPlacement?.drain();
       await services.close();
       await database.close();
     },

@@ -31,8 +31,11 @@ const productColumns = {
   createdAt: products.createdAt,
 };
 
+/** Told in the writing transaction whenever a product's name or price changes (e.g. to put an event in the outbox). */
+export type ProductChanged = (tx: Tx, product: { tenantId: string; sku: string; name: string; price: number }) => Promise<void>;
+
 /** The inventory module's front door: catalogue, stock levels and reservations. */
-export function createInventory(options: { currency: string }) {
+export function createInventory(options: { currency: string; onProductChanged?: ProductChanged }) {
   const { currency } = options;
 
   async function findProduct(q: Queryable, tenantId: string, sku: string) {
@@ -93,6 +96,7 @@ export function createInventory(options: { currency: string }) {
           .set({ name, price, updatedAt: sql`now()` })
           .where(and(eq(products.tenantId, tenantId), eq(products.sku, sku)));
       }
+      await options.onProductChanged?.(tx, { tenantId, sku, name, price });
       const product = (await getProduct(tx, tenantId, sku)) as Product;
       return ok({ product, created: inserted.length === 1 });
     },

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, lt, lte, or, sql } from "drizzle-orm";
+import { and, asc, desc, eq, inArray, lt, lte, or, sql } from "drizzle-orm";
 import type { Database, Queryable, TenantOptions, Tx } from "../../db/client.ts";
 import type { Clock } from "../../kit/clock.ts";
 import { type Cursor, encodeCursor, page } from "../../kit/cursor.ts";
@@ -8,6 +8,7 @@ import type { Address } from "../shipping/schema.ts";
 import type { TransitionEvent, TransitionHooks } from "./hooks.ts";
 import {
   type CancelReason,
+  catalogueEntries,
   orderHistory,
   orderItems,
   orders,
@@ -248,6 +249,24 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
       return ok(updated);
     },
 
+    /** Keeps the copy of a product's name and price (from the inventory service's events). */
+    async rememberProduct(tx: Tx, product: { tenantId: string; sku: string; name: string; price: number }): Promise<void> {
+      const entry = { ...product, updatedAt: clock.now() };
+      await tx
+        .insert(catalogueEntries)
+        .values(entry)
+        .onConflictDoUpdate({ target: [catalogueEntries.tenantId, catalogueEntries.sku], set: { name: entry.name, price: entry.price, updatedAt: entry.updatedAt } });
+    },
+
+    /** Names and prices from the copy; a SKU missing from the map is unknown. */
+    async catalogue(q: Queryable, tenantId: string, skus: string[]): Promise<Map<string, { name: string; price: number }>> {
+      const found = await q
+        .select({ sku: catalogueEntries.sku, name: catalogueEntries.name, price: catalogueEntries.price })
+        .from(catalogueEntries)
+        .where(and(eq(catalogueEntries.tenantId, tenantId), inArray(catalogueEntries.sku, skus)));
+      return new Map(found.map((r) => [r.sku, { name: r.name, price: r.price }]));
+    },
+
     /** Changes an order's details without moving it (e.g. money arrived for a cancelled order). */
     async updateOrder(tx: Tx, order: OrderRow, patch: OrderPatch): Promise<OrderRow | undefined> {
       const [updated] = await tx
@@ -268,6 +287,9 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
         .limit(limit)
         .for("update", { skipLocked: true });
     },
+
+    /** The after-hooks of moves made in a transaction someone else committed (a saga reply's). */
+    runAfterHooks: (moves: TransitionEvent[]) => hooks.runAfter(moves),
 
     /** Like withMoves, across tenants: the owner's transaction, for system jobs only. */
     async withSystemMoves<T>(database: Database, work: (tx: Tx, moves: TransitionEvent[]) => Promise<T>): Promise<T> {

@@ -18,7 +18,7 @@ export type CancelReason = (typeof CANCEL_REASONS)[number];
 export const PAYMENT_METHODS = ["balance", "external"] as const;
 export type PaymentMethod = (typeof PAYMENT_METHODS)[number];
 export type PaymentStatus = "pending" | "captured" | "voided" | "refund_pending" | "refunded";
-export type ShipmentStatus = "pending" | "shipped" | "delivered";
+export type ShipmentStatus = "pending" | "shipped" | "delivered" | "cancelled";
 
 /** Order numbers come from a sequence: unique without a contended counter row. */
 export const orderNumbers = pgSequence("order_number_seq", { startWith: 100001 });
@@ -102,3 +102,20 @@ export const orderItemsRelations = relations(orderItems, ({ one }) => ({
 export const orderHistoryRelations = relations(orderHistory, ({ one }) => ({
   order: one(orders, { fields: [orderHistory.orderId], references: [orders.id] }),
 }));
+
+/**
+ * The orders service's copy of product names and prices, kept from the inventory service's
+ * `inventory.product-changed` events: in the split deployment placement prices orders from it
+ * without reading another service's tables.
+ */
+export const catalogueEntries = pgTable(
+  "order_catalogue",
+  {
+    tenantId: text("tenant_id").notNull(),
+    sku: text("sku").notNull(),
+    name: text("name").notNull(),
+    price: bigint("price", { mode: "number" }).notNull(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.tenantId, t.sku] })],
+);

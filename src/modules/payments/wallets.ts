@@ -66,6 +66,24 @@ export function createWallets(options: { currency: string }) {
         select 1 from wallet_entries where tenant_id = ${tenantId} and order_id = ${orderId} and kind = 'debit'`);
       return done.length > 0 ? ok(undefined) : refuse("INSUFFICIENT_FUNDS");
     },
+
+    /** Gives an order's debit back (the order's saga compensates). Once per order; nothing if it was never debited. */
+    async refund(tx: Tx, args: { tenantId: string; orderId: string }): Promise<void> {
+      const { tenantId, orderId } = args;
+      await tx.execute(sql`
+        with d as (
+          select user_id, -amount as amount from wallet_entries
+          where tenant_id = ${tenantId} and order_id = ${orderId} and kind = 'debit'
+        ),
+        e as (
+          insert into wallet_entries (tenant_id, user_id, kind, amount, order_id)
+          select ${tenantId}, user_id, 'refund', amount, ${orderId} from d
+          on conflict do nothing
+          returning user_id, amount
+        )
+        update wallets w set balance = w.balance + e.amount, updated_at = now()
+        from e where w.tenant_id = ${tenantId} and w.user_id = e.user_id`);
+    },
   };
 }
 

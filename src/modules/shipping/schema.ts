@@ -19,7 +19,7 @@ export const shipments = pgTable(
     waybill: text("waybill").notNull(),
     carrier: text("carrier"),
     trackingNumber: text("tracking_number"),
-    status: text("status", { enum: ["pending", "shipped", "delivered"] }).notNull(),
+    status: text("status", { enum: ["pending", "shipped", "delivered", "cancelled"] }).notNull(),
     address: jsonb("address").$type<Address>().notNull(),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),

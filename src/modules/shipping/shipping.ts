@@ -7,7 +7,7 @@ export interface ShipmentDocument {
   waybill: string;
   carrier: string | null;
   trackingNumber: string | null;
-  status: "pending" | "shipped" | "delivered";
+  status: "pending" | "shipped" | "delivered" | "cancelled";
 }
 
 const documentColumns = {
@@ -38,6 +38,14 @@ export function createShipping(options: { newId: IdGenerator }) {
         .where(and(eq(shipments.tenantId, args.tenantId), eq(shipments.orderId, args.orderId)))
         .returning(documentColumns);
       return row as ShipmentDocument;
+    },
+
+    /** Withdraws a document that was never shipped (the order's saga compensates). Idempotent. */
+    async cancelDocument(tx: Tx, args: { tenantId: string; orderId: string }): Promise<void> {
+      await tx
+        .update(shipments)
+        .set({ status: "cancelled", updatedAt: sql`now()` })
+        .where(and(eq(shipments.tenantId, args.tenantId), eq(shipments.orderId, args.orderId), eq(shipments.status, "pending")));
     },
 
     async markDelivered(tx: Tx, args: { tenantId: string; orderId: string }) {
