@@ -15,12 +15,7 @@ async function serve(args: string[]) {
   const { values } = parseArgs({ args, options: { services: { type: "string", default: "all" }, demo: { type: "boolean", default: false } } });
   const services = parseServices(values.services);
   const config = loadConfig();
-  if (services.length < 5) {
-    if (!config.databaseUrl) throw new ConfigError("DATABASE_URL", "is required to serve split services (--services other than all)");
-    if (!config.amqpUrl) throw new ConfigError("AMQP_URL", "is required to serve split services (--services other than all)");
-    throw new ConfigError("--services", "split deployment is not available in this version; serve all services in one process");
-  }
-  const running = await startServer(config, { demo: config.demo ?? values.demo });
+  const running = await startServer(config, { demo: config.demo ?? values.demo, roles: services });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) process.exit(130); // a second Ctrl-C does not wait

@@ -18,9 +18,13 @@ export interface Config {
   port: number;
   host: string;
   databaseUrl: string | undefined;
+  /** ORDERLY_<SERVICE>_DATABASE_URL: a split service's own database. */
+  serviceDatabaseUrls: Partial<Record<ServiceName, string>>;
   dataDir: string;
   redisUrl: string | undefined;
   amqpUrl: string | undefined;
+  /** Names of the exchange and queues start with this, so deployments can share a broker. */
+  amqpPrefix: string;
   jwtSecret: string | undefined;
   jwksUrl: string | undefined;
   webhookSecret: string | undefined;
@@ -68,9 +72,17 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     port: parse(env, "PORT", integer(0, 65535), 3000),
     host: parse(env, "HOST", z.string().min(1), "127.0.0.1"),
     databaseUrl: parse(env, "DATABASE_URL", url(["postgres:", "postgresql:"]), undefined),
+    serviceDatabaseUrls: Object.fromEntries(
+      SERVICE_NAMES.flatMap((service) => {
+        const variable = `ORDERLY_${service.toUpperCase()}_DATABASE_URL`;
+        const value = parse(env, variable, url(["postgres:", "postgresql:"]), undefined);
+        return value ? [[service, value]] : [];
+      }),
+    ),
     dataDir: parse(env, "ORDERLY_DATA_DIR", z.string().min(1), "./.orderly"),
     redisUrl: parse(env, "REDIS_URL", url(["redis:", "rediss:"]), undefined),
     amqpUrl: parse(env, "AMQP_URL", url(["amqp:", "amqps:"]), undefined),
+    amqpPrefix: parse(env, "ORDERLY_AMQP_PREFIX", z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "must be lower case letters, digits, . _ -"), "orderly"),
     jwtSecret: parse(env, "ORDERLY_JWT_SECRET", z.string().min(32, "must be at least 32 characters"), undefined),
     jwksUrl: parse(env, "ORDERLY_JWKS_URL", url(["https:", "http:"]), undefined),
     webhookSecret: parse(env, "ORDERLY_WEBHOOK_SECRET", z.string().min(16, "must be at least 16 characters"), undefined),

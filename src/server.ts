@@ -1,10 +1,15 @@
 import type { FastifyInstance } from "fastify";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { buildApp } from "./app.ts";
-import { type Config, ConfigError } from "./config.ts";
+import { type Config, ConfigError, SERVICE_NAMES, type ServiceName } from "./config.ts";
+import type { Database } from "./db/client.ts";
 import { openDatabase } from "./db/open.ts";
 import { DEFAULT_WAIT_MS } from "./flows/place-order.ts";
 import { DEMO_TENANT, loadDemo } from "./demo.ts";
+import type { Bus } from "./kit/bus.ts";
+import { createDeadLetters } from "./kit/dead-letters.ts";
+import { newId } from "./kit/ids.ts";
+import { createRabbitBus } from "./kit/rabbit-bus.ts";
 import { startJobs } from "./ops/jobs.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
 import { createServices, type Services } from "./services.ts";
@@ -16,13 +21,47 @@ export interface Running {
   close(): Promise<void>;
 }
 
+/**
+ * A split service's database and bus: its own URL if it runs alone and one is set, else DATABASE_URL;
+ * only its own tables migrated; RabbitMQ reached before it serves.
+ */
+async function openSplit(config: Config, roles: ServiceName[], log: Logger): Promise<{ database: Database; bus: Bus }> {
+  if (!config.databaseUrl && !roles.some((r) => config.serviceDatabaseUrls[r])) {
+    throw new ConfigError("DATABASE_URL", "is required to serve split services (--services other than all)");
+  }
+  if (!config.amqpUrl) throw new ConfigError("AMQP_URL", "is required to serve split services (--services other than all)");
+  const own = roles.length === 1 ? config.serviceDatabaseUrls[roles[0] as ServiceName] : undefined;
+  const variable = own ? `ORDERLY_${(roles[0] as string).toUpperCase()}_DATABASE_URL` : "DATABASE_URL";
+  const database = await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, url: own ?? config.databaseUrl, variable, sets: roles });
+  const deadLetters = createDeadLetters({ clock: { now: () => new Date() }, newId });
+  const bus = createRabbitBus({
+    url: config.amqpUrl,
+    log,
+    retryDelaysMs: [1_000, 2_000, 4_000, 8_000, 16_000],
+    prefix: config.amqpPrefix,
+    onDeadLetter: async (message, consumer, reason) => {
+      await deadLetters.record(database.db, { tenantId: message.tenantId, source: "consumer", reference: message.id, consumer, reason });
+    },
+  });
+  try {
+    await bus.connection.onConnect(5_000);
+  } catch (error) {
+    await bus.close().catch(() => {});
+    await database.close();
+    throw new ConfigError("AMQP_URL", `cannot reach RabbitMQ at ${new URL(config.amqpUrl).host}: ${(error as Error).message}`);
+  }
+  return { database, bus };
+}
+
 /** Opens the database, wires everything, listens. The only place that calls listen(). */
-export async function startServer(config: Config, options: { demo: boolean }): Promise<Running> {
+export async function startServer(config: Config, options: { demo: boolean; roles?: ServiceName[] }): Promise<Running> {
   const started = Date.now();
-  const log = pino({ level: config.logLevel, base: { service: "orderly" } });
+  const roles = options.roles ?? [...SERVICE_NAMES];
+  const split = roles.length < SERVICE_NAMES.length;
+  const log = pino({ level: config.logLevel, base: { service: split ? roles.join(",") : "orderly" } });
   const secrets = resolveSecrets(config);
-  const database = await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS });
-  const services = createServices({ config, database, secrets, log });
+  const { database, bus } = split ? await openSplit(config, roles, log) : { database: await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS }), bus: undefined };
+  const services = createServices({ config, database, secrets, log, ...(bus ? { bus, roles } : {}) });
   try {
     await services.rateLimiter.ready();
   } catch (error) {
@@ -30,7 +69,8 @@ export async function startServer(config: Config, options: { demo: boolean }): P
     await database.close();
     throw new ConfigError("REDIS_URL", `cannot reach Redis at ${new URL(config.redisUrl ?? "redis://").host}: ${(error as Error).message}`);
   }
-  const demoLoaded = options.demo ? await loadDemo(services) : false;
+  await services.start();
+  const demoLoaded = options.demo && !split ? await loadDemo(services) : false;
   const app = await buildApp(services);
   await app.listen({ port: config.port, host: config.host });
   const address = app.server.address();
@@ -49,8 +89,8 @@ export async function startServer(config: Config, options: { demo: boolean }): P
       await database.close();
     })());
 
-  if (options.demo) await printDemoBanner(services, url, demoLoaded);
-  log.info({ url, database: database.kind, ms: Date.now() - started }, "orderly is ready");
+  if (options.demo && !split) await printDemoBanner(services, url, demoLoaded);
+  log.info({ url, database: database.kind, services: roles, ms: Date.now() - started }, "orderly is ready");
   return { app, services, url, close };
 }
 

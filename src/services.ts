@@ -51,7 +51,9 @@ export interface Services {
   /** The local strategy, when this process uses it: its PENDING orders are recovered by a job. */
   localPlacement: Placement | undefined;
   /** The saga machinery, when this process uses it. */
-  saga: { runner: SagaRunner; relay: Relay; deadLetters: DeadLetters; placement: SagaPlacement | undefined } | undefined;
+  saga: { bus: Bus; runner: SagaRunner; relay: Relay; deadLetters: DeadLetters; placement: SagaPlacement | undefined } | undefined;
+  /** The services this process runs. */
+  roles: ReadonlySet<ServiceName>;
   moves: OrderMoves;
   handlePaymentReport: HandlePaymentReport;
   paymentTimeouts: PaymentTimeouts;
@@ -116,7 +118,7 @@ export function createServices(deps: ServiceDeps): Services {
     const sagaPlacement = roles.has("orders")
       ? createSagaPlacement({ database, orders, runner, outbox, clock, newId, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs })
       : undefined;
-    saga = { runner, relay, deadLetters, placement: sagaPlacement };
+    saga = { bus: deps.bus, runner, relay, deadLetters, placement: sagaPlacement };
     const barrier = createBarrier();
     const participant = (consumer: ServiceName, topics: string[], steps: Parameters<typeof sagaParticipant>[0]["steps"]) =>
       roles.has(consumer) && subscriptions.push({ consumer, topics, handler: sagaParticipant({ database, barrier, outbox, consumer, steps }) });
@@ -166,6 +168,7 @@ export function createServices(deps: ServiceDeps): Services {
     placement,
     localPlacement,
     saga,
+    roles,
     moves,
     handlePaymentReport,
     paymentTimeouts,

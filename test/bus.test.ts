@@ -164,6 +164,7 @@ describe.runIf(postgresUrl())("two relays on PostgreSQL", () => {
         published.set(m.id, (published.get(m.id) ?? 0) + 1);
       },
       async subscribe() {},
+      async ping() {},
       async close() {},
     };
     const deadLetters = createDeadLetters({ clock: systemClock, newId });

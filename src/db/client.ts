@@ -49,8 +49,8 @@ export interface Database {
   kind: "pglite" | "postgres";
   /** A transaction scoped to one tenant (see inTenant): how every request reaches the database. */
   tenant<T>(tenantId: string, work: (tx: Tx) => Promise<T>, options?: TenantOptions): Promise<T>;
-  /** Applies the committed migrations (safe when several processes start at once). */
-  migrate(): Promise<void>;
+  /** Applies the committed migrations of the given services (and the kit's); safe when several processes start at once. */
+  migrate(sets?: readonly MigrationSet[]): Promise<void>;
   ping(): Promise<void>;
   /**
    * Calls onNotify for every NOTIFY on the channel (delivered when the notifying transaction
@@ -61,6 +61,14 @@ export interface Database {
 }
 
 const MIGRATIONS = resolve(dirname(fileURLToPath(import.meta.url)), "../../drizzle");
+
+/** The migration sets: the tx kit's tables, which every service has, then one per service. */
+export const MIGRATION_SETS = ["kit", "inventory", "payments", "coupons", "shipping", "orders"] as const;
+export type MigrationSet = (typeof MIGRATION_SETS)[number];
+
+/** Each set has its own history, so services sharing a database, or each with its own, migrate alike. */
+const migrationConfig = (set: MigrationSet) => ({ migrationsFolder: join(MIGRATIONS, set), migrationsTable: `__orderly_${set}_migrations` });
+const ordered = (sets: readonly MigrationSet[]) => MIGRATION_SETS.filter((s) => s === "kit" || sets.includes(s));
 const MIGRATION_LOCK = 7_301_995; // pg_advisory_lock key owned by Orderly's migrator
 
 /** The SQLSTATE of a database error, unwrapping drizzle's wrapper. */
@@ -94,12 +102,12 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     db,
     kind: "postgres",
     tenant: (tenantId, work, options) => inTenant(db, tenantId, work, options),
-    async migrate() {
+    async migrate(sets = MIGRATION_SETS) {
       const client = await pool.connect();
       try {
         await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
         try {
-          await migratePg(drizzlePg(client, { schema }), { migrationsFolder: MIGRATIONS });
+          for (const set of ordered(sets)) await migratePg(drizzlePg(client, { schema }), migrationConfig(set));
         } finally {
           await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]);
         }
@@ -194,7 +202,9 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
     db,
     kind: "pglite",
     tenant: (tenantId, work, options) => inTenant(db, tenantId, work, options),
-    migrate: () => migratePglite(drizzlePglite(client, { schema }), { migrationsFolder: MIGRATIONS }),
+    async migrate(sets = MIGRATION_SETS) {
+      for (const set of ordered(sets)) await migratePglite(drizzlePglite(client, { schema }), migrationConfig(set));
+    },
     async ping() {
       await db.execute(sql`select 1`);
     },
@@ -221,7 +231,7 @@ export function dataDirExists(dataDir: string): boolean {
 /** A ready snapshot of a migrated embedded database, so tests start one in a fraction of a second. */
 export async function migratedPgliteSnapshot(): Promise<Blob> {
   const client = await PGlite.create();
-  await migratePglite(drizzlePglite(client, { schema }), { migrationsFolder: MIGRATIONS });
+  for (const set of MIGRATION_SETS) await migratePglite(drizzlePglite(client, { schema }), migrationConfig(set));
   const blob = await client.dumpDataDir("none");
   await client.close();
   return blob;

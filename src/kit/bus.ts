@@ -25,6 +25,8 @@ export interface Bus {
   /** Resolves once the message is safely handed over (broker confirm, or every local handler succeeded). */
   publish(message: BusMessage): Promise<void>;
   subscribe(subscription: Subscription): Promise<void>;
+  /** Rejects when the broker cannot be reached (readiness). */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -65,6 +67,7 @@ export function createInProcessBus(): Bus {
     async subscribe(subscription) {
       subscriptions.push(subscription);
     },
+    ping: async () => {},
     async close() {
       subscriptions.length = 0;
     },

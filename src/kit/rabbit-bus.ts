@@ -98,6 +98,10 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
       consumers.push(sub);
     },
 
+    async ping() {
+      if (!connection.ready) throw new Error("RabbitMQ is not connected");
+    },
+
     async close() {
       await Promise.all(consumers.map((c) => c.close()));
       await publisher.close();

@@ -37,7 +37,7 @@ export function createRelay(options: RelayOptions) {
   const delays = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
   const batch = options.batch ?? 100;
   const pollMs = options.pollMs ?? 1_000;
-  const claimMs = options.claimMs ?? 30_000;
+  const claimMs = options.claimMs ?? 10_000;
   const { db } = database;
 
   let running = false;

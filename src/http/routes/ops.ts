@@ -20,6 +20,7 @@ export function opsRoutes(services: Services): FastifyPluginAsyncZod {
         for (const [name, ping] of [
           ["database", () => services.database.ping()],
           ...(services.config.redisUrl ? [["cache", () => services.rateLimiter.ping()] as const] : []),
+          ...(services.saga ? [["broker", () => services.saga!.bus.ping()] as const] : []),
         ] as const) {
           try {
             await ping();

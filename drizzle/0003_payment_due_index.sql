@@ -1,1 +1,0 @@
-CREATE INDEX "orders_payment_due" ON "orders" USING btree ("payment_due_at") WHERE "orders"."status" = 'CREATED';
