@@ -2,19 +2,24 @@ import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rows } from "../src/db/client.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
-import { createHarness, type Harness, STRATEGIES } from "./support/harness.ts";
+import { createHarness, duplicatingBus, type Harness, STRATEGIES } from "./support/harness.ts";
 import { invariantViolations } from "./support/invariants.ts";
 
 // PGlite runs one transaction at a time and can never show a lock wait or a deadlock, so these run
 // on real PostgreSQL only. In CI, a missing DATABASE_URL fails here instead of skipping.
-describe.runIf(postgresUrl()).each(STRATEGIES)("concurrent placement on PostgreSQL, $strategy strategy", ({ strategy }) => {
+const variants = [
+  ...STRATEGIES.map(({ strategy }) => ({ strategy, twice: false, name: `${strategy} strategy` })),
+  { strategy: "saga" as const, twice: true, name: "saga strategy, every message delivered twice" },
+];
+
+describe.runIf(postgresUrl()).each(variants)("concurrent placement on PostgreSQL, $name", ({ strategy, twice }) => {
   let h: Harness;
   let admin: string;
   const BUYERS = 60;
   const tokens: string[] = [];
 
   beforeAll(async () => {
-    h = await createHarness(await openTestPostgres({ max: 32 }), { strategy });
+    h = await createHarness(await openTestPostgres({ max: 32 }), twice ? { bus: duplicatingBus() } : { strategy });
     admin = await h.token("flash", "root", ["admin"]);
     for (let i = 0; i < BUYERS; i++) tokens.push(await h.token("flash", `buyer-${i}`));
     // Each buyer can afford about three hot units: some orders must fail for money, not only for stock.

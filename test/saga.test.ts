@@ -3,7 +3,7 @@ import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Database } from "../src/db/client.ts";
 import { createBarrier } from "../src/kit/barrier.ts";
-import { type Bus, createInProcessBus } from "../src/kit/bus.ts";
+import type { Bus } from "../src/kit/bus.ts";
 import { manualClock } from "../src/kit/clock.ts";
 import { createDeadLetters } from "../src/kit/dead-letters.ts";
 import { newId } from "../src/kit/ids.ts";
@@ -12,6 +12,7 @@ import { createRelay, type Relay } from "../src/kit/relay.ts";
 import { createSagaRunner, SAGA_REPLY_TOPIC, type SagaRunner, sagaParticipant, type StepOutcome } from "../src/kit/saga.ts";
 import { sagas } from "../src/kit/schema.ts";
 import { openTestPglite } from "./support/databases.ts";
+import { duplicatingBus } from "./support/harness.ts";
 
 const log = pino({ level: "silent" });
 const STEPS = ["a", "b", "c"] as const;
@@ -42,9 +43,7 @@ describe("saga runner", () => {
     failingCancels = 0;
     const outbox = createOutbox({ clock, newId });
     const deadLetters = createDeadLetters({ clock, newId });
-    const inner = createInProcessBus();
-    // Every message is delivered twice: the barrier and the inboxes must make that harmless.
-    bus = { ...inner, publish: async (m) => { await inner.publish(m); await inner.publish(m); } };
+    bus = duplicatingBus();
     relay = createRelay({ database, bus, clock, log, deadLetters, retryDelaysMs: [10], pollMs: 20 });
     runner = createSagaRunner({ outbox, clock, log, deadLetters, retryDelaysMs: DELAYS });
     runner.register<Context>({

@@ -32,6 +32,18 @@ export type Strategy = "local" | "saga";
 /** The strategies the invariant suites run under: the local one, and the saga over the in-process bus. */
 export const STRATEGIES: { strategy: Strategy }[] = [{ strategy: "local" }, { strategy: "saga" }];
 
+/** An in-process bus that delivers every message twice: the inboxes and barriers must make that harmless. */
+export function duplicatingBus(): Bus {
+  const inner = createInProcessBus();
+  return {
+    ...inner,
+    async publish(message) {
+      await inner.publish(message);
+      await inner.publish(message);
+    },
+  };
+}
+
 export async function createHarness(
   database: Database,
   options: { clock?: Clock; env?: Record<string, string>; strategy?: Strategy; bus?: Bus } = {},
