@@ -3,13 +3,18 @@ import { pino } from "pino";
 import { createTokens, parseTtl, PrintableId, ROLES, type Role } from "./auth/tokens.ts";
 import { ConfigError, loadConfig, parseServices } from "./config.ts";
 import { openDatabase } from "./db/open.ts";
+import { systemClock } from "./kit/clock.ts";
+import { createDeadLetters } from "./kit/dead-letters.ts";
+import { newId } from "./kit/ids.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
 import { startServer } from "./server.ts";
 
 const USAGE = `usage:
   orderly serve [--services all|orders,inventory,payments,coupons,shipping] [--demo]
   orderly migrate
-  orderly token --tenant T --user U --role customer|admin [--ttl 1h]`;
+  orderly token --tenant T --user U --role customer|admin [--ttl 1h]
+  orderly dlq list [--status open|retried|skipped|resolved|all]
+  orderly dlq retry ID | skip ID | resolve ID --note TEXT   [--actor NAME]`;
 
 async function serve(args: string[]) {
   const { values } = parseArgs({ args, options: { services: { type: "string", default: "all" }, demo: { type: "boolean", default: false } } });
@@ -58,6 +63,49 @@ async function token(args: string[]) {
   process.stdout.write(`${await createTokens({ secret: jwtSecret }).sign({ tenantId: values.tenant, userId: values.user, roles }, ttl)}\n`);
 }
 
+/** Dead letters: list them, or retry / skip / resolve one (each action audited with its actor). */
+async function dlq(args: string[]) {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { status: { type: "string", default: "open" }, note: { type: "string" }, actor: { type: "string", default: process.env.USER ?? "cli" } },
+  });
+  const [action, id] = positionals;
+  const statuses = ["open", "retried", "skipped", "resolved", "all"] as const;
+  if (!statuses.includes(values.status as (typeof statuses)[number])) throw new ConfigError("--status", `must be one of ${statuses.join(", ")}`);
+  if (action !== "list" && !id) throw new ConfigError("dlq", `${action ?? "an action"} needs a dead letter id; see orderly --help`);
+  if (action === "resolve" && !values.note) throw new ConfigError("--note", "is required to resolve a dead letter (say how it was handled)");
+  const database = await openDatabase(loadConfig());
+  try {
+    const letters = createDeadLetters({ clock: systemClock, newId });
+    let result: unknown;
+    switch (action) {
+      case "list": {
+        const status = values.status === "all" ? undefined : (values.status as "open");
+        for (const l of await letters.list(database.db, { status })) {
+          process.stdout.write(`${l.id}  ${l.status.padEnd(8)}  ${l.createdAt.toISOString()}  ${l.source}${l.consumer ? `/${l.consumer}` : ""}  ${l.reference}  ${l.reason}\n`);
+        }
+        return;
+      }
+      case "retry":
+        result = await letters.retry(database.db, id as string, values.actor);
+        break;
+      case "skip":
+        result = await letters.skip(database.db, id as string, values.actor);
+        break;
+      case "resolve":
+        result = await letters.resolve(database.db, id as string, values.actor, values.note as string);
+        break;
+      default:
+        throw new ConfigError("dlq", `unknown action "${action}"; use list, retry, skip or resolve`);
+    }
+    if (result && typeof result === "object" && "error" in result) throw new ConfigError("dlq", String(result.error));
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } finally {
+    await database.close();
+  }
+}
+
 async function main(argv: string[]) {
   const [command, ...rest] = argv;
   switch (command) {
@@ -67,6 +115,8 @@ async function main(argv: string[]) {
       return migrate();
     case "token":
       return token(rest);
+    case "dlq":
+      return dlq(rest);
     default:
       process.stderr.write(`${USAGE}\n`);
       process.exit(command === undefined || command === "--help" ? 0 : 2);

@@ -3,7 +3,12 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jwtVerify } from "jose";
+import { sql } from "drizzle-orm";
 import { afterAll, describe, expect, it } from "vitest";
+import { rows } from "../src/db/client.ts";
+import { createDeadLetters } from "../src/kit/dead-letters.ts";
+import { newId } from "../src/kit/ids.ts";
+import { createOutbox } from "../src/kit/outbox.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
 
 const BIN = join(import.meta.dirname, "..", "bin", "orderly.mjs");
@@ -139,6 +144,40 @@ describe("orderly CLI", () => {
     expect((await orders.json()).data).toHaveLength(1);
     again.child.kill("SIGTERM");
     expect(await exited(again.child)).toBe(0);
+  });
+
+  it.runIf(postgresUrl())("lists dead letters and retries, skips and resolves them, audited", async () => {
+    const database = await openTestPostgres();
+    try {
+      const clock = { now: () => new Date() };
+      const letters = createDeadLetters({ clock, newId });
+      const outbox = createOutbox({ clock, newId });
+      const messageId = await database.tenant("t", (tx) => outbox.enqueue(tx, { tenantId: "t", topic: "order.placed", payload: {} }));
+      await database.db.execute(sql`update outbox_messages set status = 'dead' where id = ${messageId}`);
+      const first = await letters.record(database.db, { tenantId: "t", source: "outbox", reference: messageId, reason: "broker said no" });
+      const second = await letters.record(database.db, { tenantId: "t", source: "consumer", reference: messageId, consumer: "shipping", reason: "label printer offline" });
+      const third = await letters.record(database.db, { tenantId: "t", source: "saga", reference: "ord_x", reason: "compensation unanswered" });
+      const env = { DATABASE_URL: database.url, ORDERLY_DATA_DIR: tempDir(), USER: "ops-ann" };
+
+      const list = await run(["dlq", "list"], env);
+      expect(list.code).toBe(0);
+      expect(list.stdout).toContain(first);
+      expect(list.stdout).toContain("shipping");
+      expect((await run(["dlq", "resolve", second], env)).stderr).toMatch(/^orderly: --note: is required/);
+      expect(JSON.parse((await run(["dlq", "retry", first], env)).stdout)).toMatchObject({ id: first, status: "retried" });
+      const [row] = await rows<{ status: string }>(database.db, sql`select status from outbox_messages where id = ${messageId}`);
+      expect(row?.status).toBe("pending");
+      const again = await run(["dlq", "retry", first], env);
+      expect(again.code).not.toBe(0);
+      expect(again.stderr).toContain("already retried");
+      expect(JSON.parse((await run(["dlq", "resolve", second, "--note", "printed by hand"], env)).stdout)).toMatchObject({ status: "resolved", note: "printed by hand" });
+      expect(JSON.parse((await run(["dlq", "skip", third], env)).stdout)).toMatchObject({ id: third, status: "skipped" });
+      expect((await run(["dlq", "list"], env)).stdout.trim()).toBe("");
+      expect((await run(["dlq", "list", "--status", "all"], env)).stdout.trim().split("\n")).toHaveLength(3);
+      expect((await letters.actions(database.db, first)).map((a) => [a.action, a.actor])).toEqual([["retry", "ops-ann"]]);
+    } finally {
+      await database.close();
+    }
   });
 
   it.runIf(postgresUrl())("migrates a PostgreSQL database and exits", async () => {
