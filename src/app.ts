@@ -85,8 +85,7 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
         if (roles.has("orders")) await signedIn.register(orderRoutes(services));
       });
       // The payment provider: no token, so limited per source address; signed with HMAC instead.
-      // Its flow still settles orders in one local transaction: all-in-one only for now.
-      if (!services.saga) {
+      if (roles.has("payments")) {
         await api.register(async (provider) => {
           provider.addHook("onRequest", rateLimit(services.rateLimiter, (request) => `ip:${request.ip}`));
           await provider.register(paymentRoutes(services));

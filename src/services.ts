@@ -4,10 +4,11 @@ import { createWebhookSignatures, type WebhookSignatures } from "./auth/webhooks
 import { SERVICE_NAMES, type Config, type ServiceName } from "./config.ts";
 import type { Database } from "./db/client.ts";
 import { createOrderMoves, type OrderMoves } from "./flows/order-moves.ts";
-import { createPaymentCallback, type HandlePaymentReport } from "./flows/payment-callback.ts";
+import { createIntentPaymentCallback, createPaymentCallback, type HandlePaymentReport } from "./flows/payment-callback.ts";
 import { createPaymentTimeouts, type PaymentTimeouts } from "./flows/payment-timeouts.ts";
 import { createPlacement, type Placement, type PlaceOptions, type PlaceOrderInput, type PlacementResult } from "./flows/place-order.ts";
 import { couponSteps, inventorySteps, shippingSteps, walletSteps } from "./flows/saga-participants.ts";
+import { ordersPaymentSubscriptions, paymentsPaymentSubscriptions, type ReleaseHolds, sagaReleaseHolds } from "./flows/saga-payments.ts";
 import { createSagaPlacement, type SagaPlacement } from "./flows/saga-placement.ts";
 import { createBarrier } from "./kit/barrier.ts";
 import type { Bus } from "./kit/bus.ts";
@@ -108,8 +109,15 @@ export function createServices(deps: ServiceDeps): Services {
   const localPlacement = deps.bus
     ? undefined
     : createPlacement({ database, inventory, wallets, coupons, shipping, orders, clock, newId, log, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs });
+  const payments = createPayments();
   const roles = new Set(deps.roles ?? SERVICE_NAMES);
   let saga: Services["saga"];
+  // Local: a cancelled order's stock and coupon come back in the cancelling transaction.
+  let releaseHolds: ReleaseHolds = async (tx, ids) => {
+    await coupons.restore(tx, ids);
+    await inventory.release(tx, ids);
+  };
+  let handlePaymentReport: HandlePaymentReport = createPaymentCallback({ database, orders, payments, inventory, shipping });
   const subscriptions: Parameters<Bus["subscribe"]>[0][] = [];
   if (deps.bus) {
     const retryDelaysMs = deps.retryDelaysMs;
@@ -126,7 +134,11 @@ export function createServices(deps: ServiceDeps): Services {
     participant("coupons", ["coupons.redeem-coupon"], couponSteps(coupons, clock));
     participant("payments", ["payments.debit-wallet"], walletSteps(wallets));
     participant("shipping", ["shipping.create-shipment"], shippingSteps(shipping));
+    releaseHolds = sagaReleaseHolds(outbox);
+    handlePaymentReport = createIntentPaymentCallback({ database, payments, outbox });
+    if (roles.has("payments")) subscriptions.push(...paymentsPaymentSubscriptions({ database, payments }));
     if (roles.has("orders")) {
+      subscriptions.push(...ordersPaymentSubscriptions({ database, orders, runner, outbox }));
       subscriptions.push({ consumer: "orders-saga", topics: [SAGA_REPLY_TOPIC], handler: runner.replyHandler(database, "orders-saga") });
       subscriptions.push({
         consumer: "orders-catalogue",
@@ -140,10 +152,8 @@ export function createServices(deps: ServiceDeps): Services {
       throw new Error("this process does not run the orders service");
     },
   };
-  const moves = createOrderMoves({ database, orders, inventory, coupons, shipping });
-  const payments = createPayments();
-  const handlePaymentReport = createPaymentCallback({ database, orders, payments, inventory, shipping });
-  const paymentTimeouts = createPaymentTimeouts({ database, orders, inventory, coupons, clock });
+  const moves = createOrderMoves({ database, orders, shipping, releaseHolds });
+  const paymentTimeouts = createPaymentTimeouts({ database, orders, releaseHolds, clock });
   const tokens = createTokens({ secret: deps.secrets.jwtSecret, jwksUrl: config.jwksUrl });
   const webhooks = createWebhookSignatures(deps.secrets.webhookSecret, clock);
   const idempotency = createIdempotency({ clock });

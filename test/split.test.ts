@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTokens } from "../src/auth/tokens.ts";
+import { createWebhookSignatures } from "../src/auth/webhooks.ts";
 import type { ServiceName } from "../src/config.ts";
 import { rows } from "../src/db/client.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
@@ -21,6 +22,7 @@ function amqpUrl(): string | undefined {
 
 const BIN = join(import.meta.dirname, "..", "bin", "orderly.mjs");
 const SECRET = "split-secret-split-secret-split-secret-01";
+const WEBHOOK_SECRET = "split-webhook-secret-0123456789";
 const SERVICES: ServiceName[] = ["inventory", "payments", "coupons", "shipping", "orders"];
 
 const freePort = () =>
@@ -59,6 +61,7 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
         AMQP_URL: amqpUrl(),
         ORDERLY_AMQP_PREFIX: prefix,
         ORDERLY_JWT_SECRET: SECRET,
+        ORDERLY_WEBHOOK_SECRET: WEBHOOK_SECRET,
         ORDERLY_DATA_DIR: dataDir,
         ORDERLY_RATE_LIMIT_RPS: "100000",
         ORDERLY_RATE_LIMIT_BURST: "100000",
@@ -154,6 +157,24 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
     await waitFor(async () => (await call("orders", "GET", `/orders/${placed.body.id}`, buyer)).body.status !== "PENDING", "the order to settle", 30_000);
     expect((await call("orders", "GET", `/orders/${placed.body.id}`, buyer)).body).toMatchObject({ status: "PAID", shipment: { status: "pending" } });
     await waitFor(quiet, "the system to be quiet", 30_000);
+    expect(await invariantViolations(database.db)).toEqual([]);
+  });
+
+  it("takes the payment callback at the payments service and pays the order at the orders service", { timeout: 60_000 }, async () => {
+    const buyer = await tokens.sign({ tenantId: "split", userId: "ext", roles: ["customer"] });
+    const placed = await call("orders", "POST", "/orders", buyer, { items: [{ sku: "S2", quantity: 1 }], payment: { method: "external" }, shippingAddress: ADDRESS });
+    expect(placed.body.status).toBe("CREATED");
+    await waitFor(quiet, "the payment intent", 15_000);
+    const raw = JSON.stringify({ tenantId: "split", orderId: placed.body.id, externalTxnId: "txn-split-1", amount: placed.body.total, currency: "CNY", status: "succeeded" });
+    const signature = createWebhookSignatures(WEBHOOK_SECRET, { now: () => new Date() }).sign(raw);
+    const paid = await fetch(url("payments", "/payments/callback"), { method: "POST", headers: { "content-type": "application/json", "orderly-signature": signature }, body: raw });
+    expect(paid.status).toBe(200);
+    expect(await paid.json()).toEqual({ orderId: placed.body.id, status: "PAID", duplicate: false });
+    await waitFor(async () => (await call("orders", "GET", `/orders/${placed.body.id}`, buyer)).body.status === "PAID", "the order to be paid", 15_000);
+    const order = (await call("orders", "GET", `/orders/${placed.body.id}`, buyer)).body;
+    expect(order).toMatchObject({ status: "PAID", payment: { status: "captured", externalTxnId: "txn-split-1" } });
+    expect(order.shipment.waybill).toMatch(/^WB/);
+    await waitFor(quiet, "the system to be quiet", 15_000);
     expect(await invariantViolations(database.db)).toEqual([]);
   });
 });

@@ -7,19 +7,21 @@ import { manualClock } from "../src/kit/clock.ts";
 import { startJobs } from "../src/ops/jobs.ts";
 import { createServices } from "../src/services.ts";
 import { openTestPglite, openTestPostgres, postgresUrl, testDatabases } from "./support/databases.ts";
-import { createHarness, type Harness, TEST_SECRETS } from "./support/harness.ts";
+import { createHarness, type Harness, STRATEGIES, TEST_SECRETS } from "./support/harness.ts";
 import { invariantViolations } from "./support/invariants.ts";
 
 const TIMEOUT_MS = 900_000;
 
-describe.each(testDatabases())("payment timeouts on $name", (database) => {
+const cases = testDatabases().flatMap((database) => STRATEGIES.map(({ strategy }) => ({ database, strategy, name: `${database.name}, ${strategy} strategy` })));
+
+describe.each(cases)("payment timeouts on $name", ({ database, strategy }) => {
   const clock = manualClock(new Date());
   let h: Harness;
   let admin: string;
   let dave: string;
 
   beforeAll(async () => {
-    h = await createHarness(await database.open(), { clock });
+    h = await createHarness(await database.open(), { clock, strategy });
     admin = await h.token("late", "root", ["admin"]);
     dave = await h.token("late", "dave");
     await h.seed("late", { products: [["LAMP", 4000, 3]] });
@@ -37,6 +39,7 @@ describe.each(testDatabases())("payment timeouts on $name", (database) => {
     expect(await h.services.paymentTimeouts.sweep()).toBe(0);
     clock.advance(2000);
     expect(await h.services.paymentTimeouts.sweep()).toBe(1);
+    await h.quiesce();
     const order = (await h.call("GET", `/api/v1/orders/${placed.body.id}`, { token: dave })).body;
     expect(order).toMatchObject({ status: "CANCELLED", cancelReason: "PAYMENT_TIMEOUT", payment: { status: "voided" } });
     expect(order.history.at(-1)).toMatchObject({ from: "CREATED", to: "CANCELLED", reason: "PAYMENT_TIMEOUT" });

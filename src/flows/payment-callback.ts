@@ -1,4 +1,5 @@
 import type { Database } from "../db/client.ts";
+import type { Outbox } from "../kit/outbox.ts";
 import type { Inventory } from "../modules/inventory/inventory.ts";
 import type { Orders, Viewer } from "../modules/orders/orders.ts";
 import type { OrderStatus } from "../modules/orders/schema.ts";
@@ -69,3 +70,51 @@ export function createPaymentCallback(deps: { database: Database; orders: Orders
 }
 
 export type HandlePaymentReport = ReturnType<typeof createPaymentCallback>;
+
+const ORDER_STATUS_OF_INTENT = { open: "CREATED", paid: "PAID", closed: "CANCELLED" } as const;
+
+/**
+ * The payments service's handling of a provider report in the split deployment: it answers from its
+ * payment intents (kept from the orders service's events) and tells the orders service what happened
+ * through the outbox. The intent row is locked first, so deliveries for one order run one at a time.
+ */
+export function createIntentPaymentCallback(deps: { database: Database; payments: Payments; outbox: Outbox }) {
+  const { database, payments, outbox } = deps;
+  return async function handlePaymentReport(report: PaymentReport): Promise<CallbackResult> {
+    const { tenantId, orderId } = report;
+    return database.tenant(tenantId, async (tx): Promise<CallbackResult> => {
+      const intent = await payments.lockIntent(tx, tenantId, orderId);
+      if (!intent) return { kind: "not_found" };
+      if (report.amount !== intent.amount || report.currency !== intent.currency) {
+        return { kind: "amount_mismatch", detail: `the order is due ${intent.amount} ${intent.currency}, not ${report.amount} ${report.currency}` };
+      }
+      const status = ORDER_STATUS_OF_INTENT[intent.status];
+      const recordStatus = report.status === "failed" ? "failed" : intent.status === "open" ? "captured" : "refund_pending";
+      const fresh = await payments.recordPayment(tx, { ...report, status: recordStatus });
+      if (!fresh) return { kind: "accepted", orderId, status, duplicate: true };
+      if (recordStatus === "failed") return { kind: "accepted", orderId, status, duplicate: false };
+      const event = { orderId, externalTxnId: report.externalTxnId, amount: report.amount, currency: report.currency };
+      if (recordStatus === "captured") {
+        await payments.settleIntent(tx, { tenantId, orderId, status: "paid" });
+        await outbox.enqueue(tx, { tenantId, topic: PAYMENT_TOPICS.captured, payload: event });
+        return { kind: "accepted", orderId, status: "PAID", duplicate: false };
+      }
+      await outbox.enqueue(tx, { tenantId, topic: PAYMENT_TOPICS.refundPending, payload: event });
+      return { kind: "not_payable", orderId, status, detail: `the order is ${status}; the payment is recorded as refund_pending` };
+    });
+  };
+}
+
+/** Messages between the orders and payments services about external payments (split deployment). */
+export const PAYMENT_TOPICS = {
+  /** orders → payments: an external-payment order awaits { orderId, amount, currency }. */
+  expected: "orders.payment-expected",
+  /** orders → payments: the order was cancelled; it can no longer be paid. */
+  closed: "orders.payment-closed",
+  /** orders → payments: a capture arrived for an order cancelled meanwhile; keep it to refund. */
+  refundNeeded: "orders.refund-needed",
+  /** payments → orders: the provider captured the money. */
+  captured: "payments.captured",
+  /** payments → orders: money arrived for an order that can no longer be paid. */
+  refundPending: "payments.refund-pending",
+} as const;

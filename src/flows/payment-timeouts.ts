@@ -1,16 +1,15 @@
 import type { Database } from "../db/client.ts";
 import type { Clock } from "../kit/clock.ts";
-import type { Coupons } from "../modules/coupons/coupons.ts";
-import type { Inventory } from "../modules/inventory/inventory.ts";
 import type { Orders } from "../modules/orders/orders.ts";
+import type { ReleaseHolds } from "./saga-payments.ts";
 
 /**
  * Cancels CREATED orders not paid by their due time (PAYMENT_TIMEOUT), giving back stock and coupon.
  * Due orders are claimed with FOR UPDATE SKIP LOCKED, so any number of processes may sweep at once
  * and each order is cancelled once.
  */
-export function createPaymentTimeouts(deps: { database: Database; orders: Orders; inventory: Inventory; coupons: Coupons; clock: Clock }) {
-  const { database, orders, inventory, coupons, clock } = deps;
+export function createPaymentTimeouts(deps: { database: Database; orders: Orders; releaseHolds: ReleaseHolds; clock: Clock }) {
+  const { database, orders, releaseHolds, clock } = deps;
   /** Cancels one overdue order in its own short transaction; false when none is due. */
   const cancelOne = () =>
     orders.withSystemMoves(database, async (tx, moves) => {
@@ -23,9 +22,7 @@ export function createPaymentTimeouts(deps: { database: Database; orders: Orders
         patch: { cancelReason: "PAYMENT_TIMEOUT", paymentStatus: "voided", paymentDueAt: null },
       });
       if (!moved.ok) throw new Error(`cancelling overdue order ${order.id} failed: ${moved.reason}`);
-      const ids = { tenantId: order.tenantId, orderId: order.id };
-      await coupons.restore(tx, ids);
-      await inventory.release(tx, ids);
+      await releaseHolds(tx, { tenantId: order.tenantId, orderId: order.id });
       return true;
     });
 

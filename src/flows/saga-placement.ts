@@ -12,6 +12,7 @@ import { CANCEL_REASONS, type CancelReason, type PaymentMethod } from "../module
 import type { Address } from "../modules/shipping/schema.ts";
 import type { ShipmentDocument } from "../modules/shipping/shipping.ts";
 import { type PlaceOptions, type PlaceOrderInput, type PlacementRefusal, type PlacementResult, pendingOrder, priceItems } from "./place-order.ts";
+import { PAYMENT_TOPICS } from "./payment-callback.ts";
 import { STEP } from "./saga-participants.ts";
 
 export const PLACE_ORDER_SAGA = "place-order";
@@ -116,6 +117,10 @@ export function createSagaPlacement(deps: {
             topic: `inventory.${STEP.reserveStock}`,
             payload: { sagaId: saga.id, step: STEP.reserveStock, op: "confirm", orderId: c.orderId },
           });
+        } else {
+          // The payments service answers the provider's callback from this.
+          const payload = { orderId: c.orderId, amount: c.subtotal - discount, currency: deps.currency };
+          await outbox.enqueue(tx, { tenantId: saga.tenantId, topic: PAYMENT_TOPICS.expected, payload });
         }
       }),
 

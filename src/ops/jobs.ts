@@ -22,8 +22,7 @@ export function startJobs(
     ...(localPlacement ? [{ name: "pending-recovery", everyMs: options.recoveryMs ?? 5_000, run: () => localPlacement.recoverPending() }] : []),
     // Sagas whose step has not answered are resent, then aborted and compensated (saga strategy).
     ...(saga?.placement ? [{ name: "saga-resume", everyMs: options.sagaResumeMs ?? 500, run: () => saga.runner.resumeDue(database) }] : []),
-    // Payment timeouts settle in one local transaction: all-in-one only for now.
-    ...(localPlacement ? [{ name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() }] : []),
+    ...(services.roles.has("orders") ? [{ name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() }] : []),
     // Keys are kept at least 24 h (api-contract.md §4); a day's margin beyond that.
     { name: "idempotency-purge", everyMs: options.purgeMs ?? 3_600_000, run: () => idempotency.purge(database.db, new Date(clock.now().getTime() - 2 * DAY_MS)) },
   ];

@@ -277,12 +277,12 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
       return updated;
     },
 
-    /** Claims CREATED orders whose payment is overdue, skipping rows another worker holds. Across tenants. */
+    /** Claims CREATED orders whose payment is overdue (and not captured), skipping rows another worker holds. Across tenants. */
     async lockOverdue(tx: Tx, now: Date, limit: number): Promise<OrderRow[]> {
       return tx
         .select()
         .from(orders)
-        .where(and(eq(orders.status, "CREATED"), lte(orders.paymentDueAt, now)))
+        .where(and(eq(orders.status, "CREATED"), eq(orders.paymentStatus, "pending"), lte(orders.paymentDueAt, now)))
         .orderBy(asc(orders.paymentDueAt))
         .limit(limit)
         .for("update", { skipLocked: true });

@@ -48,3 +48,20 @@ export const payments = pgTable(
     uniqueIndex("payments_one_capture_per_order").on(t.tenantId, t.orderId).where(sql`${t.status} = 'captured'`),
   ],
 );
+
+/**
+ * What the payments service knows of an external-payment order (split deployment), from the orders
+ * service's events: the amount due, and whether it can still be paid.
+ */
+export const paymentIntents = pgTable(
+  "payment_intents",
+  {
+    tenantId: text("tenant_id").notNull(),
+    orderId: text("order_id").notNull(),
+    amount: bigint("amount", { mode: "number" }).notNull(),
+    currency: text("currency").notNull(),
+    status: text("status", { enum: ["open", "paid", "closed"] }).notNull(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.tenantId, t.orderId] })],
+);
