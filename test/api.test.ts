@@ -375,7 +375,9 @@ describe.each(testDatabases())("HTTP API v1 on $name", (database) => {
     it("serves health, readiness, metrics and the OpenAPI document of every contract path", async () => {
       expect((await h.call("GET", "/healthz")).body).toEqual({ status: "ok" });
       expect((await h.call("GET", "/readyz")).status).toBe(200);
-      expect((await h.call("GET", "/metrics")).body).toContain("orderly_order_placements_total");
+      const metrics = (await h.call("GET", "/metrics")).body as string;
+      expect(metrics).toContain("orderly_order_placements_total");
+      expect(metrics).toMatch(/orderly_backlog_items\{kind="dead_letters_open"\} 0/);
       const doc = (await h.call("GET", "/docs/json")).body;
       expect(doc.openapi).toBe("3.1.0");
       for (const path of [

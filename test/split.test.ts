@@ -50,9 +50,10 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
   const prefix = `split-${randomBytes(4).toString("hex")}`;
   const tokens = createTokens({ secret: SECRET });
 
-  async function start(service: ServiceName) {
-    const port = ports.get(service) ?? (await freePort());
-    ports.set(service, port);
+  async function start(service: ServiceName, replica = "") {
+    const name = `${service}${replica}` as ServiceName;
+    const port = ports.get(name) ?? (await freePort());
+    ports.set(name, port);
     const child = spawn(process.execPath, [BIN, "serve", "--services", service], {
       env: {
         PATH: process.env.PATH,
@@ -68,10 +69,10 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
         LOG_LEVEL: "warn",
       },
     });
-    child.stdout?.on("data", (d) => logs.set(service, (logs.get(service) ?? "") + d));
-    child.stderr?.on("data", (d) => logs.set(service, (logs.get(service) ?? "") + d));
-    processes.set(service, child);
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, `${service} to be ready`, 30_000);
+    child.stdout?.on("data", (d) => logs.set(name, (logs.get(name) ?? "") + d));
+    child.stderr?.on("data", (d) => logs.set(name, (logs.get(name) ?? "") + d));
+    processes.set(name, child);
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, `${name} to be ready`, 30_000);
   }
 
   const url = (service: ServiceName, path: string) => `http://127.0.0.1:${ports.get(service)}/api/v1${path}`;
@@ -158,6 +159,20 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
     expect((await call("orders", "GET", `/orders/${placed.body.id}`, buyer)).body).toMatchObject({ status: "PAID", shipment: { status: "pending" } });
     await waitFor(quiet, "the system to be quiet", 30_000);
     expect(await invariantViolations(database.db)).toEqual([]);
+  });
+
+  it("answers each request with its outcome when a second orders replica consumes half the replies", { timeout: 60_000 }, async () => {
+    await start("orders", "-2");
+    const buyer = await tokens.sign({ tenantId: "split", userId: "twin", roles: ["customer"] });
+    const admin = await tokens.sign({ tenantId: "split", userId: "root", roles: ["admin"] });
+    await call("payments", "POST", "/accounts/twin/credits", admin, { amount: 100_000 });
+    const statuses: number[] = [];
+    for (let i = 0; i < 16; i++) {
+      const replica = (i % 2 ? "orders-2" : "orders") as ServiceName;
+      statuses.push((await call(replica, "POST", "/orders", buyer, { items: [{ sku: "S3", quantity: 1 }], payment: { method: "balance" }, shippingAddress: ADDRESS })).status);
+    }
+    expect(statuses).toEqual(Array(16).fill(201));
+    processes.get("orders-2" as ServiceName)?.kill("SIGTERM");
   });
 
   it("takes the payment callback at the payments service and pays the order at the orders service", { timeout: 60_000 }, async () => {

@@ -1,7 +1,10 @@
-import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+/** Reads the current backlog from the database when /metrics is scraped. */
+export type BacklogProbe = () => Promise<{ deadLettersOpen: number; outboxPending: number; sagasActive: number }>;
 
 /** Every metric Orderly exports, in one place (style.md rule 12). One registry per app instance. */
-export function createMetrics() {
+export function createMetrics(probe?: BacklogProbe) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "orderly_process_" });
   return {
@@ -25,6 +28,20 @@ export function createMetrics() {
       labelNames: ["outcome"] as const,
       registers: [registry],
     }),
+    backlog: probe
+      ? new Gauge({
+          name: "orderly_backlog_items",
+          help: "Work waiting: open dead letters, outbox messages not yet sent, sagas not finished",
+          labelNames: ["kind"] as const,
+          registers: [registry],
+          async collect() {
+            const now = await probe();
+            this.set({ kind: "dead_letters_open" }, now.deadLettersOpen);
+            this.set({ kind: "outbox_pending" }, now.outboxPending);
+            this.set({ kind: "sagas_active" }, now.sagasActive);
+          },
+        })
+      : undefined,
     transitions: new Counter({
       name: "orderly_order_transitions_total",
       help: "Committed order state moves, by target status",
