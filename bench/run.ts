@@ -1,7 +1,8 @@
 // `npm run bench`: orders/s of the all-in-one server on PostgreSQL over HTTP, beside pgbench running
-// the very SQL one placement issues, in the same run. Ratios are what to quote: absolute numbers
-// drift on a shared machine. Env: DATABASE_URL (server to use), BENCH_SECONDS (default 20),
-// BENCH_CONNECTIONS (default 64).
+// the very SQL one placement issues, and beside the split deployment (five processes, RabbitMQ), in
+// the same run. Ratios are what to quote: absolute numbers drift on a shared machine.
+// Env: DATABASE_URL (server to use), AMQP_URL (broker; the split phase is skipped without one in
+// reach), BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -11,14 +12,20 @@ import pg from "pg";
 import { pino } from "pino";
 import { createTokens } from "../src/auth/tokens.ts";
 import { loadConfig } from "../src/config.ts";
-import { type Database, openPostgres } from "../src/db/client.ts";
-import { createServices, type Services } from "../src/services.ts";
+import { sql } from "drizzle-orm";
+import { Connection } from "rabbitmq-client";
+import { type Database, openPostgres, rows } from "../src/db/client.ts";
+import { deleteRabbitTopology } from "../src/kit/rabbit-bus.ts";
+import { DEFAULT_RETRY_DELAYS_MS } from "../src/kit/relay.ts";
+import { BUS_CONSUMERS, createServices, type Services } from "../src/services.ts";
 import { invariantViolations } from "../test/support/invariants.ts";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const BASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const DB_NAME = "orderly_bench";
+const SPLIT_DB_NAME = "orderly_bench_split";
+const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const TENANT = "bench";
 const SKUS = 1000;
 const USERS = 1000;
@@ -35,17 +42,17 @@ interface Figures {
   errors: number;
 }
 
-const benchUrl = () => {
+const benchUrl = (name = DB_NAME) => {
   const url = new URL(BASE_URL);
-  url.pathname = `/${DB_NAME}`;
+  url.pathname = `/${name}`;
   return url.toString();
 };
 
-async function recreateDatabase(): Promise<void> {
+async function recreateDatabase(name = DB_NAME): Promise<void> {
   const admin = new pg.Client({ connectionString: BASE_URL });
   await admin.connect();
-  await admin.query(`drop database if exists ${DB_NAME} with (force)`);
-  await admin.query(`create database ${DB_NAME}`);
+  await admin.query(`drop database if exists ${name} with (force)`);
+  await admin.query(`create database ${name}`);
   await admin.end();
 }
 
@@ -152,12 +159,13 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function startServer(port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(ROOT, "bin", "orderly.mjs"), "serve"], {
+async function startServer(port: number, split?: { service: string; prefix: string }): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [join(ROOT, "bin", "orderly.mjs"), "serve", ...(split ? ["--services", split.service] : [])], {
     env: {
       PATH: process.env.PATH,
       PORT: String(port),
-      DATABASE_URL: benchUrl(),
+      DATABASE_URL: benchUrl(split ? SPLIT_DB_NAME : DB_NAME),
+      ...(split ? { AMQP_URL, ORDERLY_AMQP_PREFIX: split.prefix } : {}),
       ORDERLY_JWT_SECRET: JWT_SECRET,
       ORDERLY_DATA_DIR: join(OUT, "data"),
       ORDERLY_RATE_LIMIT_RPS: "1000000",
@@ -178,7 +186,7 @@ async function startServer(port: number): Promise<ChildProcess> {
   throw new Error("the server did not become ready");
 }
 
-async function runHttp(port: number, workload: Workload, tokens: string[], seconds: number): Promise<Figures> {
+async function runHttp(port: number, workload: Workload, tokens: string[], seconds: number): Promise<Figures & { created: number }> {
   let n = 0;
   const result = await autocannon({
     url: `http://127.0.0.1:${port}`,
@@ -205,7 +213,57 @@ async function runHttp(port: number, workload: Workload, tokens: string[], secon
     p50: result.latency.p50,
     p99: result.latency.p99,
     errors: result.non2xx + result.errors + result.timeouts,
+    created: result["2xx"],
   };
+}
+
+/**
+ * The split deployment: five processes on their own database and RabbitMQ, seeded over HTTP, then
+ * the uniform workload against the orders service. Besides the answers (201 settled, or 202 still
+ * settling) it counts orders actually PAID per second once everything settled.
+ */
+async function runSplit(tokens: string[]): Promise<(Figures & { paidPerSecond: number }) | undefined> {
+  const prefix = `bench-${Date.now().toString(36)}`;
+  try {
+    const probe = new Connection({ url: AMQP_URL });
+    await probe.onConnect(3_000).finally(() => probe.close());
+  } catch {
+    console.log(`split deployment skipped: no RabbitMQ at ${new URL(AMQP_URL).host}`);
+    return undefined;
+  }
+  await recreateDatabase(SPLIT_DB_NAME);
+  const services = ["inventory", "payments", "coupons", "shipping", "orders"] as const;
+  const ports = Object.fromEntries(await Promise.all(services.map(async (s) => [s, await freePort()] as const))) as Record<(typeof services)[number], number>;
+  const children: ChildProcess[] = [];
+  const database = openPostgres(benchUrl(SPLIT_DB_NAME));
+  try {
+    for (const service of services) children.push(await startServer(ports[service], { service, prefix }));
+    const admin = await createTokens({ secret: JWT_SECRET }).sign({ tenantId: TENANT, userId: "root", roles: ["admin"] }, 3600);
+    const put = (port: number, path: string, method: string, body: unknown) =>
+      fetch(`http://127.0.0.1:${port}/api/v1${path}`, { method, headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    for (let i = 0; i < SKUS; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) => put(ports.inventory, `/products/SKU-${i + j}`, "PUT", { name: `Item ${i + j}`, price: 100 + i + j, stock: 1e9 })));
+    }
+    for (let i = 0; i < USERS; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) => put(ports.payments, `/accounts/user-${i + j}/credits`, "POST", { amount: 1e12 })));
+    }
+    const count = async (statement: ReturnType<typeof sql>) => Number((await rows<{ n: number }>(database.db, statement))[0]?.n ?? 0);
+    while ((await count(sql`select count(*)::int as n from order_catalogue`)) < SKUS) await new Promise((r) => setTimeout(r, 200));
+    await runHttp(ports.orders, "uniform", tokens, 3); // warm-up
+    const before = await count(sql`select count(*)::int as n from orders where status = 'PAID'`);
+    const started = Date.now();
+    const figures = await runHttp(ports.orders, "uniform", tokens, SECONDS);
+    const quiet = sql`select (select count(*) from outbox_messages where status = 'pending')::int + (select count(*) from sagas where status in ('running', 'compensating'))::int as n`;
+    while ((await count(quiet)) > 0 && Date.now() - started < (SECONDS + 120) * 1000) await new Promise((r) => setTimeout(r, 500));
+    const paid = (await count(sql`select count(*)::int as n from orders where status = 'PAID'`)) - before;
+    const violations = await invariantViolations(database.db);
+    if (violations.length > 0) throw new Error(`split deployment invariants violated:\n${violations.join("\n")}`);
+    return { ...figures, paidPerSecond: paid / ((Date.now() - started) / 1000) };
+  } finally {
+    for (const child of children) child.kill("SIGTERM");
+    await database.close();
+    await deleteRabbitTopology(AMQP_URL, prefix, BUS_CONSUMERS, DEFAULT_RETRY_DELAYS_MS.length);
+  }
 }
 
 const fmt = (n: number, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -239,6 +297,8 @@ async function main() {
     server.kill("SIGTERM");
   }
 
+  const split = await runSplit(tokens);
+
   const check = openPostgres(benchUrl());
   const violations = await invariantViolations(check.db);
   await check.close();
@@ -251,8 +311,16 @@ async function main() {
         `${fmt(ours.ordersPerSecond / pgbench.ordersPerSecond, 2)}x`.padStart(14)].join(" | "),
     );
   }
+  if (split) {
+    const local = results.uniform?.ours as Figures;
+    console.log(
+      `\nsplit deployment (5 processes, RabbitMQ), uniform: ${fmt(split.ordersPerSecond)} answers/s (2xx), p50 ${fmt(split.p50, 1)} ms, ` +
+        `p99 ${fmt(split.p99, 1)} ms, errors ${split.errors}; ${fmt(split.paidPerSecond)} orders PAID/s until settled; ` +
+        `all-in-one / split = ${fmt(local.ordersPerSecond / split.paidPerSecond, 2)}x (invariants hold)`,
+    );
+  }
   console.log(violations.length === 0 ? "\ninvariants 1-3: hold" : `\ninvariants VIOLATED:\n${violations.join("\n")}`);
-  writeFileSync(join(OUT, "latest.json"), JSON.stringify({ at: new Date().toISOString(), seconds: SECONDS, connections: CONNECTIONS, statements: captured.length, results, violations }, null, 2));
+  writeFileSync(join(OUT, "latest.json"), JSON.stringify({ at: new Date().toISOString(), seconds: SECONDS, connections: CONNECTIONS, statements: captured.length, results, split, violations }, null, 2));
   if (violations.length > 0) process.exitCode = 1;
 }
 

@@ -10,6 +10,7 @@ import type { Bus } from "./kit/bus.ts";
 import { createDeadLetters } from "./kit/dead-letters.ts";
 import { newId } from "./kit/ids.ts";
 import { createRabbitBus } from "./kit/rabbit-bus.ts";
+import { DEFAULT_RETRY_DELAYS_MS } from "./kit/relay.ts";
 import { startJobs } from "./ops/jobs.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
 import { createServices, type Services } from "./services.ts";
@@ -37,7 +38,7 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger): Pro
   const bus = createRabbitBus({
     url: config.amqpUrl,
     log,
-    retryDelaysMs: [1_000, 2_000, 4_000, 8_000, 16_000],
+    retryDelaysMs: DEFAULT_RETRY_DELAYS_MS,
     prefix: config.amqpPrefix,
     onDeadLetter: async (message, consumer, reason) => {
       await deadLetters.record(database.db, { tenantId: message.tenantId, source: "consumer", reference: message.id, consumer, reason });

@@ -80,6 +80,9 @@ export interface ServiceDeps {
   retryDelaysMs?: number[];
 }
 
+/** Every bus consumer a deployment declares (one durable queue each on RabbitMQ). */
+export const BUS_CONSUMERS = ["inventory", "coupons", "payments", "shipping", "orders-saga", "orders-catalogue", "orders-payments", "payments-intents"] as const;
+
 /**
  * Wires the modules and flows on one database handle. Without a bus: the all-in-one shape, placing
  * orders with the local strategy. With a bus: the saga strategy, every message through the outbox,

@@ -10,6 +10,9 @@ import { createTokens } from "../src/auth/tokens.ts";
 import { createWebhookSignatures } from "../src/auth/webhooks.ts";
 import type { ServiceName } from "../src/config.ts";
 import { rows } from "../src/db/client.ts";
+import { deleteRabbitTopology } from "../src/kit/rabbit-bus.ts";
+import { DEFAULT_RETRY_DELAYS_MS } from "../src/kit/relay.ts";
+import { BUS_CONSUMERS } from "../src/services.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
 import { ADDRESS } from "./support/harness.ts";
 import { invariantViolations } from "./support/invariants.ts";
@@ -102,6 +105,7 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
 
   afterAll(async () => {
     for (const child of processes.values()) child.kill("SIGKILL");
+    await deleteRabbitTopology(amqpUrl() as string, prefix, BUS_CONSUMERS, DEFAULT_RETRY_DELAYS_MS.length);
     await database?.close();
     rmSync(dataDir, { recursive: true, force: true });
   });

@@ -17,7 +17,8 @@ import { STEP } from "./saga-participants.ts";
 
 export const PLACE_ORDER_SAGA = "place-order";
 const SETTLED_CHANNEL = "orderly_order_settled";
-const POLL_MS = 250;
+// NOTIFY wakes a waiter when its order settles; this poll only covers a lost notification.
+const POLL_MS = 1_000;
 
 interface PlacementContext {
   orderId: string;

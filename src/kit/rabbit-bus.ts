@@ -115,3 +115,20 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
     },
   };
 }
+
+/** Deletes the exchange and queues a deployment with this prefix declared (tests and benchmarks clean up). */
+export async function deleteRabbitTopology(url: string, prefix: string, consumers: readonly string[], retryLevels: number): Promise<void> {
+  const connection = new Connection({ url, connectionName: `${prefix}-cleanup` });
+  try {
+    await connection.onConnect(5_000);
+    for (const consumer of consumers) {
+      const queue = `${prefix}.${consumer}`;
+      for (const name of [queue, `${queue}.parking`, ...Array.from({ length: retryLevels }, (_, i) => `${queue}.retry.${i}`)]) {
+        await connection.queueDelete({ queue: name }).catch(() => {});
+      }
+    }
+    await connection.exchangeDelete({ exchange: `${prefix}.events` }).catch(() => {});
+  } finally {
+    await connection.close();
+  }
+}

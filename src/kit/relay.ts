@@ -7,6 +7,7 @@ import type { DeadLetters } from "./dead-letters.ts";
 import { OUTBOX_CHANNEL } from "./outbox.ts";
 
 export const DEFAULT_RETRY_DELAYS_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
+const COALESCE_MS = 5;
 
 /** The delay before attempt `attempt + 1`, with ±20 % jitter so retries of many rows spread out. */
 export function backoffMs(delays: number[], attempt: number, random = Math.random): number {
@@ -115,12 +116,18 @@ export function createRelay(options: RelayOptions) {
           } catch (error) {
             log.error({ err: error }, "outbox relay pass failed");
           }
-          if (handled === batch || notified) continue; // more may be waiting
+          if (handled === batch) continue; // more may be waiting
+          if (notified) {
+            // Rows committed during the pass: go again after a moment, so a burst of commits (and of
+            // notifications to every relay) is claimed in one pass rather than one query each.
+            await new Promise((resolve) => setTimeout(resolve, COALESCE_MS));
+            continue;
+          }
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, pollMs);
             wake = () => {
               clearTimeout(timer);
-              resolve();
+              setTimeout(resolve, COALESCE_MS);
             };
           });
           wake = undefined;
