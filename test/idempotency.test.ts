@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rows } from "../src/db/client.ts";
 import { manualClock } from "../src/kit/clock.ts";
 import { createIdempotency, IdempotencyClaimLost } from "../src/kit/idempotency.ts";
-import { openTestPostgres, postgresUrl, testDatabases } from "./support/databases.ts";
+import { openTestPglite, openTestPostgres, postgresUrl, testDatabases } from "./support/databases.ts";
 import { createHarness, type Harness } from "./support/harness.ts";
 
 describe.each(testDatabases())("Idempotency-Key on $name", (database) => {
@@ -123,6 +123,31 @@ describe.each(testDatabases())("Idempotency-Key on $name", (database) => {
     await h.services.database.tenant("idem", (tx) => idempotency.complete(tx, second.claim, { status: 201, body: { ok: 1 }, headers: {} }));
     const replay = await idempotency.claim(h.services.database, key);
     expect(replay).toEqual({ kind: "replay", response: { status: 201, body: { ok: 1 }, headers: {} } });
+  });
+});
+
+describe("Idempotency-Key with the saga strategy", () => {
+  it("replays the answer that was sent after waiting for the saga, not the provisional 202", async () => {
+    const h = await createHarness(await openTestPglite(), { strategy: "saga" });
+    try {
+      await h.seed("sg", { products: [["CUP", 300, 1]], credits: [["ann", 10_000]] });
+      const token = await h.token("sg", "ann");
+      const place = (key: string) => h.call("POST", "/api/v1/orders", { token, body: h.orderBody([["CUP", 1]]), headers: { "idempotency-key": key } });
+      const placed = await place("s-1");
+      expect(placed.status).toBe(201);
+      const replay = await place("s-1");
+      expect(replay.status).toBe(201);
+      expect(replay.headers["idempotent-replayed"]).toBe("true");
+      expect(replay.body).toEqual(placed.body);
+      const refused = await place("s-2");
+      expect(refused.status).toBe(409);
+      expect(refused.body.code).toBe("OUT_OF_STOCK");
+      const again = await place("s-2");
+      expect(again.status).toBe(409);
+      expect(again.body).toMatchObject({ code: "OUT_OF_STOCK", orderId: refused.body.orderId });
+    } finally {
+      await h.close();
+    }
   });
 });
 

@@ -36,8 +36,6 @@ export interface PlaceOptions {
   respondAsync: boolean;
   waitMs: number;
   record?: RecordResult;
-  /** Saga strategy: called with the outcome once the order settled within the wait (its answer replaces the recorded one). */
-  recordFinal?: (result: PlacementResult) => Promise<void>;
 }
 
 /** Prices the requested items from a catalogue (name and price per SKU), lines sorted by SKU. */

@@ -194,12 +194,9 @@ export function createSagaPlacement(deps: {
       if (first.kind !== "pending" || options.respondAsync) return first;
       const settled = await waitForSettlement(input.tenantId, first.order.id, options.waitMs);
       if (!settled) return first;
-      const result: PlacementResult =
-        settled.status === "CANCELLED"
-          ? { kind: "refused", reason: (settled.cancelReason as PlacementRefusal | null) ?? "PLACEMENT_FAILED", detail: `the order was cancelled: ${settled.history.at(-1)?.reason}`, orderId: settled.id }
-          : { kind: "placed", order: settled };
-      await options.recordFinal?.(result);
-      return result;
+      return settled.status === "CANCELLED"
+        ? { kind: "refused", reason: (settled.cancelReason as PlacementRefusal | null) ?? "PLACEMENT_FAILED", detail: `the order was cancelled: ${settled.history.at(-1)?.reason}`, orderId: settled.id }
+        : { kind: "placed", order: settled };
     },
   };
 }

@@ -5,7 +5,7 @@ import { fingerprintOf, type Idempotency, type IdempotencyClaim, type StoredResp
 
 declare module "fastify" {
   interface FastifyRequest {
-    idempotency: { claim: IdempotencyClaim; stored: boolean } | undefined;
+    idempotency: { claim: IdempotencyClaim } | undefined;
   }
   interface FastifyContextConfig {
     /** The route honours `Idempotency-Key`. */
@@ -24,8 +24,9 @@ export function keptHeaders(headers: Record<string, unknown>): Record<string, st
 /**
  * `Idempotency-Key` on routes with `config: { idempotent: true }`. The key is claimed after
  * authentication and validation (so a malformed request is never stored); a route stores its
- * answer with its effect through `answerOf(request)`; any other answer below 500 is stored as it is
- * sent, and a 5xx gives the key up so a retry runs afresh.
+ * answer with its effect through `answerOf(request)`, so a crash cannot separate them; the answer
+ * actually sent then replaces it (the same, or the outcome the request waited for); a 5xx before
+ * any answer was stored gives the key up so a retry runs afresh.
  */
 export function registerIdempotency(app: FastifyInstance, deps: { idempotency: Idempotency; database: Database }): void {
   const { idempotency, database } = deps;
@@ -45,7 +46,7 @@ export function registerIdempotency(app: FastifyInstance, deps: { idempotency: I
     const claimed = await idempotency.claim(database, { tenantId, userId, key, fingerprint });
     switch (claimed.kind) {
       case "claimed":
-        request.idempotency = { claim: claimed.claim, stored: false };
+        request.idempotency = { claim: claimed.claim };
         return;
       case "replay":
         return reply.code(claimed.response.status).headers({ ...claimed.response.headers, "idempotent-replayed": "true" }).send(claimed.response.body);
@@ -58,8 +59,8 @@ export function registerIdempotency(app: FastifyInstance, deps: { idempotency: I
 
   app.addHook("onSend", async (request, reply, payload) => {
     const state = request.idempotency;
-    if (!state || state.stored) return payload;
-    state.stored = true;
+    if (!state) return payload;
+    request.idempotency = undefined; // once per request
     try {
       if (reply.statusCode >= 500) {
         await idempotency.release(database, state.claim);
@@ -81,10 +82,6 @@ export function answerOf(request: FastifyRequest, idempotency: Idempotency) {
   return {
     async record(tx: Tx, response: StoredResponse): Promise<void> {
       if (state) await idempotency.complete(tx, state.claim, response);
-    },
-    /** Call once the transaction committed: the stored answer is final. */
-    committed(): void {
-      if (state) state.stored = true;
     },
   };
 }

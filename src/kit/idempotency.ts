@@ -60,11 +60,12 @@ export function createIdempotency(options: { clock: Clock; leaseMs?: number }) {
   const keyOf = (c: { tenantId: string; userId: string; key: string }) =>
     and(eq(idempotencyKeys.tenantId, c.tenantId), eq(idempotencyKeys.userId, c.userId), eq(idempotencyKeys.key, c.key));
 
-  async function store(q: Db | Tx, claim: IdempotencyClaim, response: StoredResponse): Promise<boolean> {
+  /** Stores the answer under this claim; `provisional` allows replacing an answer stored earlier by the same claim. */
+  async function store(q: Db | Tx, claim: IdempotencyClaim, response: StoredResponse, replace: boolean): Promise<boolean> {
     const updated = await q
       .update(idempotencyKeys)
       .set({ status: "done", responseStatus: response.status, responseBody: response.body, responseHeaders: response.headers })
-      .where(and(keyOf(claim), eq(idempotencyKeys.claimToken, claim.token), eq(idempotencyKeys.status, "in_progress")))
+      .where(and(keyOf(claim), eq(idempotencyKeys.claimToken, claim.token), replace ? undefined : eq(idempotencyKeys.status, "in_progress")))
       .returning({ key: idempotencyKeys.key });
     return updated.length === 1;
   }
@@ -94,12 +95,16 @@ export function createIdempotency(options: { clock: Clock; leaseMs?: number }) {
 
     /** Stores the answer in the caller's transaction, with the effect; throws if the claim was lost. */
     async complete(tx: Tx, claim: IdempotencyClaim, response: StoredResponse): Promise<void> {
-      if (!(await store(tx, claim, response))) throw new IdempotencyClaimLost();
+      if (!(await store(tx, claim, response, false))) throw new IdempotencyClaimLost();
     },
 
-    /** Stores an answer that has no transaction of its own (a refusal). False if the claim was lost. */
+    /**
+     * Stores the answer as it was sent, replacing one this claim stored with its effect (the saga
+     * strategy records 202 with the order, then may answer 201 or 409 after waiting). False if the
+     * claim was lost.
+     */
     async completeAlone(database: Database, claim: IdempotencyClaim, response: StoredResponse): Promise<boolean> {
-      return database.tenant(claim.tenantId, (tx) => store(tx, claim, response));
+      return database.tenant(claim.tenantId, (tx) => store(tx, claim, response, true));
     },
 
     /** Gives the key up (the request failed unexpectedly), so a retry runs afresh. */

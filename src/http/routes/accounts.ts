@@ -31,7 +31,6 @@ export function accountRoutes(services: Services): FastifyPluginAsyncZod {
           return credited;
         });
         if (!result.ok) throw new AppError("AMOUNT_TOO_LARGE", result.detail ?? "the balance would be too large");
-        answer.committed();
         return result.value;
       },
     );

@@ -66,7 +66,6 @@ export function orderRoutes(services: Services): FastifyPluginAsyncZod {
         switch (result.kind) {
           case "placed":
           case "pending": {
-            answer.committed();
             metrics.placements.inc({ outcome: result.kind });
             const { status, body, headers } = placedAnswer(result);
             return reply.code(status as 201 | 202).headers(headers).send(body);
