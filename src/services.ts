@@ -12,10 +12,10 @@ import { couponSteps, inventorySteps, shippingSteps, walletSteps } from "./flows
 import { ordersPaymentSubscriptions, paymentsPaymentSubscriptions, type ReleaseHolds, sagaReleaseHolds } from "./flows/saga-payments.ts";
 import { createSagaPlacement, type SagaPlacement } from "./flows/saga-placement.ts";
 import { createBarrier } from "./kit/barrier.ts";
-import type { Bus } from "./kit/bus.ts";
+import type { Bus, Subscription } from "./kit/bus.ts";
 import { createDeadLetters, type DeadLetters } from "./kit/dead-letters.ts";
 import { inboxHandler } from "./kit/inbox.ts";
-import { createOutbox } from "./kit/outbox.ts";
+import { createOutbox, type Outbox } from "./kit/outbox.ts";
 import { createRelay, type Relay } from "./kit/relay.ts";
 import { createSagaRunner, SAGA_REPLY_TOPIC, type SagaRunner, sagaParticipant } from "./kit/saga.ts";
 import { type Clock, systemClock } from "./kit/clock.ts";
@@ -26,7 +26,7 @@ import { type Coupons, createCoupons } from "./modules/coupons/coupons.ts";
 import { createInventory, type Inventory } from "./modules/inventory/inventory.ts";
 import { createTransitionHooks, type TransitionHooks } from "./modules/orders/hooks.ts";
 import { createOrders, type Orders } from "./modules/orders/orders.ts";
-import { createPayments } from "./modules/payments/payments.ts";
+import { createPayments, type Payments } from "./modules/payments/payments.ts";
 import { createWallets, type Wallets } from "./modules/payments/wallets.ts";
 import { createShipping, type Shipping } from "./modules/shipping/shipping.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
@@ -53,7 +53,7 @@ export interface Services {
   /** The local strategy, when this process uses it: its PENDING orders are recovered by a job. */
   localPlacement: Placement | undefined;
   /** The saga machinery, when this process uses it. */
-  saga: { bus: Bus; runner: SagaRunner; relay: Relay; deadLetters: DeadLetters; placement: SagaPlacement | undefined } | undefined;
+  saga: SagaWiring | undefined;
   /** The services this process runs. */
   roles: ReadonlySet<ServiceName>;
   moves: OrderMoves;
@@ -122,43 +122,18 @@ export function createServices(deps: ServiceDeps): Services {
     ? undefined
     : createPlacement({ database, inventory, wallets, coupons, shipping, orders, clock, newId, log, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs });
   const payments = createPayments();
-  const roles = new Set(deps.roles ?? SERVICE_NAMES);
-  let saga: Services["saga"];
+  const roles: ReadonlySet<ServiceName> = new Set(deps.roles ?? SERVICE_NAMES);
+  const saga = deps.bus
+    ? wireSaga({ bus: deps.bus, roles, database, clock, newId, log, outbox, deadLetters, inventory, wallets, coupons, shipping, orders, payments, config, retryDelaysMs: deps.retryDelaysMs })
+    : undefined;
   // Local: a cancelled order's stock and coupon come back in the cancelling transaction.
-  let releaseHolds: ReleaseHolds = async (tx, ids) => {
-    await coupons.restore(tx, ids);
-    await inventory.release(tx, ids);
-  };
-  let handlePaymentReport: HandlePaymentReport = createPaymentCallback({ database, orders, payments, inventory, shipping });
-  const subscriptions: Parameters<Bus["subscribe"]>[0][] = [];
-  if (deps.bus) {
-    const retryDelaysMs = deps.retryDelaysMs;
-    const runner = createSagaRunner({ outbox, clock, log, deadLetters, retryDelaysMs });
-    const relay = createRelay({ database, bus: deps.bus, clock, log, deadLetters, retryDelaysMs });
-    const sagaPlacement = roles.has("orders")
-      ? createSagaPlacement({ database, orders, runner, outbox, clock, newId, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs })
-      : undefined;
-    saga = { bus: deps.bus, runner, relay, deadLetters, placement: sagaPlacement };
-    const barrier = createBarrier();
-    const participant = (consumer: ServiceName, topics: string[], steps: Parameters<typeof sagaParticipant>[0]["steps"]) =>
-      roles.has(consumer) && subscriptions.push({ consumer, topics, handler: sagaParticipant({ database, barrier, outbox, consumer, steps }) });
-    participant("inventory", ["inventory.reserve-stock"], inventorySteps(inventory));
-    participant("coupons", ["coupons.redeem-coupon"], couponSteps(coupons, clock));
-    participant("payments", ["payments.debit-wallet"], walletSteps(wallets));
-    participant("shipping", ["shipping.create-shipment"], shippingSteps(shipping));
-    releaseHolds = sagaReleaseHolds(outbox);
-    handlePaymentReport = createIntentPaymentCallback({ database, payments, outbox });
-    if (roles.has("payments")) subscriptions.push(...paymentsPaymentSubscriptions({ database, payments }));
-    if (roles.has("orders")) {
-      subscriptions.push(...ordersPaymentSubscriptions({ database, orders, runner, outbox }));
-      subscriptions.push({ consumer: "orders-saga", topics: [SAGA_REPLY_TOPIC], handler: runner.replyHandler(database, "orders-saga") });
-      subscriptions.push({
-        consumer: "orders-catalogue",
-        topics: ["inventory.product-changed"],
-        handler: inboxHandler(database, "orders-catalogue", (tx, message) => orders.rememberProduct(tx, message.payload as Parameters<Orders["rememberProduct"]>[1])),
-      });
-    }
-  }
+  const releaseHolds: ReleaseHolds =
+    saga?.releaseHolds ??
+    (async (tx, ids) => {
+      await coupons.restore(tx, ids);
+      await inventory.release(tx, ids);
+    });
+  const handlePaymentReport = saga?.handlePaymentReport ?? createPaymentCallback({ database, orders, payments, inventory, shipping });
   const placement = saga?.placement ?? localPlacement ?? {
     place: async (): Promise<PlacementResult> => {
       throw new Error("this process does not run the orders service");
@@ -195,8 +170,8 @@ export function createServices(deps: ServiceDeps): Services {
     handlePaymentReport,
     paymentTimeouts,
     async start() {
-      if (!deps.bus || !saga) return;
-      for (const subscription of subscriptions) await deps.bus.subscribe(subscription);
+      if (!saga) return;
+      for (const subscription of saga.subscriptions) await saga.bus.subscribe(subscription);
       await saga.placement?.start();
       await saga.relay.start();
     },
@@ -204,9 +179,77 @@ export function createServices(deps: ServiceDeps): Services {
       if (saga) {
         await saga.relay.stop();
         await saga.placement?.stop();
-        await deps.bus?.close();
+        await saga.bus.close();
       }
       await rateLimiter.close();
     },
+  };
+}
+
+export interface SagaWiring {
+  bus: Bus;
+  runner: SagaRunner;
+  relay: Relay;
+  deadLetters: DeadLetters;
+  /** The saga placement, when this process runs the orders service. */
+  placement: SagaPlacement | undefined;
+  /** The consumers of the services this process runs, subscribed by start(). */
+  subscriptions: Subscription[];
+  releaseHolds: ReleaseHolds;
+  handlePaymentReport: HandlePaymentReport;
+}
+
+/** The saga strategy's parts for the services of `roles`: participants, coordinator, payment events. */
+function wireSaga(deps: {
+  bus: Bus;
+  roles: ReadonlySet<ServiceName>;
+  database: Database;
+  clock: Clock;
+  newId: IdGenerator;
+  log: Logger;
+  outbox: Outbox;
+  deadLetters: DeadLetters;
+  inventory: Inventory;
+  wallets: Wallets;
+  coupons: Coupons;
+  shipping: Shipping;
+  orders: Orders;
+  payments: Payments;
+  config: Config;
+  retryDelaysMs: number[] | undefined;
+}): SagaWiring {
+  const { bus, roles, database, clock, newId, log, outbox, deadLetters, orders, payments, config, retryDelaysMs } = deps;
+  const runner = createSagaRunner({ outbox, clock, log, deadLetters, retryDelaysMs });
+  const relay = createRelay({ database, bus, clock, log, deadLetters, retryDelaysMs });
+  const barrier = createBarrier();
+  const subscriptions: Subscription[] = [];
+  const participant = (consumer: ServiceName, topic: string, steps: Parameters<typeof sagaParticipant>[0]["steps"]) => {
+    if (roles.has(consumer)) subscriptions.push({ consumer, topics: [topic], handler: sagaParticipant({ database, barrier, outbox, consumer, steps }) });
+  };
+  participant("inventory", "inventory.reserve-stock", inventorySteps(deps.inventory));
+  participant("coupons", "coupons.redeem-coupon", couponSteps(deps.coupons, clock));
+  participant("payments", "payments.debit-wallet", walletSteps(deps.wallets));
+  participant("shipping", "shipping.create-shipment", shippingSteps(deps.shipping));
+  if (roles.has("payments")) subscriptions.push(...paymentsPaymentSubscriptions({ database, payments }));
+  let placement: SagaPlacement | undefined;
+  if (roles.has("orders")) {
+    placement = createSagaPlacement({ database, orders, runner, outbox, clock, newId, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs });
+    subscriptions.push(...ordersPaymentSubscriptions({ database, orders, runner, outbox }));
+    subscriptions.push({ consumer: "orders-saga", topics: [SAGA_REPLY_TOPIC], handler: runner.replyHandler(database, "orders-saga") });
+    subscriptions.push({
+      consumer: "orders-catalogue",
+      topics: ["inventory.product-changed"],
+      handler: inboxHandler(database, "orders-catalogue", (tx, message) => orders.rememberProduct(tx, message.payload as Parameters<Orders["rememberProduct"]>[1])),
+    });
+  }
+  return {
+    bus,
+    runner,
+    relay,
+    deadLetters,
+    placement,
+    subscriptions,
+    releaseHolds: sagaReleaseHolds(outbox),
+    handlePaymentReport: createIntentPaymentCallback({ database, payments, outbox }),
   };
 }

@@ -2,14 +2,13 @@ import { createHmac } from "node:crypto";
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rows } from "../src/db/client.ts";
-import { testDatabases } from "./support/databases.ts";
-import { createHarness, type Harness, STRATEGIES, TEST_SECRETS } from "./support/harness.ts";
+import { createHarness, type Harness, databaseStrategyCases, TEST_SECRETS } from "./support/harness.ts";
 import { invariantViolations } from "./support/invariants.ts";
 
 const sign = (body: string, t = Math.floor(Date.now() / 1000), secret = TEST_SECRETS.webhookSecret) =>
   `t=${t},v1=${createHmac("sha256", secret).update(`${t}.${body}`).digest("hex")}`;
 
-const cases = testDatabases().flatMap((database) => STRATEGIES.map(({ strategy }) => ({ database, strategy, name: `${database.name}, ${strategy} strategy` })));
+const cases = databaseStrategyCases();
 
 describe.each(cases)("payment callback on $name", ({ database, strategy }) => {
   let h: Harness;

@@ -1,8 +1,7 @@
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { discountFor } from "../src/modules/coupons/pricing.ts";
-import { testDatabases } from "./support/databases.ts";
-import { createHarness, type Harness, STRATEGIES } from "./support/harness.ts";
+import { createHarness, type Harness, databaseStrategyCases } from "./support/harness.ts";
 import { invariantViolations } from "./support/invariants.ts";
 
 const SKUS = ["P0", "P1", "P2"];
@@ -43,7 +42,7 @@ interface Model {
   orders: { id: string; user: number; status: string; lines: [number, number][]; coupon: boolean }[];
 }
 
-const cases = testDatabases().flatMap((database) => STRATEGIES.map(({ strategy }) => ({ database, strategy, name: `${database.name}, ${strategy} strategy` })));
+const cases = databaseStrategyCases();
 
 describe.each(cases)("random operation sequences on $name", ({ database, strategy }) => {
   let h: Harness;

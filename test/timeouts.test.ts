@@ -6,13 +6,13 @@ import { openPostgres, rows } from "../src/db/client.ts";
 import { manualClock } from "../src/kit/clock.ts";
 import { startJobs } from "../src/ops/jobs.ts";
 import { createServices } from "../src/services.ts";
-import { openTestPglite, openTestPostgres, postgresUrl, testDatabases } from "./support/databases.ts";
-import { createHarness, type Harness, STRATEGIES, TEST_SECRETS } from "./support/harness.ts";
+import { openTestPglite, openTestPostgres, postgresUrl } from "./support/databases.ts";
+import { createHarness, type Harness, databaseStrategyCases, TEST_SECRETS } from "./support/harness.ts";
 import { invariantViolations } from "./support/invariants.ts";
 
 const TIMEOUT_MS = 900_000;
 
-const cases = testDatabases().flatMap((database) => STRATEGIES.map(({ strategy }) => ({ database, strategy, name: `${database.name}, ${strategy} strategy` })));
+const cases = databaseStrategyCases();
 
 describe.each(cases)("payment timeouts on $name", ({ database, strategy }) => {
   const clock = manualClock(new Date());

@@ -6,6 +6,7 @@ import { loadConfig } from "../../src/config.ts";
 import type { Database } from "../../src/db/client.ts";
 import type { Clock } from "../../src/kit/clock.ts";
 import { sql } from "drizzle-orm";
+import { testDatabases } from "./databases.ts";
 import { rows } from "../../src/db/client.ts";
 import { type Bus, createInProcessBus } from "../../src/kit/bus.ts";
 import { createServices, type Services } from "../../src/services.ts";
@@ -31,6 +32,11 @@ export type Strategy = "local" | "saga";
 
 /** The strategies the invariant suites run under: the local one, and the saga over the in-process bus. */
 export const STRATEGIES: { strategy: Strategy }[] = [{ strategy: "local" }, { strategy: "saga" }];
+
+/** Every database crossed with every strategy, for suites that must hold under both. */
+export function databaseStrategyCases() {
+  return testDatabases().flatMap((database) => STRATEGIES.map(({ strategy }) => ({ database, strategy, name: `${database.name}, ${strategy} strategy` })));
+}
 
 /** An in-process bus that delivers every message twice: the inboxes and barriers must make that harmless. */
 export function duplicatingBus(): Bus {
