@@ -137,22 +137,24 @@ export function createSagaPlacement(deps: {
   async function waitForSettlement(tenantId: string, orderId: string, ms: number): Promise<OrderView | undefined> {
     const deadline = Date.now() + ms;
     for (;;) {
-      const order = await database.tenant(tenantId, (tx) => orders.getOrder(tx, system(tenantId), orderId));
-      if (order && order.status !== "PENDING") return order;
-      const left = deadline - Date.now();
-      if (left <= 0) return undefined;
-      await new Promise<void>((resolve) => {
-        const set = waiters.get(orderId) ?? new Set();
-        const done = () => {
-          clearTimeout(timer);
-          set.delete(done);
-          if (set.size === 0) waiters.delete(orderId);
-          resolve();
-        };
-        const timer = setTimeout(done, Math.min(left, POLL_MS));
-        set.add(done);
-        waiters.set(orderId, set);
-      });
+      // Listen before reading, so a settlement between the read and the wait is not missed.
+      let wake = () => {};
+      const woken = new Promise<void>((resolve) => (wake = resolve));
+      const set = waiters.get(orderId) ?? new Set<() => void>();
+      set.add(wake);
+      waiters.set(orderId, set);
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const order = await database.tenant(tenantId, (tx) => orders.getOrder(tx, system(tenantId), orderId));
+        if (order && order.status !== "PENDING") return order;
+        const left = deadline - Date.now();
+        if (left <= 0) return undefined;
+        await Promise.race([woken, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(left, POLL_MS))))]);
+      } finally {
+        clearTimeout(timer);
+        set.delete(wake);
+        if (set.size === 0) waiters.delete(orderId);
+      }
     }
   }
 
