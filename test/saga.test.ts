@@ -98,8 +98,11 @@ describe("saga runner", () => {
 
   const start = (id: string, context: Context) => database.tenant("t", (tx) => runner.start(tx, "demo", { id, tenantId: "t", context }));
   const settle = async (id: string) => {
-    for (let i = 0; i < 400 && !finished.has(id); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 1500 && !finished.has(id); i++) await new Promise((r) => setTimeout(r, 10));
     return finished.get(id);
+  };
+  const until = async (check: () => boolean) => {
+    for (let i = 0; i < 1500 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
   };
 
   it("runs every step in order, handing each step the results before it", async () => {
@@ -118,7 +121,8 @@ describe("saga runner", () => {
   it("resends a step that does not answer with backoff, then aborts and compensates it too", async () => {
     silent.add("b");
     await start("silent", {});
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => effects.includes("a:try"));
+    await new Promise((r) => setTimeout(r, 100)); // b's command is delivered and dropped meanwhile
     expect(effects).toEqual(["a:try"]);
     for (const delay of DELAYS) {
       clock.advance(delay * 1.25);
@@ -136,8 +140,8 @@ describe("saga runner", () => {
   it("retries a failing compensation until it succeeds, dead-lettering it once past the limit", async () => {
     failingCancels = 8; // two deliveries per attempt: past the three delays
     await start("stubborn", { refuseAt: "c" });
-    await new Promise((r) => setTimeout(r, 150));
-    for (let i = 0; i < 6 && !finished.has("stubborn"); i++) {
+    await until(() => effects.includes("b:try") && failingCancels < 8);
+    for (let i = 0; i < 12 && !finished.has("stubborn"); i++) {
       clock.advance(5_000);
       await runner.resumeDue(database);
       await new Promise((r) => setTimeout(r, 50));

@@ -79,10 +79,10 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
   }
 
   const url = (service: ServiceName, path: string) => `http://127.0.0.1:${ports.get(service)}/api/v1${path}`;
-  const call = async (service: ServiceName, method: string, path: string, token: string, body?: unknown) => {
+  const call = async (service: ServiceName, method: string, path: string, token: string, body?: unknown, headers: Record<string, string> = {}) => {
     const response = await fetch(url(service, path), {
       method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }), ...headers },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     return { status: response.status, body: (await response.json()) as Record<string, any> };
@@ -173,7 +173,9 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
     const statuses: number[] = [];
     for (let i = 0; i < 16; i++) {
       const replica = (i % 2 ? "orders-2" : "orders") as ServiceName;
-      statuses.push((await call(replica, "POST", "/orders", buyer, { items: [{ sku: "S3", quantity: 1 }], payment: { method: "balance" }, shippingAddress: ADDRESS })).status);
+      // A generous wait: this is about which replica learns the outcome, not about speed.
+      const body = { items: [{ sku: "S3", quantity: 1 }], payment: { method: "balance" }, shippingAddress: ADDRESS };
+      statuses.push((await call(replica, "POST", "/orders", buyer, body, { prefer: "wait=10" })).status);
     }
     expect(statuses).toEqual(Array(16).fill(201));
     processes.get("orders-2" as ServiceName)?.kill("SIGTERM");

@@ -68,7 +68,7 @@ export async function createHarness(
   const quiesce = async () => {
     await services.localPlacement?.drain();
     if (!saga) return;
-    for (let i = 0; i < 600; i++) {
+    for (let i = 0; i < 2500; i++) {
       const [busy] = await rows<{ n: number }>(
         database.db,
         sql`select (select count(*) from outbox_messages where status = 'pending')::int + (select count(*) from sagas where status in ('running', 'compensating'))::int as n`,
@@ -76,7 +76,7 @@ export async function createHarness(
       if (busy?.n === 0) return;
       await new Promise((r) => setTimeout(r, 20));
     }
-    throw new Error("background work did not finish within 12 s");
+    throw new Error("background work did not finish within 50 s");
   };
   const app = await buildApp(services);
   const token = (tenantId: string, userId: string, roles: Role[] = ["customer"]) => services.tokens.sign({ tenantId, userId, roles });
