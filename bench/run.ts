@@ -267,7 +267,7 @@ async function runSplit(tokens: string[]): Promise<(Figures & { paidPerSecond: n
   } finally {
     for (const child of children) child.kill("SIGTERM");
     await database.close();
-    await deleteRabbitTopology(AMQP_URL, prefix, BUS_CONSUMERS, DEFAULT_RETRY_DELAYS_MS.length);
+    await deleteRabbitTopology(AMQP_URL, prefix, BUS_CONSUMERS, DEFAULT_RETRY_DELAYS_MS);
   }
 }
 

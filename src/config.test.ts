@@ -27,9 +27,15 @@ describe("configuration", () => {
     ["ORDERLY_CURRENCY", "yuan"],
     ["ORDERLY_DEMO", "yes"],
     ["ORDERLY_JWT_SECRET", "short"],
+    ["ORDERLY_RETRY_DELAYS_MS", "1s,2s"],
   ])("refuses %s=%s with an error naming the variable", (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(new RegExp(`^${variable}: `));
+  });
+
+  it("reads retry delays as a comma list of milliseconds", () => {
+    expect(loadConfig({}).retryDelaysMs).toEqual([1000, 2000, 4000, 8000, 16000]);
+    expect(loadConfig({ ORDERLY_RETRY_DELAYS_MS: "500,1500" }).retryDelaysMs).toEqual([500, 1500]);
   });
 
   it("refuses production without a JWT secret", () => {

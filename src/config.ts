@@ -29,6 +29,8 @@ export interface Config {
   jwksUrl: string | undefined;
   webhookSecret: string | undefined;
   paymentTimeoutMs: number;
+  /** Delays between retries of saga steps and outbox messages (split deployment). */
+  retryDelaysMs: number[];
   rateLimitRps: number;
   rateLimitBurst: number;
   currency: string;
@@ -87,6 +89,15 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     jwksUrl: parse(env, "ORDERLY_JWKS_URL", url(["https:", "http:"]), undefined),
     webhookSecret: parse(env, "ORDERLY_WEBHOOK_SECRET", z.string().min(16, "must be at least 16 characters"), undefined),
     paymentTimeoutMs: parse(env, "ORDERLY_PAYMENT_TIMEOUT_MS", integer(1000, 30 * 24 * 3600 * 1000), 900_000),
+    retryDelaysMs: parse(
+      env,
+      "ORDERLY_RETRY_DELAYS_MS",
+      z
+        .string()
+        .regex(/^\d{1,7}(,\d{1,7}){0,19}$/, "must be 1 to 20 comma-separated milliseconds, such as 1000,2000,4000")
+        .transform((list) => list.split(",").map(Number)),
+      [1_000, 2_000, 4_000, 8_000, 16_000],
+    ),
     rateLimitRps: parse(env, "ORDERLY_RATE_LIMIT_RPS", integer(1, 1_000_000), 50),
     rateLimitBurst: parse(env, "ORDERLY_RATE_LIMIT_BURST", integer(1, 1_000_000), 100),
     currency: parse(env, "ORDERLY_CURRENCY", z.string().regex(/^[A-Z]{3}$/, "must be an ISO 4217 code such as CNY"), "CNY"),

@@ -10,7 +10,6 @@ import type { Bus } from "./kit/bus.ts";
 import { createDeadLetters } from "./kit/dead-letters.ts";
 import { newId } from "./kit/ids.ts";
 import { createRabbitBus } from "./kit/rabbit-bus.ts";
-import { DEFAULT_RETRY_DELAYS_MS } from "./kit/relay.ts";
 import { startJobs } from "./ops/jobs.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
 import { createServices, type Services } from "./services.ts";
@@ -38,7 +37,7 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger): Pro
   const bus = createRabbitBus({
     url: config.amqpUrl,
     log,
-    retryDelaysMs: DEFAULT_RETRY_DELAYS_MS,
+    retryDelaysMs: config.retryDelaysMs,
     prefix: config.amqpPrefix,
     onDeadLetter: async (message, consumer, reason) => {
       await deadLetters.record(database.db, { tenantId: message.tenantId, source: "consumer", reference: message.id, consumer, reason });
@@ -62,7 +61,7 @@ export async function startServer(config: Config, options: { demo: boolean; role
   const log = pino({ level: config.logLevel, base: { service: split ? roles.join(",") : "orderly" } });
   const secrets = resolveSecrets(config);
   const { database, bus } = split ? await openSplit(config, roles, log) : { database: await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS }), bus: undefined };
-  const services = createServices({ config, database, secrets, log, ...(bus ? { bus, roles } : {}) });
+  const services = createServices({ config, database, secrets, log, ...(bus ? { bus, roles, retryDelaysMs: config.retryDelaysMs } : {}) });
   try {
     await services.rateLimiter.ready();
   } catch (error) {

@@ -135,6 +135,8 @@ describe("saga runner", () => {
     expect(await settle("silent")).toBe("compensated STEP_TIMEOUT");
     // b never ran its try: its cancel was a null compensation; a late try of b now does nothing.
     expect(effects).toEqual(["a:try", "a:cancel"]);
+    const letters = await createDeadLetters({ clock, newId }).list(database.db);
+    expect(letters.filter((l) => l.source === "saga").map((l) => [l.reference, l.reason])).toEqual([["silent", "step b did not answer after 3 attempts; the saga compensates"]]);
   });
 
   it("retries a failing compensation until it succeeds, dead-lettering it once past the limit", async () => {

@@ -114,7 +114,7 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
 
   afterAll(async () => {
     for (const child of processes.values()) child.kill("SIGKILL");
-    await deleteRabbitTopology(amqpUrl() as string, prefix, BUS_CONSUMERS, DEFAULT_RETRY_DELAYS_MS.length);
+    await deleteRabbitTopology(amqpUrl() as string, prefix, BUS_CONSUMERS, DEFAULT_RETRY_DELAYS_MS);
     await database?.close();
     rmSync(dataDir, { recursive: true, force: true });
   });

@@ -3,6 +3,7 @@ import { type AsyncMessage, Connection, type Consumer } from "rabbitmq-client";
 import type { Bus, BusMessage, Subscription } from "./bus.ts";
 
 const ATTEMPT = "x-orderly-attempt";
+const waitQueue = (queue: string, delayMs: number) => `${queue}.retry.${delayMs}ms`;
 const TOPIC = "x-orderly-topic";
 const TENANT = "x-orderly-tenant";
 
@@ -59,13 +60,14 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
     async subscribe({ consumer, topics, handler }: Subscription) {
       const queue = `${prefix}.${consumer}`;
       const parking = `${queue}.parking`;
-      for (const [level, delay] of options.retryDelaysMs.entries()) {
+      // Named by their delay: a queue's TTL cannot change, so new delays get new queues.
+      for (const delay of options.retryDelaysMs) {
         await connection.queueDeclare({
-          queue: `${queue}.retry.${level}`,
+          queue: waitQueue(queue, delay),
           durable: true,
           arguments: { "x-message-ttl": delay, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue },
         });
-        declared.push(`${queue}.retry.${level}`);
+        declared.push(waitQueue(queue, delay));
       }
       await connection.queueDeclare({ queue: parking, durable: true });
       declared.push(parking, queue);
@@ -85,7 +87,8 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
             const attempt = Number(msg.headers?.[ATTEMPT] ?? 0);
             const reason = error instanceof Error ? error.message : String(error);
             if (attempt < options.retryDelaysMs.length) {
-              await publisher.send({ exchange: "", routingKey: `${queue}.retry.${attempt}`, ...envelope(message, { [ATTEMPT]: attempt + 1 }) }, message.payload);
+              const delay = options.retryDelaysMs[attempt] as number;
+              await publisher.send({ exchange: "", routingKey: waitQueue(queue, delay), ...envelope(message, { [ATTEMPT]: attempt + 1 }) }, message.payload);
             } else {
               await publisher.send({ exchange: "", routingKey: parking, ...envelope(message, { [ATTEMPT]: attempt, "x-orderly-reason": reason }) }, message.payload);
               await options.onDeadLetter(message, consumer, reason);
@@ -117,13 +120,13 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
 }
 
 /** Deletes the exchange and queues a deployment with this prefix declared (tests and benchmarks clean up). */
-export async function deleteRabbitTopology(url: string, prefix: string, consumers: readonly string[], retryLevels: number): Promise<void> {
+export async function deleteRabbitTopology(url: string, prefix: string, consumers: readonly string[], retryDelaysMs: readonly number[]): Promise<void> {
   const connection = new Connection({ url, connectionName: `${prefix}-cleanup` });
   try {
     await connection.onConnect(5_000);
     for (const consumer of consumers) {
       const queue = `${prefix}.${consumer}`;
-      for (const name of [queue, `${queue}.parking`, ...Array.from({ length: retryLevels }, (_, i) => `${queue}.retry.${i}`)]) {
+      for (const name of [queue, `${queue}.parking`, ...retryDelaysMs.map((delay) => waitQueue(queue, delay))]) {
         await connection.queueDelete({ queue: name }).catch(() => {});
       }
     }

@@ -209,7 +209,10 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
           if (!row) return false;
           const attempts = row.attempts + 1;
           if (row.status === "running" && attempts > delays.length) {
-            log.warn({ sagaId: row.id, step: row.stepIndex }, "saga step did not answer; compensating");
+            const step = (definitionOf(row.type).steps[row.stepIndex] as SagaStep<unknown>).id;
+            const reason = `step ${step} did not answer after ${row.attempts} attempts; the saga compensates`;
+            log.warn({ sagaId: row.id, step }, reason);
+            await deadLetters.record(tx, { tenantId: row.tenantId, source: "saga", reference: row.id, reason });
             await abort(tx, row, STEP_TIMEOUT, true, afterCommit);
             return true;
           }
