@@ -5,7 +5,8 @@ import { fingerprintOf, type Idempotency, type IdempotencyClaim, type StoredResp
 
 declare module "fastify" {
   interface FastifyRequest {
-    idempotency: { claim: IdempotencyClaim } | undefined;
+    /** The claimed key, and the status of the answer stored with the effect (if one was). */
+    idempotency: { claim: IdempotencyClaim; recordedStatus?: number } | undefined;
   }
   interface FastifyContextConfig {
     /** The route honours `Idempotency-Key`. */
@@ -61,6 +62,8 @@ export function registerIdempotency(app: FastifyInstance, deps: { idempotency: I
     const state = request.idempotency;
     if (!state) return payload;
     request.idempotency = undefined; // once per request
+    // Stored with the effect already, and the same answer goes out: nothing to write again.
+    if (state.recordedStatus === reply.statusCode) return payload;
     try {
       if (reply.statusCode >= 500) {
         await idempotency.release(database, state.claim);
@@ -81,7 +84,9 @@ export function answerOf(request: FastifyRequest, idempotency: Idempotency) {
   const state = request.idempotency;
   return {
     async record(tx: Tx, response: StoredResponse): Promise<void> {
-      if (state) await idempotency.complete(tx, state.claim, response);
+      if (!state) return;
+      await idempotency.complete(tx, state.claim, response);
+      state.recordedStatus = response.status;
     },
   };
 }
