@@ -15,6 +15,7 @@ import { loadConfig } from "../src/config.ts";
 import { sql } from "drizzle-orm";
 import { Connection } from "rabbitmq-client";
 import { type Database, openPostgres, rows } from "../src/db/client.ts";
+import { backlogOf } from "../src/kit/backlog.ts";
 import { deleteRabbitTopology } from "../src/kit/rabbit-bus.ts";
 import { DEFAULT_RETRY_DELAYS_MS } from "../src/kit/relay.ts";
 import { BUS_CONSUMERS, createServices, type Services } from "../src/services.ts";
@@ -253,8 +254,11 @@ async function runSplit(tokens: string[]): Promise<(Figures & { paidPerSecond: n
     const before = await count(sql`select count(*)::int as n from orders where status = 'PAID'`);
     const started = Date.now();
     const figures = await runHttp(ports.orders, "uniform", tokens, SECONDS);
-    const quiet = sql`select (select count(*) from outbox_messages where status = 'pending')::int + (select count(*) from sagas where status in ('running', 'compensating'))::int as n`;
-    while ((await count(quiet)) > 0 && Date.now() - started < (SECONDS + 120) * 1000) await new Promise((r) => setTimeout(r, 500));
+    const busy = async () => {
+      const { outboxPending, sagasActive } = await backlogOf(database.db);
+      return outboxPending + sagasActive > 0;
+    };
+    while ((await busy()) && Date.now() - started < (SECONDS + 120) * 1000) await new Promise((r) => setTimeout(r, 500));
     const paid = (await count(sql`select count(*)::int as n from orders where status = 'PAID'`)) - before;
     // Confirms still inside RabbitMQ are invisible here: the invariants must come to hold within 30 s.
     let violations = await invariantViolations(database.db);

@@ -7,6 +7,7 @@ import { openDatabase } from "./db/open.ts";
 import { DEFAULT_WAIT_MS } from "./flows/place-order.ts";
 import { DEMO_TENANT, loadDemo } from "./demo.ts";
 import type { Bus } from "./kit/bus.ts";
+import { systemClock } from "./kit/clock.ts";
 import { createDeadLetters } from "./kit/dead-letters.ts";
 import { newId } from "./kit/ids.ts";
 import { createRabbitBus } from "./kit/rabbit-bus.ts";
@@ -33,7 +34,7 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger): Pro
   const own = roles.length === 1 ? config.serviceDatabaseUrls[roles[0] as ServiceName] : undefined;
   const variable = own ? `ORDERLY_${(roles[0] as string).toUpperCase()}_DATABASE_URL` : "DATABASE_URL";
   const database = await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, url: own ?? config.databaseUrl, variable, sets: roles });
-  const deadLetters = createDeadLetters({ clock: { now: () => new Date() }, newId });
+  const deadLetters = createDeadLetters({ clock: systemClock, newId });
   const bus = createRabbitBus({
     url: config.amqpUrl,
     log,

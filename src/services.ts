@@ -2,8 +2,8 @@ import type { Logger } from "pino";
 import { createTokens, type Tokens } from "./auth/tokens.ts";
 import { createWebhookSignatures, type WebhookSignatures } from "./auth/webhooks.ts";
 import { SERVICE_NAMES, type Config, type ServiceName } from "./config.ts";
-import { sql } from "drizzle-orm";
-import { type Database, rows } from "./db/client.ts";
+import type { Database } from "./db/client.ts";
+import { backlogOf } from "./kit/backlog.ts";
 import { createOrderMoves, type OrderMoves } from "./flows/order-moves.ts";
 import { createIntentPaymentCallback, createPaymentCallback, type HandlePaymentReport } from "./flows/payment-callback.ts";
 import { createPaymentTimeouts, type PaymentTimeouts } from "./flows/payment-timeouts.ts";
@@ -92,15 +92,7 @@ export function createServices(deps: ServiceDeps): Services {
   const { config, database, log } = deps;
   const clock = deps.clock ?? systemClock;
   const newId = deps.newId ?? defaultNewId;
-  const metrics = createMetrics(async () => {
-    const [row] = await rows<{ dead: number; outbox: number; sagas: number }>(
-      database.db,
-      sql`select (select count(*) from dead_letters where status = 'open')::int as dead,
-                 (select count(*) from outbox_messages where status = 'pending')::int as outbox,
-                 (select count(*) from sagas where status in ('running', 'compensating'))::int as sagas`,
-    );
-    return { deadLettersOpen: row?.dead ?? 0, outboxPending: row?.outbox ?? 0, sagasActive: row?.sagas ?? 0 };
-  });
+  const metrics = createMetrics(() => backlogOf(database.db));
   const hooks = createTransitionHooks((error, event) => log.error({ err: error, orderId: event.orderId }, "an after-transition hook failed"));
   hooks.after("*->*", (event) => {
     metrics.transitions.inc({ to: event.to });

@@ -10,6 +10,7 @@ import { createTokens } from "../src/auth/tokens.ts";
 import { createWebhookSignatures } from "../src/auth/webhooks.ts";
 import type { ServiceName } from "../src/config.ts";
 import { rows } from "../src/db/client.ts";
+import { backlogOf } from "../src/kit/backlog.ts";
 import { deleteRabbitTopology } from "../src/kit/rabbit-bus.ts";
 import { DEFAULT_RETRY_DELAYS_MS } from "../src/kit/relay.ts";
 import { BUS_CONSUMERS } from "../src/services.ts";
@@ -98,13 +99,9 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
   };
   /** Outbox sent, sagas finished, no order PENDING. */
   const quiet = async () => {
-    const [busy] = await rows<{ n: number }>(
-      database.db,
-      sql`select (select count(*) from outbox_messages where status = 'pending')::int
-        + (select count(*) from sagas where status in ('running', 'compensating'))::int
-        + (select count(*) from orders where status = 'PENDING')::int as n`,
-    );
-    return busy?.n === 0;
+    const { outboxPending, sagasActive } = await backlogOf(database.db);
+    const [pending] = await rows<{ n: number }>(database.db, sql`select count(*)::int as n from orders where status = 'PENDING'`);
+    return outboxPending + sagasActive + (pending?.n ?? 0) === 0;
   };
 
   beforeAll(async () => {

@@ -1,7 +1,7 @@
 import type { Database } from "../db/client.ts";
 import type { Outbox } from "../kit/outbox.ts";
 import type { Inventory } from "../modules/inventory/inventory.ts";
-import type { Orders, Viewer } from "../modules/orders/orders.ts";
+import { type Orders, systemViewer } from "../modules/orders/orders.ts";
 import type { OrderStatus } from "../modules/orders/schema.ts";
 import type { Payments } from "../modules/payments/payments.ts";
 import type { Shipping } from "../modules/shipping/shipping.ts";
@@ -32,9 +32,8 @@ export function createPaymentCallback(deps: { database: Database; orders: Orders
 
   return async function handlePaymentReport(report: PaymentReport): Promise<CallbackResult> {
     const { tenantId, orderId } = report;
-    const system: Viewer = { tenantId, userId: "", admin: true };
     return orders.withMoves(database, tenantId, async (tx, moves): Promise<CallbackResult> => {
-      const order = await orders.lockOrder(tx, system, orderId);
+      const order = await orders.lockOrder(tx, systemViewer(tenantId), orderId);
       if (!order) return { kind: "not_found" };
       if (report.amount !== order.total || report.currency !== order.currency) {
         return { kind: "amount_mismatch", detail: `the order is due ${order.total} ${order.currency}, not ${report.amount} ${report.currency}` };

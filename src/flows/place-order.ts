@@ -6,7 +6,7 @@ import { type PricedLine, subtotalOf } from "../modules/coupons/pricing.ts";
 import type { Coupons } from "../modules/coupons/coupons.ts";
 import type { Inventory } from "../modules/inventory/inventory.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
-import type { NewOrder, OrderRow, Orders, OrderView, Viewer } from "../modules/orders/orders.ts";
+import { type NewOrder, type OrderRow, type Orders, type OrderView, systemViewer } from "../modules/orders/orders.ts";
 import type { PaymentMethod } from "../modules/orders/schema.ts";
 import type { Wallets } from "../modules/payments/wallets.ts";
 import type { Address } from "../modules/shipping/schema.ts";
@@ -122,7 +122,6 @@ export interface PlacementDeps {
 export function createPlacement(deps: PlacementDeps) {
   const { database, inventory, wallets, coupons, shipping, orders, clock, newId, log } = deps;
   const inFlight = new Set<Promise<void>>();
-  const system = (tenantId: string): Viewer => ({ tenantId, userId: "", admin: true });
 
   async function settle(tx: Tx, moves: TransitionEvent[], draft: Draft, pending?: OrderRow): Promise<void> {
     const { tenantId, userId, id: orderId } = draft;
@@ -172,14 +171,14 @@ export function createPlacement(deps: PlacementDeps) {
   async function recordPending(tx: Tx, moves: TransitionEvent[], draft: Draft): Promise<OrderView> {
     const written = await orders.insertOrder(tx, moves, pendingOrder(draft, deps.currency));
     if (!written.ok) throw new Refused("TRANSITION_VETOED", written.detail ?? written.reason);
-    return (await orders.getOrder(tx, system(draft.tenantId), draft.id)) as OrderView;
+    return (await orders.getOrder(tx, systemViewer(draft.tenantId), draft.id)) as OrderView;
   }
 
   /** Finishes a PENDING order: placed, or cancelled with the refusal as its reason. */
   async function settlePending(tenantId: string, orderId: string): Promise<void> {
     try {
       await orders.withMoves(database, tenantId, async (tx, moves) => {
-        const order = await orders.lockOrder(tx, system(tenantId), orderId, { skipLocked: true });
+        const order = await orders.lockOrder(tx, systemViewer(tenantId), orderId, { skipLocked: true });
         if (order?.status !== "PENDING") return; // settled already, or another worker holds it
         const lines = await orders.orderLines(tx, tenantId, orderId);
         await settle(tx, moves, { ...order, lines, createdAt: order.createdAt }, order);
@@ -187,7 +186,7 @@ export function createPlacement(deps: PlacementDeps) {
     } catch (error) {
       if (!(error instanceof Refused)) throw error;
       await orders.withMoves(database, tenantId, async (tx, moves) => {
-        const order = await orders.lockOrder(tx, system(tenantId), orderId);
+        const order = await orders.lockOrder(tx, systemViewer(tenantId), orderId);
         if (order?.status !== "PENDING") return;
         await orders.transition(tx, moves, {
           order,
@@ -244,7 +243,7 @@ export function createPlacement(deps: PlacementDeps) {
             };
             if (options.respondAsync) return keep(tx, { kind: "pending", order: await recordPending(tx, moves, draft) });
             await settle(tx, moves, draft);
-            return keep(tx, { kind: "placed", order: (await orders.getOrder(tx, system(input.tenantId), draft.id)) as OrderView });
+            return keep(tx, { kind: "placed", order: (await orders.getOrder(tx, systemViewer(input.tenantId), draft.id)) as OrderView });
           },
           { lockTimeoutMs: options.waitMs },
         );

@@ -4,7 +4,7 @@ import { inboxHandler } from "../kit/inbox.ts";
 import type { Outbox } from "../kit/outbox.ts";
 import type { SagaRunner } from "../kit/saga.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
-import type { Orders, Viewer } from "../modules/orders/orders.ts";
+import { type Orders, systemViewer } from "../modules/orders/orders.ts";
 import type { Payments } from "../modules/payments/payments.ts";
 import type { Address } from "../modules/shipping/schema.ts";
 import type { ShipmentDocument } from "../modules/shipping/shipping.ts";
@@ -50,7 +50,6 @@ export function sagaReleaseHolds(outbox: Outbox): ReleaseHolds {
 /** The orders service's part: the capture saga and the consumers of the payments service's events. */
 export function ordersPaymentSubscriptions(deps: { database: Database; orders: Orders; runner: SagaRunner; outbox: Outbox }): Subscription[] {
   const { database, orders, runner, outbox } = deps;
-  const system = (tenantId: string): Viewer => ({ tenantId, userId: "", admin: true });
 
   runner.register<CaptureContext>({
     type: CAPTURE_ORDER_SAGA,
@@ -62,7 +61,7 @@ export function ordersPaymentSubscriptions(deps: { database: Database; orders: O
       },
     ],
     async onCompleted(tx, saga, afterCommit) {
-      const order = await orders.lockOrder(tx, system(saga.tenantId), saga.context.orderId);
+      const order = await orders.lockOrder(tx, systemViewer(saga.tenantId), saga.context.orderId);
       if (order?.status !== "CREATED") return;
       const shipment = saga.results[STEP.createShipment] as ShipmentDocument;
       const moves: TransitionEvent[] = [];
@@ -92,7 +91,7 @@ export function ordersPaymentSubscriptions(deps: { database: Database; orders: O
       topics: [PAYMENT_TOPICS.captured, PAYMENT_TOPICS.refundPending],
       handler: inboxHandler(database, "orders-payments", async (tx, message) => {
         const event = message.payload as PaymentEvent;
-        const order = await orders.lockOrder(tx, system(message.tenantId), event.orderId);
+        const order = await orders.lockOrder(tx, systemViewer(message.tenantId), event.orderId);
         if (!order) return;
         if (message.topic === PAYMENT_TOPICS.captured && order.status === "CREATED" && order.paymentStatus === "pending") {
           // Captured: the order can no longer be cancelled; it becomes PAID once its document exists.

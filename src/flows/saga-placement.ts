@@ -7,7 +7,7 @@ import type { Outbox } from "../kit/outbox.ts";
 import type { SagaDefinition, SagaRunner, SagaView } from "../kit/saga.ts";
 import type { PricedLine } from "../modules/coupons/pricing.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
-import type { Orders, OrderView, Viewer } from "../modules/orders/orders.ts";
+import { type Orders, type OrderView, systemViewer } from "../modules/orders/orders.ts";
 import { CANCEL_REASONS, type CancelReason, type PaymentMethod } from "../modules/orders/schema.ts";
 import type { Address } from "../modules/shipping/schema.ts";
 import type { ShipmentDocument } from "../modules/shipping/shipping.ts";
@@ -49,7 +49,6 @@ export function createSagaPlacement(deps: {
   paymentTimeoutMs: number;
 }) {
   const { database, orders, runner, outbox, clock, newId } = deps;
-  const system = (tenantId: string): Viewer => ({ tenantId, userId: "", admin: true });
   const waiters = new Map<string, Set<() => void>>();
   let unlisten: (() => Promise<void>) | undefined;
 
@@ -59,7 +58,7 @@ export function createSagaPlacement(deps: {
     afterCommit: AfterCommit,
     move: (order: NonNullable<Awaited<ReturnType<Orders["lockOrder"]>>>, moves: TransitionEvent[]) => Promise<void>,
   ) {
-    const order = await orders.lockOrder(tx, system(saga.tenantId), saga.context.orderId);
+    const order = await orders.lockOrder(tx, systemViewer(saga.tenantId), saga.context.orderId);
     if (order?.status !== "PENDING") return;
     const moves: TransitionEvent[] = [];
     await move(order, moves);
@@ -145,7 +144,7 @@ export function createSagaPlacement(deps: {
       waiters.set(orderId, set);
       let timer: NodeJS.Timeout | undefined;
       try {
-        const order = await database.tenant(tenantId, (tx) => orders.getOrder(tx, system(tenantId), orderId));
+        const order = await database.tenant(tenantId, (tx) => orders.getOrder(tx, systemViewer(tenantId), orderId));
         if (order && order.status !== "PENDING") return order;
         const left = deadline - Date.now();
         if (left <= 0) return undefined;
@@ -189,7 +188,7 @@ export function createSagaPlacement(deps: {
           createdAt: createdAt.toISOString(),
         };
         await runner.start(tx, PLACE_ORDER_SAGA, { id: orderId, tenantId: input.tenantId, context });
-        const result = { kind: "pending" as const, order: (await orders.getOrder(tx, system(input.tenantId), orderId)) as OrderView };
+        const result = { kind: "pending" as const, order: (await orders.getOrder(tx, systemViewer(input.tenantId), orderId)) as OrderView };
         await options.record?.(tx, result);
         return result;
       });

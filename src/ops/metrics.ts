@@ -1,7 +1,8 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { Backlog } from "../kit/backlog.ts";
 
 /** Reads the current backlog from the database when /metrics is scraped. */
-export type BacklogProbe = () => Promise<{ deadLettersOpen: number; outboxPending: number; sagasActive: number }>;
+export type BacklogProbe = () => Promise<Backlog>;
 
 /** Every metric Orderly exports, in one place (style.md rule 12). One registry per app instance. */
 export function createMetrics(probe?: BacklogProbe) {

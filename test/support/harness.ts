@@ -5,9 +5,8 @@ import type { Role } from "../../src/auth/tokens.ts";
 import { loadConfig } from "../../src/config.ts";
 import type { Database } from "../../src/db/client.ts";
 import type { Clock } from "../../src/kit/clock.ts";
-import { sql } from "drizzle-orm";
+import { backlogOf } from "../../src/kit/backlog.ts";
 import { testDatabases } from "./databases.ts";
-import { rows } from "../../src/db/client.ts";
 import { type Bus, createInProcessBus } from "../../src/kit/bus.ts";
 import { createServices, type Services } from "../../src/services.ts";
 
@@ -69,11 +68,8 @@ export async function createHarness(
     await services.localPlacement?.drain();
     if (!saga) return;
     for (let i = 0; i < 2500; i++) {
-      const [busy] = await rows<{ n: number }>(
-        database.db,
-        sql`select (select count(*) from outbox_messages where status = 'pending')::int + (select count(*) from sagas where status in ('running', 'compensating'))::int as n`,
-      );
-      if (busy?.n === 0) return;
+      const { outboxPending, sagasActive } = await backlogOf(database.db);
+      if (outboxPending + sagasActive === 0) return;
       await new Promise((r) => setTimeout(r, 20));
     }
     throw new Error("background work did not finish within 50 s");

@@ -128,6 +128,9 @@ function toView(row: LoadedOrder): OrderView {
   };
 }
 
+/** The viewer of system work (placement, callbacks, sweepers): every order of one tenant. */
+export const systemViewer = (tenantId: string): Viewer => ({ tenantId, userId: "", admin: true });
+
 const visibleTo = (viewer: Viewer) =>
   and(eq(orders.tenantId, viewer.tenantId), viewer.admin ? undefined : eq(orders.userId, viewer.userId));
 
