@@ -1,12 +1,33 @@
 import { defineConfig } from "vitest/config";
 
+// Two projects. "main" runs files two at a time. "faults" runs after it, one file at a time: its tests
+// stop and restart the machine's real RabbitMQ and PostgreSQL, which would break anything beside them.
 export default defineConfig({
   test: {
-    include: ["src/**/*.test.ts", "test/**/*.test.ts"],
     globalSetup: ["test/support/global-setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // Two cores: PostgreSQL, the test workers and spawned servers share them.
-    maxWorkers: 2,
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "main",
+          include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+          exclude: ["test/faults/**"],
+          // Two cores: PostgreSQL, the test workers and spawned servers share them.
+          maxWorkers: 2,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "faults",
+          include: ["test/faults/**/*.test.ts"],
+          maxWorkers: 1,
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

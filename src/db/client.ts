@@ -71,15 +71,6 @@ const migrationConfig = (set: MigrationSet) => ({ migrationsFolder: join(MIGRATI
 const ordered = (sets: readonly MigrationSet[]) => MIGRATION_SETS.filter((s) => s === "kit" || sets.includes(s));
 const MIGRATION_LOCK = 7_301_995; // pg_advisory_lock key owned by Orderly's migrator
 
-/** The SQLSTATE of a database error, unwrapping drizzle's wrapper. */
-export function sqlState(error: unknown): string | undefined {
-  for (let e: unknown = error; e && typeof e === "object"; e = (e as { cause?: unknown }).cause) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
-  }
-  return undefined;
-}
-
 export interface PostgresOptions {
   max?: number;
   /** Milliseconds a statement may wait for a row lock before it fails with 55P03. */

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
-import { type Database, type Queryable, sqlState, type Tx } from "../db/client.ts";
+import type { Database, Queryable, Tx } from "../db/client.ts";
+import { sqlState } from "../db/errors.ts";
 import type { Clock } from "../kit/clock.ts";
 import type { IdGenerator } from "../kit/ids.ts";
 import { type PricedLine, subtotalOf } from "../modules/coupons/pricing.ts";

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
-import { sqlState } from "../db/client.ts";
+import { sqlState } from "../db/errors.ts";
 import { AppError, type FieldError, type ProblemCode, titleOf } from "../kit/errors.ts";
 import { IdempotencyClaimLost } from "../kit/idempotency.ts";
 

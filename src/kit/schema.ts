@@ -35,6 +35,12 @@ export const outboxMessages = pgTable(
     topic: text("topic").notNull(),
     payload: jsonb("payload").notNull(),
     status: text("status", { enum: ["pending", "published", "dead"] }).notNull(),
+    /** Set when the message is for one consumer only (a dead letter re-driven to the consumer that failed it). */
+    consumer: text("consumer"),
+    /** The id of the message this row sends again, when it is a re-drive: consumers know it by that id (inbox). */
+    redriveOf: text("redrive_of"),
+    /** W3C trace context of the change that wrote the message, carried to its consumers. */
+    traceparent: text("traceparent"),
     attempts: integer("attempts").notNull().default(0),
     nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }).notNull(),
     claimedUntil: timestamp("claimed_until", { withTimezone: true }),
@@ -42,7 +48,10 @@ export const outboxMessages = pgTable(
     createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
     publishedAt: timestamp("published_at", { withTimezone: true }),
   },
-  (t) => [index("outbox_due").on(t.nextAttemptAt).where(sql`${t.status} = 'pending'`)],
+  (t) => [
+    index("outbox_due").on(t.nextAttemptAt).where(sql`${t.status} = 'pending'`),
+    index("outbox_published").on(t.publishedAt).where(sql`${t.status} = 'published'`),
+  ],
 );
 
 /** Inbox: one row per (consumer, message) handled, written with the handler's effect. */
@@ -54,7 +63,7 @@ export const inboxMessages = pgTable(
     tenantId: text("tenant_id").notNull(),
     processedAt: timestamp("processed_at", { withTimezone: true }).notNull().defaultNow(),
   },
-  (t) => [primaryKey({ columns: [t.consumer, t.messageId] })],
+  (t) => [primaryKey({ columns: [t.consumer, t.messageId] }), index("inbox_age").on(t.processedAt)],
 );
 
 /**
@@ -73,7 +82,7 @@ export const sagaBarriers = pgTable(
     outcome: jsonb("outcome"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
   },
-  (t) => [primaryKey({ columns: [t.sagaId, t.step, t.op] })],
+  (t) => [primaryKey({ columns: [t.sagaId, t.step, t.op] }), index("saga_barriers_age").on(t.createdAt)],
 );
 
 /** Work that failed past its retry limit, kept with its reason for an operator to retry, skip or resolve. */
@@ -86,13 +95,19 @@ export const deadLetters = pgTable(
     /** The outbox message id (for a consumer: the message it failed on; for a saga: the saga id). */
     reference: text("reference").notNull(),
     consumer: text("consumer"),
+    /** The message itself (consumer letters), so it can be re-driven from here whichever database produced it. */
+    topic: text("topic"),
+    payload: jsonb("payload"),
     reason: text("reason").notNull(),
     status: text("status", { enum: ["open", "retried", "skipped", "resolved"] }).notNull(),
     note: text("note"),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull(),
   },
-  (t) => [index("dead_letters_open").on(t.createdAt).where(sql`${t.status} = 'open'`)],
+  (t) => [
+    index("dead_letters_open").on(t.createdAt).where(sql`${t.status} = 'open'`),
+    index("dead_letters_closed").on(t.updatedAt).where(sql`${t.status} <> 'open'`),
+  ],
 );
 
 /** Every operator action on a dead letter. */
@@ -127,5 +142,8 @@ export const sagas = pgTable(
     createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull(),
   },
-  (t) => [index("sagas_due").on(t.nextAttemptAt).where(sql`${t.status} in ('running', 'compensating')`)],
+  (t) => [
+    index("sagas_due").on(t.nextAttemptAt).where(sql`${t.status} in ('running', 'compensating')`),
+    index("sagas_finished").on(t.updatedAt).where(sql`${t.status} in ('completed', 'compensated')`),
+  ],
 );
