@@ -69,7 +69,16 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
   });
   await app.register(fastifySwaggerUi, { routePrefix: "/docs" });
 
-  await app.register(opsRoutes(services));
+  await app.register(
+    opsRoutes({
+      metrics: services.metrics,
+      checks: [
+        { name: "database", ping: () => services.database.ping() },
+        ...(services.config.redisUrl ? [{ name: "cache", ping: () => services.rateLimiter.ping() }] : []),
+        ...(services.strategy === "saga" ? [{ name: "broker", ping: () => services.bus.ping() }] : []),
+      ],
+    }),
+  );
   const { roles } = services;
   await app.register(
     async (api) => {

@@ -4,7 +4,7 @@ import { buildApp } from "./app.ts";
 import { type Config, ConfigError, SERVICE_NAMES, type ServiceName } from "./config.ts";
 import type { Database } from "./db/client.ts";
 import { openDatabase } from "./db/open.ts";
-import { DEFAULT_WAIT_MS } from "./flows/place-order.ts";
+import { DEFAULT_WAIT_MS } from "./flows/placement.ts";
 import { DEMO_TENANT, loadDemo } from "./demo.ts";
 import type { Bus } from "./kit/bus.ts";
 import { systemClock } from "./kit/clock.ts";

@@ -1,27 +1,30 @@
 import type { Logger } from "pino";
 import { createTokens, type Tokens } from "./auth/tokens.ts";
 import { createWebhookSignatures, type WebhookSignatures } from "./auth/webhooks.ts";
-import { SERVICE_NAMES, type Config, type ServiceName } from "./config.ts";
+import { type Config, SERVICE_NAMES, type ServiceName } from "./config.ts";
 import type { Database } from "./db/client.ts";
-import { backlogOf } from "./kit/backlog.ts";
+import { registerCaptureSaga } from "./flows/capture.ts";
+import { PRODUCT_CHANGED_TOPIC, routesOf } from "./flows/consumers.ts";
+import { type Effects, localEffects, messageEffects } from "./flows/executors.ts";
+import { createLocalPlacement, type LocalPlacement } from "./flows/local-placement.ts";
 import { createOrderMoves, type OrderMoves } from "./flows/order-moves.ts";
 import { createIntentPaymentCallback, createPaymentCallback, type HandlePaymentReport } from "./flows/payment-callback.ts";
 import { createPaymentTimeouts, type PaymentTimeouts } from "./flows/payment-timeouts.ts";
-import { createPlacement, type Placement, type PlaceOptions, type PlaceOrderInput, type PlacementResult } from "./flows/place-order.ts";
-import { couponSteps, inventorySteps, shippingSteps, walletSteps } from "./flows/saga-participants.ts";
-import { ordersPaymentSubscriptions, paymentsPaymentSubscriptions, type ReleaseHolds, sagaReleaseHolds } from "./flows/saga-payments.ts";
+import type { Placement } from "./flows/placement.ts";
 import { createSagaPlacement, type SagaPlacement } from "./flows/saga-placement.ts";
+import type { StepModules } from "./flows/steps.ts";
+import { backlogOf } from "./kit/backlog.ts";
 import { createBarrier } from "./kit/barrier.ts";
-import type { Bus, Subscription } from "./kit/bus.ts";
-import { createDeadLetters, type DeadLetters } from "./kit/dead-letters.ts";
-import { inboxHandler } from "./kit/inbox.ts";
-import { createOutbox, type Outbox } from "./kit/outbox.ts";
-import { createRelay, type Relay } from "./kit/relay.ts";
-import { createSagaRunner, SAGA_REPLY_TOPIC, type SagaRunner, sagaParticipant } from "./kit/saga.ts";
+import { type Bus, createInProcessBus } from "./kit/bus.ts";
 import { type Clock, systemClock } from "./kit/clock.ts";
+import { createDeadLetters } from "./kit/dead-letters.ts";
 import { createIdempotency, type Idempotency } from "./kit/idempotency.ts";
 import { type IdGenerator, newId as defaultNewId } from "./kit/ids.ts";
+import { topicRouter } from "./kit/inbox.ts";
+import { createOutbox } from "./kit/outbox.ts";
 import { createMemoryRateLimiter, createRedisRateLimiter, type RateLimiter } from "./kit/rate-limiter.ts";
+import { createRelay, type Relay } from "./kit/relay.ts";
+import { createSagaRunner, type SagaRunner } from "./kit/saga.ts";
 import { type Coupons, createCoupons } from "./modules/coupons/coupons.ts";
 import { createInventory, type Inventory } from "./modules/inventory/inventory.ts";
 import { createTransitionHooks, type TransitionHooks } from "./modules/orders/hooks.ts";
@@ -32,6 +35,9 @@ import { createShipping, type Shipping } from "./modules/shipping/shipping.ts";
 import { createMetrics, type Metrics } from "./ops/metrics.ts";
 import type { Secrets } from "./ops/secrets.ts";
 
+export { BUS_CONSUMERS, BUS_TOPOLOGY } from "./flows/consumers.ts";
+
+/** Everything a process runs, wired once; routes and jobs take the parts they use. */
 export interface Services {
   config: Config;
   database: Database;
@@ -47,19 +53,24 @@ export interface Services {
   wallets: Wallets;
   coupons: Coupons;
   shipping: Shipping;
+  payments: Payments;
   orders: Orders;
-  /** How POST /orders places: the local strategy (all-in-one) or the saga (split deployment). */
-  placement: { place(input: PlaceOrderInput, options: PlaceOptions): Promise<PlacementResult> };
-  /** The local strategy, when this process uses it: its PENDING orders are recovered by a job. */
-  localPlacement: Placement | undefined;
-  /** The saga machinery, when this process uses it. */
-  saga: SagaWiring | undefined;
   /** The services this process runs. */
   roles: ReadonlySet<ServiceName>;
+  /** Local: one transaction per placement (all-in-one). Saga: messages between services over `bus`. */
+  strategy: "local" | "saga";
+  /** How POST /orders places: the local executor (all-in-one) or the saga executor (split deployment). */
+  placement: Placement;
+  /** The local executor, when this process uses it: its PENDING orders are recovered by a job. */
+  localPlacement: LocalPlacement | undefined;
+  /** The saga runner, when this process coordinates sagas (the orders service of the split deployment). */
+  runner: SagaRunner | undefined;
+  bus: Bus;
+  relay: Relay;
   moves: OrderMoves;
   handlePaymentReport: HandlePaymentReport;
   paymentTimeouts: PaymentTimeouts;
-  /** Subscribes this process's consumers and starts its relay (saga strategy); a no-op otherwise. */
+  /** Subscribes this process's consumers and starts its relay. */
   start(): Promise<void>;
   /** Stops what start() started and closes what the services opened besides the database. */
   close(): Promise<void>;
@@ -72,26 +83,29 @@ export interface ServiceDeps {
   log: Logger;
   clock?: Clock;
   newId?: IdGenerator;
-  /** The saga strategy over this bus (split deployment); without it, the local strategy. */
+  /** The saga strategy over this bus (split deployment); without it, the local strategy on an in-process bus. */
   bus?: Bus;
-  /** The services this process runs (saga strategy): which participants and consumers it subscribes. */
+  /** The services this process runs (saga strategy): which consumers it subscribes. */
   roles?: readonly ServiceName[];
   /** Retry delays of relays and sagas (tests shorten them). */
   retryDelaysMs?: number[];
 }
 
-/** Every bus consumer a deployment declares (one durable queue each on RabbitMQ). */
-export const BUS_CONSUMERS = ["inventory", "coupons", "payments", "shipping", "orders-saga", "orders-catalogue", "orders-payments", "payments-intents"] as const;
-
 /**
  * Wires the modules and flows on one database handle. Without a bus: the all-in-one shape, placing
- * orders with the local strategy. With a bus: the saga strategy, every message through the outbox,
- * this process taking the parts of `roles`.
+ * with the local executor in one transaction. With a bus: the saga executor, every message through
+ * the outbox, this process running the consumers of `roles`.
  */
 export function createServices(deps: ServiceDeps): Services {
   const { config, database, log } = deps;
   const clock = deps.clock ?? systemClock;
   const newId = deps.newId ?? defaultNewId;
+  const saga = deps.bus !== undefined;
+  const roles: ReadonlySet<ServiceName> = new Set(deps.roles ?? SERVICE_NAMES);
+  const retryDelaysMs = deps.retryDelaysMs ?? config.retryDelaysMs;
+  // A step's owner may take the whole retry schedule to answer before a placement gives up on it.
+  const stepDeadlineMs = retryDelaysMs.reduce((sum, ms) => sum + ms, 0);
+
   const metrics = createMetrics(() => backlogOf(database.db));
   const hooks = createTransitionHooks((error, event) => log.error({ err: error, orderId: event.orderId }, "an after-transition hook failed"));
   hooks.after("*->*", (event) => {
@@ -100,42 +114,60 @@ export function createServices(deps: ServiceDeps): Services {
   });
 
   const outbox = createOutbox({ clock, newId });
-  const deadLetters = createDeadLetters({ clock, newId });
   const inventory = createInventory({
     currency: config.currency,
-    // In the split deployment the orders service keeps a copy of names and prices from these events.
-    onProductChanged: deps.bus ? (tx, product) => outbox.enqueue(tx, { tenantId: product.tenantId, topic: "inventory.product-changed", payload: product }).then(() => {}) : undefined,
+    // Other services keep copies of names and prices from these events.
+    onProductChanged: async (tx, product) => void (await outbox.enqueue(tx, { tenantId: product.tenantId, topic: PRODUCT_CHANGED_TOPIC, payload: product })),
   });
   const wallets = createWallets({ currency: config.currency });
   const coupons = createCoupons();
   const shipping = createShipping({ newId });
-  const orders = createOrders({ hooks, clock });
-  const localPlacement = deps.bus
-    ? undefined
-    : createPlacement({ database, inventory, wallets, coupons, shipping, orders, clock, newId, log, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs });
   const payments = createPayments();
-  const roles: ReadonlySet<ServiceName> = new Set(deps.roles ?? SERVICE_NAMES);
-  const saga = deps.bus
-    ? wireSaga({ bus: deps.bus, roles, database, clock, newId, log, outbox, deadLetters, inventory, wallets, coupons, shipping, orders, payments, config, retryDelaysMs: deps.retryDelaysMs })
+  const orders = createOrders({ hooks, clock, outbox });
+  const steps: StepModules = { inventory, wallets, coupons, shipping, clock };
+  // What the coordinator asks of other services outside a saga: at once in one transaction, or by commands.
+  const effects: Effects = saga ? messageEffects(outbox) : localEffects(steps);
+
+  const bus = deps.bus ?? createInProcessBus();
+  const deadLetters = createDeadLetters({ clock, newId });
+  const relay = createRelay({ database, bus, clock, log, deadLetters, retryDelaysMs });
+  const runner = saga && roles.has("orders") ? createSagaRunner({ outbox, clock, log, retryDelaysMs }) : undefined;
+  if (runner) registerCaptureSaga({ runner, orders, effects, stepDeadlineMs });
+
+  const localPlacement = saga
+    ? undefined
+    : createLocalPlacement({
+        database,
+        orders,
+        steps,
+        catalogue: (q, tenantId, skus) => inventory.catalogue(q, tenantId, skus),
+        clock,
+        newId,
+        log,
+        currency: config.currency,
+        paymentTimeoutMs: config.paymentTimeoutMs,
+      });
+  const sagaPlacement: SagaPlacement | undefined = runner
+    ? createSagaPlacement({ database, orders, runner, effects, clock, newId, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs, stepDeadlineMs })
     : undefined;
-  // Local: a cancelled order's stock and coupon come back in the cancelling transaction.
-  const releaseHolds: ReleaseHolds =
-    saga?.releaseHolds ??
-    (async (tx, ids) => {
-      await coupons.restore(tx, ids);
-      await inventory.release(tx, ids);
-    });
-  const handlePaymentReport = saga?.handlePaymentReport ?? createPaymentCallback({ database, orders, payments, inventory, shipping });
-  const placement = saga?.placement ?? localPlacement ?? {
-    place: async (): Promise<PlacementResult> => {
-      throw new Error("this process does not run the orders service");
-    },
-  };
-  const moves = createOrderMoves({ database, orders, shipping, releaseHolds });
-  const paymentTimeouts = createPaymentTimeouts({ database, orders, releaseHolds, clock });
-  const tokens = createTokens({ secret: deps.secrets.jwtSecret, jwksUrl: config.jwksUrl });
-  const webhooks = createWebhookSignatures(deps.secrets.webhookSecret, clock);
-  const idempotency = createIdempotency({ clock });
+  const placement: Placement = localPlacement ??
+    sagaPlacement ?? {
+      place: async () => {
+        throw new Error("this process does not run the orders service");
+      },
+    };
+
+  const handlePaymentReport = saga
+    ? createIntentPaymentCallback({ database, payments, outbox })
+    : createPaymentCallback({ database, orders, payments, steps, effects });
+  const consumerDeps = { steps, orders, payments, runner, barrier: createBarrier(), outbox };
+  const subscriptions = saga
+    ? [...roles].map((service) => {
+        const routes = routesOf(service, consumerDeps);
+        return { consumer: service, topics: routes.map((r) => r.topic), handler: topicRouter(database, service, routes) };
+      })
+    : [];
+
   const limits = { rps: config.rateLimitRps, burst: config.rateLimitBurst };
   const rateLimiter = config.redisUrl ? createRedisRateLimiter({ url: config.redisUrl, ...limits }) : createMemoryRateLimiter(limits);
   return {
@@ -143,105 +175,38 @@ export function createServices(deps: ServiceDeps): Services {
     database,
     log,
     clock,
-    tokens,
-    webhooks,
+    tokens: createTokens({ secret: deps.secrets.jwtSecret, jwksUrl: config.jwksUrl }),
+    webhooks: createWebhookSignatures(deps.secrets.webhookSecret, clock),
     rateLimiter,
     metrics,
     hooks,
-    idempotency,
+    idempotency: createIdempotency({ clock }),
     inventory,
     wallets,
     coupons,
     shipping,
+    payments,
     orders,
+    roles,
+    strategy: saga ? "saga" : "local",
     placement,
     localPlacement,
-    saga,
-    roles,
-    moves,
+    runner,
+    bus,
+    relay,
+    moves: createOrderMoves({ database, orders, effects }),
     handlePaymentReport,
-    paymentTimeouts,
+    paymentTimeouts: createPaymentTimeouts({ database, orders, effects, clock }),
     async start() {
-      if (!saga) return;
-      for (const subscription of saga.subscriptions) await saga.bus.subscribe(subscription);
-      await saga.placement?.start();
-      await saga.relay.start();
+      for (const subscription of subscriptions) await bus.subscribe(subscription);
+      await sagaPlacement?.start();
+      await relay.start();
     },
     async close() {
-      if (saga) {
-        await saga.relay.stop();
-        await saga.placement?.stop();
-        await saga.bus.close();
-      }
+      await relay.stop();
+      await sagaPlacement?.stop();
+      await bus.close();
       await rateLimiter.close();
     },
-  };
-}
-
-export interface SagaWiring {
-  bus: Bus;
-  runner: SagaRunner;
-  relay: Relay;
-  deadLetters: DeadLetters;
-  /** The saga placement, when this process runs the orders service. */
-  placement: SagaPlacement | undefined;
-  /** The consumers of the services this process runs, subscribed by start(). */
-  subscriptions: Subscription[];
-  releaseHolds: ReleaseHolds;
-  handlePaymentReport: HandlePaymentReport;
-}
-
-/** The saga strategy's parts for the services of `roles`: participants, coordinator, payment events. */
-function wireSaga(deps: {
-  bus: Bus;
-  roles: ReadonlySet<ServiceName>;
-  database: Database;
-  clock: Clock;
-  newId: IdGenerator;
-  log: Logger;
-  outbox: Outbox;
-  deadLetters: DeadLetters;
-  inventory: Inventory;
-  wallets: Wallets;
-  coupons: Coupons;
-  shipping: Shipping;
-  orders: Orders;
-  payments: Payments;
-  config: Config;
-  retryDelaysMs: number[] | undefined;
-}): SagaWiring {
-  const { bus, roles, database, clock, newId, log, outbox, deadLetters, orders, payments, config, retryDelaysMs } = deps;
-  const runner = createSagaRunner({ outbox, clock, log, deadLetters, retryDelaysMs });
-  const relay = createRelay({ database, bus, clock, log, deadLetters, retryDelaysMs });
-  const barrier = createBarrier();
-  const subscriptions: Subscription[] = [];
-  const participant = (consumer: ServiceName, topic: string, steps: Parameters<typeof sagaParticipant>[0]["steps"]) => {
-    if (roles.has(consumer)) subscriptions.push({ consumer, topics: [topic], handler: sagaParticipant({ database, barrier, outbox, consumer, steps }) });
-  };
-  participant("inventory", "inventory.reserve-stock", inventorySteps(deps.inventory));
-  participant("coupons", "coupons.redeem-coupon", couponSteps(deps.coupons, clock));
-  participant("payments", "payments.debit-wallet", walletSteps(deps.wallets));
-  participant("shipping", "shipping.create-shipment", shippingSteps(deps.shipping));
-  if (roles.has("payments")) subscriptions.push(...paymentsPaymentSubscriptions({ database, payments }));
-  let placement: SagaPlacement | undefined;
-  if (roles.has("orders")) {
-    placement = createSagaPlacement({ database, orders, runner, outbox, clock, newId, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs });
-    subscriptions.push(...ordersPaymentSubscriptions({ database, orders, runner, outbox }));
-    subscriptions.push({ consumer: "orders-saga", topics: [SAGA_REPLY_TOPIC], handler: runner.replyHandler(database, "orders-saga") });
-    subscriptions.push({
-      consumer: "orders-catalogue",
-      topics: ["inventory.product-changed"],
-      handler: inboxHandler(database, "orders-catalogue", (tx, message) => orders.rememberProduct(tx, message.payload as Parameters<Orders["rememberProduct"]>[1])),
-    });
-  }
-  return {
-    bus,
-    runner,
-    relay,
-    deadLetters,
-    placement,
-    subscriptions,
-    releaseHolds: sagaReleaseHolds(outbox),
-    handlePaymentReport: createIntentPaymentCallback({ database, payments, outbox }),
   };
 }

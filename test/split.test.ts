@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTokens } from "../src/auth/tokens.ts";
 import { createWebhookSignatures } from "../src/auth/webhooks.ts";
 import type { ServiceName } from "../src/config.ts";
@@ -108,6 +108,12 @@ describe.runIf(postgresUrl() && amqpUrl())("split deployment: five processes on 
     database = await openTestPostgres();
     for (const service of SERVICES) await start(service);
   }, 120_000);
+
+  // A failing test shows what the services logged (warnings and errors only), the newest lines last.
+  afterEach((context) => {
+    if (context.task.result?.state !== "fail") return;
+    for (const [name, text] of logs) process.stderr.write(`--- ${name} ---\n${text.split("\n").slice(-40).join("\n")}\n`);
+  });
 
   afterAll(async () => {
     for (const child of processes.values()) child.kill("SIGKILL");

@@ -1,28 +1,23 @@
 import type { Database } from "../db/client.ts";
 import type { Clock } from "../kit/clock.ts";
 import type { Orders } from "../modules/orders/orders.ts";
-import type { ReleaseHolds } from "./saga-payments.ts";
+import type { Effects } from "./executors.ts";
+import { cancelCreated } from "./order-moves.ts";
 
 /**
  * Cancels CREATED orders not paid by their due time (PAYMENT_TIMEOUT), giving back stock and coupon.
  * Due orders are claimed with FOR UPDATE SKIP LOCKED, so any number of processes may sweep at once
  * and each order is cancelled once.
  */
-export function createPaymentTimeouts(deps: { database: Database; orders: Orders; releaseHolds: ReleaseHolds; clock: Clock }) {
-  const { database, orders, releaseHolds, clock } = deps;
+export function createPaymentTimeouts(deps: { database: Database; orders: Orders; effects: Effects; clock: Clock }) {
+  const { database, orders, clock } = deps;
   /** Cancels one overdue order in its own short transaction; false when none is due. */
   const cancelOne = () =>
     orders.withSystemMoves(database, async (tx, moves) => {
       const [order] = await orders.lockOverdue(tx, clock.now(), 1);
       if (!order) return false;
-      const moved = await orders.transition(tx, moves, {
-        order,
-        to: "CANCELLED",
-        reason: "PAYMENT_TIMEOUT",
-        patch: { cancelReason: "PAYMENT_TIMEOUT", paymentStatus: "voided", paymentDueAt: null },
-      });
+      const moved = await cancelCreated(deps, tx, moves, order, "payment-timeout");
       if (!moved.ok) throw new Error(`cancelling overdue order ${order.id} failed: ${moved.reason}`);
-      await releaseHolds(tx, { tenantId: order.tenantId, orderId: order.id });
       return true;
     });
 

@@ -1,5 +1,5 @@
 import type { Database, Tx } from "../db/client.ts";
-import type { BusHandler, BusMessage } from "./bus.ts";
+import { type BusHandler, type BusMessage, topicMatches } from "./bus.ts";
 import { inboxMessages } from "./schema.ts";
 
 /** Work an effect asks to run once its transaction committed (e.g. after-hooks of order moves). */
@@ -26,4 +26,19 @@ export function inboxHandler(
     });
     for (const work of later) await work();
   };
+}
+
+/** What a consumer does with the messages of one topic pattern, in the transaction of their inbox row. */
+export interface Route {
+  topic: string;
+  effect: (tx: Tx, message: BusMessage, afterCommit: AfterCommit) => Promise<void>;
+}
+
+/** One bus handler for a service's consumer: each message applied once (inbox), by the effect of the first route its topic matches. */
+export function topicRouter(database: Database, consumer: string, routes: readonly Route[]): BusHandler {
+  return inboxHandler(database, consumer, async (tx, message, afterCommit) => {
+    const route = routes.find((r) => topicMatches(r.topic, message.topic));
+    if (!route) throw new Error(`${consumer} has no route for ${message.topic}`);
+    await route.effect(tx, message, afterCommit);
+  });
 }

@@ -1,30 +1,33 @@
-import { and, asc, eq, inArray, lte } from "drizzle-orm";
+import { and, asc, eq, inArray, lte, sql } from "drizzle-orm";
 import type { Logger } from "pino";
-import type { Database, Tx } from "../db/client.ts";
+import { type Database, rows, type Tx } from "../db/client.ts";
 import type { Barrier, BarrierOp } from "./barrier.ts";
-import type { BusHandler } from "./bus.ts";
+import type { BusMessage } from "./bus.ts";
 import type { Clock } from "./clock.ts";
-import type { DeadLetters } from "./dead-letters.ts";
-import { type AfterCommit, inboxHandler } from "./inbox.ts";
+import type { AfterCommit } from "./inbox.ts";
 import type { Outbox } from "./outbox.ts";
-import { backoffMs, DEFAULT_RETRY_DELAYS_MS } from "./relay.ts";
+import type { Outcome } from "./outcome.ts";
+import { DEFAULT_RETRY_DELAYS_MS } from "./relay.ts";
 import { sagas } from "./schema.ts";
 
-/** Every step operation answers success (with a result for later steps) or a typed refusal. */
+/** Every step operation answers success (with a result later steps may use) or a typed refusal. */
 export type StepOutcome = { ok: true; result?: unknown } | { ok: false; reason: string };
-
-/** A command to the service that owns a step; the runner adds the saga's identity to the payload. */
-export interface StepCommand {
-  topic: string;
-  payload: Record<string, unknown>;
-}
 
 export interface SagaStep<C> {
   id: string;
-  /** The forward command, or undefined when this saga does not need the step. */
-  run(context: C, results: Record<string, unknown>): StepCommand | undefined;
-  /** The inverse, sent when a later step refuses or this one timed out. */
-  compensate(context: C, results: Record<string, unknown>): StepCommand;
+  /** Where its commands go: the topic its owner consumes. */
+  topic: string;
+  /** Steps whose results its command uses: it starts once they are done, and is compensated before them. */
+  needs: readonly string[];
+  /** The try command's payload, or undefined when this saga does not need the step. */
+  command(context: C, results: Readonly<Record<string, unknown>>): Record<string, unknown> | undefined;
+  /** The payload of its cancel and confirm commands: what identifies the effect to undo or confirm. */
+  reference(context: C): Record<string, unknown>;
+  /**
+   * How long the owner may take to answer once the try reached the broker, before the saga gives up
+   * and compensates. Undefined: as long as it takes (a step that cannot be refused, only delayed).
+   */
+  deadlineMs: number | undefined;
 }
 
 export interface SagaView<C> {
@@ -36,9 +39,13 @@ export interface SagaView<C> {
 
 export interface SagaDefinition<C> {
   type: string;
-  steps: SagaStep<C>[];
-  /** In the transaction that saw the last step succeed. */
-  onCompleted(tx: Tx, saga: SagaView<C>, afterCommit: AfterCommit): Promise<void>;
+  /** In an order where every step comes after the steps it needs. */
+  steps: readonly SagaStep<C>[];
+  /**
+   * In the transaction that saw the last step succeed. A refusal (e.g. the order left PENDING some
+   * other way meanwhile) compensates every step, as if a step had refused.
+   */
+  onCompleted(tx: Tx, saga: SagaView<C>, afterCommit: AfterCommit): Promise<Outcome<void, string>>;
   /** In the transaction that saw the last compensation done; `reason` is the refusal (or STEP_TIMEOUT). */
   onCompensated(tx: Tx, saga: SagaView<C>, reason: string, afterCommit: AfterCommit): Promise<void>;
 }
@@ -61,18 +68,45 @@ export interface SagaReply {
 export const SAGA_REPLY_TOPIC = "saga.reply";
 export const STEP_TIMEOUT = "STEP_TIMEOUT";
 
+type StepState = "waiting" | "trying" | "done" | "refused" | "skipped" | "to-cancel" | "cancelling" | "cancelled";
+
+/** Where one step of a saga stands, kept in the saga's row. */
+export interface StepProgress {
+  state: StepState;
+  result?: unknown;
+  /** Sends of the current operation (try or cancel). */
+  attempts: number;
+  /** When to look at the step again if no answer came (ISO time). */
+  due?: string;
+  /** The outbox message of the latest send. */
+  messageId?: string;
+  /** When the current operation's first command reached the broker: its deadline counts from here. */
+  publishedAt?: string;
+}
+
 type SagaRow = typeof sagas.$inferSelect;
+type Progress = Record<string, StepProgress>;
+
+const SETTLED: ReadonlySet<StepState> = new Set(["done", "skipped"]);
+const NOTHING_TO_UNDO: ReadonlySet<StepState> = new Set(["cancelled", "refused", "skipped", "waiting"]);
+const AWAITING_ANSWER: ReadonlySet<StepState> = new Set(["trying", "cancelling"]);
+/** Resends keep doubling past the configured delays, up to this. */
+const MAX_RESEND_DELAY_MS = 5 * 60_000;
+/** A saga with nothing to look at: far enough to never be due, near enough to stay a valid timestamp. */
+const NEVER = new Date("9999-01-01T00:00:00Z");
 
 /**
  * Runs sagas of reservations: state in the database, every command and reply through the outbox.
- * A step's reply moves the saga on; a refusal compensates the completed steps in reverse order; a
- * step that does not answer is sent again with stored exponential backoff and jitter, and past the
- * last delay the saga aborts and compensates (the step itself included: its barrier turns a cancel
- * of a try that never ran into a no-op). A compensation is retried for as long as it takes, with a
- * dead letter once it passed the limit, so it is never lost.
+ * Steps whose needs are met are sent at once, so independent steps run in parallel. A refusal
+ * compensates every step that ran or may have run, each after the steps that needed it (reverse
+ * order). A step that does not answer is sent again with stored, growing delays; past its deadline,
+ * counted from when its command reached the broker, the saga compensates (the barrier turns a cancel
+ * of a try that never ran into a no-op). An outage is not a failure: while a command is still in the
+ * outbox no deadline runs, and compensations are sent until they are answered. Nothing here is
+ * dead-lettered: a saga that takes long shows as stuck to operators and keeps going.
  */
-export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logger; deadLetters: DeadLetters; retryDelaysMs?: number[] }) {
-  const { outbox, clock, log, deadLetters } = deps;
+export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logger; retryDelaysMs?: number[] }) {
+  const { outbox, clock, log } = deps;
   const delays = deps.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
   const definitions = new Map<string, SagaDefinition<unknown>>();
 
@@ -81,84 +115,148 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
     if (!definition) throw new Error(`no saga definition ${type}`);
     return definition;
   };
-  const view = <C>(row: SagaRow): SagaView<C> => ({ id: row.id, tenantId: row.tenantId, context: row.context as C, results: row.results });
 
-  function commandOf(definition: SagaDefinition<unknown>, row: Pick<SagaRow, "context" | "results">, index: number, op: "try" | "cancel"): StepCommand {
-    const step = definition.steps[index] as SagaStep<unknown>;
-    const command = op === "try" ? step.run(row.context, row.results) : step.compensate(row.context, row.results);
-    if (!command) throw new Error(`step ${step.id} has no ${op} command`);
-    return command;
-  }
-
-  async function send(tx: Tx, row: Pick<SagaRow, "id" | "tenantId" | "type" | "context" | "results">, index: number, op: "try" | "cancel") {
-    const definition = definitionOf(row.type);
-    const command = commandOf(definition, row, index, op);
-    const payload: SagaCommandPayload = { ...command.payload, sagaId: row.id, step: (definition.steps[index] as SagaStep<unknown>).id, op };
-    await outbox.enqueue(tx, { tenantId: row.tenantId, topic: command.topic, payload });
-  }
-
-  const nextForward = (definition: SagaDefinition<unknown>, row: Pick<SagaRow, "context" | "results">, from: number): number | undefined => {
-    for (let i = from; i < definition.steps.length; i++) if ((definition.steps[i] as SagaStep<unknown>).run(row.context, row.results)) return i;
-    return undefined;
+  /** The delay before looking at a step again after `attempts` sends. */
+  const resendDelayMs = (attempts: number) => {
+    const listed = delays[Math.min(attempts, delays.length) - 1] ?? 1_000;
+    const beyond = Math.max(0, attempts - delays.length);
+    return Math.round(Math.min(MAX_RESEND_DELAY_MS, listed * 2 ** beyond) * (0.8 + 0.4 * Math.random()));
   };
+  const later = (ms: number) => new Date(clock.now().getTime() + ms).toISOString();
 
-  const due = (attempts: number) => new Date(clock.now().getTime() + backoffMs(delays, Math.max(1, attempts)));
+  const resultsOf = (progress: Progress) =>
+    Object.fromEntries(Object.entries(progress).flatMap(([id, p]) => (p.state === "done" ? [[id, p.result ?? null]] : [])));
+  const view = <C>(row: SagaRow): SagaView<C> => ({ id: row.id, tenantId: row.tenantId, context: row.context as C, results: resultsOf(row.steps) });
 
-  async function update(tx: Tx, row: SagaRow, patch: Partial<SagaRow>): Promise<SagaRow> {
-    const next = { ...row, ...patch, updatedAt: clock.now() };
-    await tx.update(sagas).set(next).where(eq(sagas.id, row.id));
-    return next;
+  async function send(tx: Tx, row: SagaRow, step: SagaStep<unknown>, op: "try" | "cancel"): Promise<string> {
+    const body = op === "try" ? step.command(row.context, resultsOf(row.steps)) : step.reference(row.context);
+    if (!body) throw new Error(`step ${step.id} has no ${op} command`);
+    const payload: SagaCommandPayload = { ...body, sagaId: row.id, step: step.id, op };
+    return outbox.enqueue(tx, { tenantId: row.tenantId, topic: step.topic, payload });
   }
 
-  /** Moves to the next compensation (the last step in `done`), or finishes compensating. */
-  async function compensateNext(tx: Tx, row: SagaRow, afterCommit: AfterCommit): Promise<void> {
-    const definition = definitionOf(row.type);
-    const index = row.done[row.done.length - 1];
-    if (index === undefined) {
-      const finished = await update(tx, row, { status: "compensated" });
-      await definition.onCompensated(tx, view(finished), finished.abortReason ?? "ABORTED", afterCommit);
-      return;
+  async function begin(tx: Tx, row: SagaRow, step: SagaStep<unknown>, op: "try" | "cancel"): Promise<StepProgress> {
+    return { state: op === "try" ? "trying" : "cancelling", attempts: 1, messageId: await send(tx, row, step, op), due: later(resendDelayMs(1)) };
+  }
+
+  function abort(row: SagaRow, reason: string): void {
+    row.status = "compensating";
+    row.abortReason ??= reason;
+    for (const p of Object.values(row.steps)) {
+      if (p.state === "waiting") p.state = "skipped";
+      else if (p.state === "trying" || p.state === "done") Object.assign(p, { state: "to-cancel", attempts: 0, due: undefined, publishedAt: undefined });
     }
-    const next = await update(tx, row, { status: "compensating", stepIndex: index, op: "cancel", attempts: 0, nextAttemptAt: due(1) });
-    await send(tx, next, index, "cancel");
   }
 
-  async function abort(tx: Tx, row: SagaRow, reason: string, includeCurrent: boolean, afterCommit: AfterCommit): Promise<void> {
-    const done = includeCurrent && !row.done.includes(row.stepIndex) ? [...row.done, row.stepIndex] : row.done;
-    await compensateNext(tx, await update(tx, row, { status: "compensating", abortReason: reason, done }), afterCommit);
+  /** Sends what can be sent now and finishes the saga when nothing is left; mutates `row`, the caller saves it. */
+  async function advance(tx: Tx, row: SagaRow, afterCommit: AfterCommit): Promise<void> {
+    const definition = definitionOf(row.type);
+    const progress = row.steps;
+    if (row.status === "running") {
+      for (const step of definition.steps) {
+        const p = progress[step.id] as StepProgress;
+        if (p.state !== "waiting" || !step.needs.every((n) => SETTLED.has((progress[n] as StepProgress).state))) continue;
+        progress[step.id] = step.command(row.context, resultsOf(progress)) ? await begin(tx, row, step, "try") : { state: "skipped", attempts: 0 };
+      }
+      if (definition.steps.every((s) => SETTLED.has((progress[s.id] as StepProgress).state))) {
+        row.status = "completed";
+        const completed = await definition.onCompleted(tx, view(row), afterCommit);
+        if (!completed.ok) abort(row, completed.reason);
+      }
+    }
+    if (row.status === "compensating") {
+      for (const step of [...definition.steps].reverse()) {
+        if ((progress[step.id] as StepProgress).state !== "to-cancel") continue;
+        const dependents = definition.steps.filter((s) => s.needs.includes(step.id));
+        if (dependents.every((d) => NOTHING_TO_UNDO.has((progress[d.id] as StepProgress).state))) progress[step.id] = await begin(tx, row, step, "cancel");
+      }
+      if (Object.values(progress).every((p) => NOTHING_TO_UNDO.has(p.state))) {
+        row.status = "compensated";
+        await definition.onCompensated(tx, view(row), row.abortReason ?? "ABORTED", afterCommit);
+      }
+    }
+    const dues = Object.values(progress).flatMap((p) => (AWAITING_ANSWER.has(p.state) && p.due ? [Date.parse(p.due)] : []));
+    row.nextAttemptAt = dues.length > 0 ? new Date(Math.min(...dues)) : NEVER;
+    row.updatedAt = clock.now();
+  }
+
+  async function save(tx: Tx, row: SagaRow): Promise<void> {
+    const { id: _id, ...changes } = row;
+    await tx.update(sagas).set(changes).where(eq(sagas.id, row.id));
   }
 
   /** Applies a participant's reply, in the transaction of the reply's inbox row. */
   async function handleReply(tx: Tx, reply: SagaReply, afterCommit: AfterCommit): Promise<void> {
     const [row] = await tx.select().from(sagas).where(eq(sagas.id, reply.sagaId)).for("update");
     if (!row || row.status === "completed" || row.status === "compensated") return;
-    const definition = definitionOf(row.type);
-    if ((definition.steps[row.stepIndex] as SagaStep<unknown>).id !== reply.step || row.op !== reply.op) return; // stale
-    if (reply.op === "cancel") {
-      await compensateNext(tx, await update(tx, row, { done: row.done.slice(0, -1) }), afterCommit);
-      return;
+    const p = row.steps[reply.step];
+    if (reply.op === "try" && p?.state === "trying") {
+      if (reply.outcome.ok) Object.assign(p, { state: "done", result: reply.outcome.result ?? null, due: undefined });
+      else {
+        Object.assign(p, { state: "refused", due: undefined });
+        abort(row, reply.outcome.reason);
+      }
+    } else if (reply.op === "cancel" && p?.state === "cancelling") {
+      Object.assign(p, { state: "cancelled", due: undefined });
+    } else {
+      return; // a late or repeated answer: the barrier answered it, the saga moved on
     }
-    if (!reply.outcome.ok) {
-      await abort(tx, row, reply.outcome.reason, false, afterCommit);
-      return;
-    }
-    const advanced = await update(tx, row, { results: { ...row.results, [reply.step]: reply.outcome.result ?? null }, done: [...row.done, row.stepIndex] });
-    const next = nextForward(definition, advanced, row.stepIndex + 1);
-    if (next === undefined) {
-      const finished = await update(tx, advanced, { status: "completed" });
-      await definition.onCompleted(tx, view(finished), afterCommit);
-      return;
-    }
-    await send(tx, await update(tx, advanced, { stepIndex: next, attempts: 0, nextAttemptAt: due(1) }), next, "try");
+    await advance(tx, row, afterCommit);
+    await save(tx, row);
   }
+
+  /** Whether the broker took the message: false while it is still in the outbox; its publication time if known. */
+  async function publication(tx: Tx, messageId: string | undefined): Promise<{ published: boolean; at?: Date }> {
+    if (!messageId) return { published: true };
+    const [row] = await rows<{ status: string; published_at: Date | string | null }>(
+      tx,
+      sql`select status, published_at from outbox_messages where id = ${messageId}`,
+    );
+    if (!row) return { published: true }; // purged long after it was sent
+    if (row.status === "pending") return { published: false };
+    return { published: true, ...(row.published_at ? { at: new Date(row.published_at) } : {}) };
+  }
+
+  /** Looks at a saga whose steps are due: resends what went unanswered, gives up what passed its deadline. */
+  async function resume(tx: Tx, row: SagaRow, afterCommit: AfterCommit): Promise<void> {
+    const definition = definitionOf(row.type);
+    const now = clock.now();
+    for (const step of definition.steps) {
+      const p = row.steps[step.id] as StepProgress;
+      if (!AWAITING_ANSWER.has(p.state) || !p.due || Date.parse(p.due) > now.getTime()) continue;
+      const sent = await publication(tx, p.messageId);
+      if (!sent.published) {
+        // Still in the outbox (the broker is away): nothing was lost, no deadline runs, nothing to resend.
+        p.due = later(delays[delays.length - 1] ?? 1_000);
+        continue;
+      }
+      p.publishedAt ??= (sent.at ?? now).toISOString();
+      if (p.state === "trying" && step.deadlineMs !== undefined && now.getTime() - Date.parse(p.publishedAt) >= step.deadlineMs) {
+        log.warn({ sagaId: row.id, step: step.id, attempts: p.attempts }, "a saga step did not answer in time; the saga compensates");
+        abort(row, STEP_TIMEOUT);
+        break;
+      }
+      Object.assign(p, { attempts: p.attempts + 1, messageId: await send(tx, row, step, p.state === "trying" ? "try" : "cancel") });
+      p.due = later(resendDelayMs(p.attempts));
+    }
+    await advance(tx, row, afterCommit);
+    await save(tx, row);
+  }
+
   return {
     handleReply,
 
     register<C>(definition: SagaDefinition<C>): void {
+      const seen = new Set<string>();
+      for (const step of definition.steps) {
+        const missing = step.needs.find((n) => !seen.has(n));
+        if (missing) throw new Error(`saga ${definition.type}: step ${step.id} needs ${missing}, which must come before it`);
+        seen.add(step.id);
+      }
       definitions.set(definition.type, definition as SagaDefinition<unknown>);
     },
 
-    /** Starts a saga in the caller's transaction: its first command leaves when that commits. */
+    /** Starts a saga in the caller's transaction: its first commands leave when that commits. */
     async start<C>(tx: Tx, type: string, saga: { id: string; tenantId: string; context: C }, afterCommit: AfterCommit = () => {}): Promise<void> {
       const definition = definitionOf(type);
       const now = clock.now();
@@ -168,36 +266,24 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
         type,
         status: "running",
         context: saga.context,
-        results: {},
-        done: [],
-        stepIndex: 0,
-        op: "try",
-        attempts: 0,
-        nextAttemptAt: due(1),
+        steps: Object.fromEntries(definition.steps.map((s) => [s.id, { state: "waiting", attempts: 0 } satisfies StepProgress])),
+        nextAttemptAt: NEVER,
         abortReason: null,
-        deadLettered: false,
         createdAt: now,
         updatedAt: now,
       };
-      const first = nextForward(definition, row, 0);
-      await tx.insert(sagas).values({ ...row, stepIndex: first ?? 0 });
-      if (first === undefined) {
-        await update(tx, row, { status: "completed" });
-        await definition.onCompleted(tx, view(row), afterCommit);
-        return;
-      }
-      await send(tx, row, first, "try");
+      await advance(tx, row, afterCommit);
+      await tx.insert(sagas).values(row);
     },
 
     /**
-     * Resends the command of every saga whose step is overdue (one short transaction each, claimed
-     * with SKIP LOCKED so many replicas can run it); aborts a forward step past the last delay.
+     * Looks at every saga with a step due (one short transaction each, claimed with SKIP LOCKED so
+     * many replicas can run it).
      */
     async resumeDue(database: Database, batch = 100): Promise<number> {
       let resumed = 0;
       for (; resumed < batch; resumed++) {
-        const later: (() => Promise<void>)[] = [];
-        const afterCommit: AfterCommit = (work) => later.push(work);
+        const work: (() => Promise<void>)[] = [];
         const more = await database.db.transaction(async (tx) => {
           const [row] = await tx
             .select()
@@ -207,34 +293,17 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
             .limit(1)
             .for("update", { skipLocked: true });
           if (!row) return false;
-          const attempts = row.attempts + 1;
-          if (row.status === "running" && attempts > delays.length) {
-            const step = (definitionOf(row.type).steps[row.stepIndex] as SagaStep<unknown>).id;
-            const reason = `step ${step} did not answer after ${row.attempts} attempts; the saga compensates`;
-            log.warn({ sagaId: row.id, step }, reason);
-            await deadLetters.record(tx, { tenantId: row.tenantId, source: "saga", reference: row.id, reason });
-            await abort(tx, row, STEP_TIMEOUT, true, afterCommit);
-            return true;
-          }
-          const deadLetter = row.status === "compensating" && attempts > delays.length && !row.deadLettered;
-          if (deadLetter) {
-            const reason = `compensation of step ${row.stepIndex} has not answered after ${row.attempts} attempts; still retrying`;
-            await deadLetters.record(tx, { tenantId: row.tenantId, source: "saga", reference: row.id, reason });
-          }
-          await update(tx, row, { attempts, nextAttemptAt: due(attempts), deadLettered: row.deadLettered || deadLetter });
-          await send(tx, row, row.stepIndex, row.op);
+          await resume(tx, row, (w) => work.push(w));
           return true;
         });
-        for (const work of later) await work();
+        for (const w of work) await w();
         if (!more) break;
       }
       return resumed;
     },
 
-    /** The bus handler of the coordinator: replies, each applied once (inbox). */
-    replyHandler(database: Database, consumer: string): BusHandler {
-      return inboxHandler(database, consumer, (tx, message, afterCommit) => handleReply(tx, message.payload as SagaReply, afterCommit));
-    },
+    /** The coordinator's effect for a reply message (applied once, through the caller's inbox). */
+    replyEffect: (tx: Tx, message: BusMessage, afterCommit: AfterCommit) => handleReply(tx, message.payload as SagaReply, afterCommit),
   };
 }
 
@@ -247,15 +316,16 @@ export interface ParticipantStep {
 }
 
 /**
- * The bus handler of a service taking part in sagas: each command runs behind the barrier, in one
- * tenant transaction with its inbox row and its reply (through the outbox).
+ * The effect of a saga command at the service that owns the step: the operation runs behind the
+ * barrier in the caller's tenant transaction (with its inbox row), and its reply leaves through the
+ * outbox. Confirms are sent without waiting for an answer.
  */
-export function sagaParticipant(deps: { database: Database; barrier: Barrier; outbox: Outbox; consumer: string; steps: Record<string, ParticipantStep> }): BusHandler {
-  const { database, barrier, outbox, consumer, steps } = deps;
-  return inboxHandler(database, consumer, async (tx, message) => {
+export function participantEffect(deps: { barrier: Barrier; outbox: Outbox; steps: Record<string, ParticipantStep> }) {
+  const { barrier, outbox, steps } = deps;
+  return async (tx: Tx, message: BusMessage): Promise<void> => {
     const command = message.payload as SagaCommandPayload;
     const step = steps[command.step];
-    if (!step) throw new Error(`${consumer} has no step ${command.step}`);
+    if (!step) throw new Error(`no step ${command.step} here`);
     const key = { tenantId: message.tenantId, sagaId: command.sagaId, step: command.step };
     const result = await barrier.run(tx, key, command.op, async (): Promise<StepOutcome> => {
       if (command.op === "try") return step.try(tx, message.tenantId, command);
@@ -263,10 +333,10 @@ export function sagaParticipant(deps: { database: Database; barrier: Barrier; ou
       else await step.confirm?.(tx, message.tenantId, command);
       return { ok: true };
     });
-    if (command.op === "confirm") return; // confirms are sent without waiting for an answer
+    if (command.op === "confirm") return;
     const outcome: StepOutcome =
       result.kind === "skipped" ? (command.op === "try" ? { ok: false, reason: "CANCELLED" } : { ok: true }) : (result.outcome as StepOutcome);
     const reply: SagaReply = { sagaId: command.sagaId, step: command.step, op: command.op, outcome };
     await outbox.enqueue(tx, { tenantId: message.tenantId, topic: SAGA_REPLY_TOPIC, payload: reply });
-  });
+  };
 }

@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
-import { bigserial, boolean, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
+import { bigserial, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
+import type { StepProgress } from "./saga.ts";
 
 /**
  * Idempotency keys of POST requests (Stripe's semantics), scoped to (tenant, user, key). The first
@@ -120,7 +121,7 @@ export const deadLetterActions = pgTable("dead_letter_actions", {
   at: timestamp("at", { withTimezone: true }).notNull(),
 });
 
-/** A saga's state: which step it waits on, what the completed steps answered, when to retry. */
+/** A saga's state: where each of its steps stands, and when to look at it again. */
 export const sagas = pgTable(
   "sagas",
   {
@@ -129,16 +130,11 @@ export const sagas = pgTable(
     type: text("type").notNull(),
     status: text("status", { enum: ["running", "compensating", "completed", "compensated"] }).notNull(),
     context: jsonb("context").notNull(),
-    /** Answers of the steps that succeeded, by step id. */
-    results: jsonb("results").$type<Record<string, unknown>>().notNull(),
-    /** Indexes of the steps whose try succeeded (or may have), in order: what compensation undoes. */
-    done: jsonb("done").$type<number[]>().notNull(),
-    stepIndex: integer("step_index").notNull(),
-    op: text("op", { enum: ["try", "cancel"] }).notNull(),
-    attempts: integer("attempts").notNull().default(0),
+    /** Each step's progress by step id: its state, its result once done, its sends and their due times. */
+    steps: jsonb("steps").$type<Record<string, StepProgress>>().notNull(),
+    /** The earliest due time of a step awaiting an answer: what the resume job looks at. */
     nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true }).notNull(),
     abortReason: text("abort_reason"),
-    deadLettered: boolean("dead_lettered").notNull().default(false),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull(),
   },

@@ -14,15 +14,15 @@ interface Job {
  * a run never overlaps the previous run of the same job.
  */
 export function startJobs(
-  services: Services,
+  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles">,
   options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number } = {},
 ): () => Promise<void> {
-  const { localPlacement, saga, paymentTimeouts, idempotency, database, clock, log } = services;
+  const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log } = deps;
   const jobs: Job[] = [
     ...(localPlacement ? [{ name: "pending-recovery", everyMs: options.recoveryMs ?? 5_000, run: () => localPlacement.recoverPending() }] : []),
     // Sagas whose step has not answered are resent, then aborted and compensated (saga strategy).
-    ...(saga?.placement ? [{ name: "saga-resume", everyMs: options.sagaResumeMs ?? 500, run: () => saga.runner.resumeDue(database) }] : []),
-    ...(services.roles.has("orders") ? [{ name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() }] : []),
+    ...(runner ? [{ name: "saga-resume", everyMs: options.sagaResumeMs ?? 500, run: () => runner.resumeDue(database) }] : []),
+    ...(deps.roles.has("orders") ? [{ name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() }] : []),
     // Keys are kept at least 24 h (api-contract.md §4); a day's margin beyond that.
     { name: "idempotency-purge", everyMs: options.purgeMs ?? 3_600_000, run: () => idempotency.purge(database.db, new Date(clock.now().getTime() - 2 * DAY_MS)) },
   ];

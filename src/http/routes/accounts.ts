@@ -1,12 +1,14 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { AppError } from "../../kit/errors.ts";
-import type { Services } from "../../services.ts";
+import type { Database } from "../../db/client.ts";
+import type { Idempotency } from "../../kit/idempotency.ts";
+import type { Wallets } from "../../modules/payments/wallets.ts";
 import { requireAdmin } from "../context.ts";
 import { answerOf } from "../idempotency.ts";
 import { CreditBody, IdempotencyHeaders, problems, UserParams, Wallet } from "../schemas.ts";
 
-export function accountRoutes(services: Services): FastifyPluginAsyncZod {
-  const { wallets, database, idempotency } = services;
+export function accountRoutes(deps: { database: Database; wallets: Wallets; idempotency: Idempotency }): FastifyPluginAsyncZod {
+  const { wallets, database, idempotency } = deps;
   return async (app) => {
     app.post(
       "/accounts/:userId/credits",

@@ -1,11 +1,12 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { AppError } from "../../kit/errors.ts";
-import type { Services } from "../../services.ts";
+import type { Database } from "../../db/client.ts";
+import type { Coupons } from "../../modules/coupons/coupons.ts";
 import { requireAdmin } from "../context.ts";
 import { CodeParams, Coupon, problems, PutCouponBody } from "../schemas.ts";
 
-export function couponRoutes(services: Services): FastifyPluginAsyncZod {
-  const { coupons, database } = services;
+export function couponRoutes(deps: { database: Database; coupons: Coupons }): FastifyPluginAsyncZod {
+  const { coupons, database } = deps;
   return async (app) => {
     app.put(
       "/coupons/:code",

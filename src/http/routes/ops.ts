@@ -1,14 +1,20 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { AppError } from "../../kit/errors.ts";
-import type { Services } from "../../services.ts";
+import type { Metrics } from "../../ops/metrics.ts";
 import { problems } from "../schemas.ts";
 
 const Health = z.object({ status: z.literal("ok") });
 const Ready = z.object({ status: z.literal("ready"), checks: z.record(z.string(), z.literal("ok")) });
 
+/** A dependency `/readyz` checks: its name, and a ping that rejects while it cannot be reached. */
+export interface ReadinessCheck {
+  name: string;
+  ping(): Promise<void>;
+}
+
 /** /healthz (process alive), /readyz (dependencies reachable), /metrics (Prometheus text). */
-export function opsRoutes(services: Services): FastifyPluginAsyncZod {
+export function opsRoutes(deps: { checks: readonly ReadinessCheck[]; metrics: Metrics }): FastifyPluginAsyncZod {
   return async (app) => {
     app.get("/healthz", { schema: { tags: ["operations"], security: [], response: { 200: Health } } }, async () => ({ status: "ok" as const }));
 
@@ -17,11 +23,7 @@ export function opsRoutes(services: Services): FastifyPluginAsyncZod {
       { schema: { tags: ["operations"], security: [], response: { 200: Ready, ...problems(503) } } },
       async () => {
         const checks: Record<string, "ok"> = {};
-        for (const [name, ping] of [
-          ["database", () => services.database.ping()],
-          ...(services.config.redisUrl ? [["cache", () => services.rateLimiter.ping()] as const] : []),
-          ...(services.saga ? [["broker", () => services.saga!.bus.ping()] as const] : []),
-        ] as const) {
+        for (const { name, ping } of deps.checks) {
           try {
             await ping();
             checks[name] = "ok";
@@ -34,7 +36,7 @@ export function opsRoutes(services: Services): FastifyPluginAsyncZod {
     );
 
     app.get("/metrics", { schema: { tags: ["operations"], security: [], hide: true } }, async (_request, reply) =>
-      reply.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics()),
+      reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
     );
   };
 }

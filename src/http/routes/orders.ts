@@ -1,9 +1,12 @@
 import type { FastifyReply } from "fastify";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { AppError } from "../../kit/errors.ts";
-import { DEFAULT_WAIT_MS, type PlacementResult } from "../../flows/place-order.ts";
-import type { OrderView } from "../../modules/orders/orders.ts";
-import type { Services } from "../../services.ts";
+import type { Database } from "../../db/client.ts";
+import type { OrderMoves } from "../../flows/order-moves.ts";
+import { DEFAULT_WAIT_MS, type Placement, type PlacementResult } from "../../flows/placement.ts";
+import type { Idempotency } from "../../kit/idempotency.ts";
+import type { Orders, OrderView } from "../../modules/orders/orders.ts";
+import type { Metrics } from "../../ops/metrics.ts";
 import { etagOf, expectedVersion, requireAdmin, viewerOf } from "../context.ts";
 import { answerOf } from "../idempotency.ts";
 import { IdempotencyHeaders, ListOrdersQuery, Order, OrderPage, OrderParams, PlaceOrderBody, problems, ShipBody } from "../schemas.ts";
@@ -35,8 +38,15 @@ function placedAnswer(result: Extract<PlacementResult, { kind: "placed" | "pendi
   return { status: pending ? 202 : 201, body: result.order, headers };
 }
 
-export function orderRoutes(services: Services): FastifyPluginAsyncZod {
-  const { orders, placement, moves, metrics, database, idempotency } = services;
+export function orderRoutes(deps: {
+  database: Database;
+  orders: Orders;
+  placement: Placement;
+  moves: OrderMoves;
+  metrics: Metrics;
+  idempotency: Idempotency;
+}): FastifyPluginAsyncZod {
+  const { orders, placement, moves, metrics, database, idempotency } = deps;
   return async (app) => {
     app.post(
       "/orders",

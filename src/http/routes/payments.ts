@@ -2,15 +2,16 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { SIGNATURE_HEADER } from "../../auth/webhooks.ts";
 import { AppError } from "../../kit/errors.ts";
-import type { Services } from "../../services.ts";
+import type { WebhookSignatures } from "../../auth/webhooks.ts";
+import type { HandlePaymentReport } from "../../flows/payment-callback.ts";
 import { sendProblem } from "../problem.ts";
 import { PaymentCallbackBody, PaymentCallbackAnswer, problems } from "../schemas.ts";
 
 const badSignature = () => new AppError("BAD_SIGNATURE", "the Orderly-Signature header is missing, wrong or older than 300 s");
 
 /** The payment provider's callback: no JWT, an HMAC signature over the raw body instead. */
-export function paymentRoutes(services: Services): FastifyPluginAsyncZod {
-  const { webhooks, handlePaymentReport } = services;
+export function paymentRoutes(deps: { webhooks: WebhookSignatures; handlePaymentReport: HandlePaymentReport }): FastifyPluginAsyncZod {
+  const { webhooks, handlePaymentReport } = deps;
   return async (app) => {
     app.post(
       "/payments/callback",

@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { decodeCursor } from "../../kit/cursor.ts";
 import { AppError } from "../../kit/errors.ts";
-import type { Services } from "../../services.ts";
+import type { Database } from "../../db/client.ts";
+import type { Inventory } from "../../modules/inventory/inventory.ts";
 import { requireAdmin } from "../context.ts";
 import { ListQuery, Product, ProductPage, problems, PutProductBody, SkuParams, StockAdjustmentBody } from "../schemas.ts";
 
@@ -12,8 +13,8 @@ export const cursorOf = (text: string | undefined) => {
   return cursor;
 };
 
-export function productRoutes(services: Services): FastifyPluginAsyncZod {
-  const { inventory, database } = services;
+export function productRoutes(deps: { database: Database; inventory: Inventory }): FastifyPluginAsyncZod {
+  const { inventory, database } = deps;
   return async (app) => {
     app.put(
       "/products/:sku",

@@ -32,7 +32,16 @@ const productColumns = {
 };
 
 /** Told in the writing transaction whenever a product's name or price changes (e.g. to put an event in the outbox). */
-export type ProductChanged = (tx: Tx, product: { tenantId: string; sku: string; name: string; price: number }) => Promise<void>;
+export type ProductChanged = (tx: Tx, product: ProductChange) => Promise<void>;
+
+/** A product's name and price as of one version (the event other services keep copies from). */
+export interface ProductChange {
+  tenantId: string;
+  sku: string;
+  name: string;
+  price: number;
+  version: number;
+}
 
 /** The inventory module's front door: catalogue, stock levels and reservations. */
 export function createInventory(options: { currency: string; onProductChanged?: ProductChanged }) {
@@ -85,18 +94,21 @@ export function createInventory(options: { currency: string; onProductChanged?: 
         .insert(products)
         .values({ tenantId, sku, name, price, currency })
         .onConflictDoNothing()
-        .returning({ sku: products.sku });
-      if (inserted.length === 1) {
+        .returning({ version: products.version });
+      let version = inserted[0]?.version;
+      if (version !== undefined) {
         const stock = args.stock ?? 0;
         await tx.insert(stockLevels).values({ tenantId, sku, initial: stock, available: stock });
       } else {
         if (args.stock !== undefined) return refuse("USE_STOCK_ADJUSTMENT");
-        await tx
+        const [updated] = await tx
           .update(products)
-          .set({ name, price, updatedAt: sql`now()` })
-          .where(and(eq(products.tenantId, tenantId), eq(products.sku, sku)));
+          .set({ name, price, version: sql`${products.version} + 1`, updatedAt: sql`now()` })
+          .where(and(eq(products.tenantId, tenantId), eq(products.sku, sku)))
+          .returning({ version: products.version });
+        version = (updated as { version: number }).version;
       }
-      await options.onProductChanged?.(tx, { tenantId, sku, name, price });
+      await options.onProductChanged?.(tx, { tenantId, sku, name, price, version });
       const product = (await getProduct(tx, tenantId, sku)) as Product;
       return ok({ product, created: inserted.length === 1 });
     },

@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { bigint, bigserial, check, index, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
+import { bigint, bigserial, check, index, integer, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
 
 const money = (name: string) => bigint(name, { mode: "number" });
 const count = (name: string) => bigint(name, { mode: "number" });
@@ -12,6 +12,8 @@ export const products = pgTable(
     name: text("name").notNull(),
     price: money("price").notNull(),
     currency: text("currency").notNull(),
+    /** Counts the changes of name and price, so copies kept from events can tell newer from older. */
+    version: integer("version").notNull().default(1),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },

@@ -3,6 +3,7 @@ import type { Database, Queryable, TenantOptions, Tx } from "../../db/client.ts"
 import type { Clock } from "../../kit/clock.ts";
 import { type Cursor, encodeCursor, page } from "../../kit/cursor.ts";
 import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
+import type { Outbox } from "../../kit/outbox.ts";
 import type { PricedLine } from "../coupons/pricing.ts";
 import type { Address } from "../shipping/schema.ts";
 import type { TransitionEvent, TransitionHooks } from "./hooks.ts";
@@ -17,7 +18,7 @@ import {
   type PaymentStatus,
   type ShipmentStatus,
 } from "./schema.ts";
-import { canTransition } from "./state-machine.ts";
+import { canMove, canMovePayment, type OrderActor } from "./state-machine.ts";
 
 export type OrderRow = typeof orders.$inferSelect;
 
@@ -73,12 +74,12 @@ export interface Viewer {
 
 export type TransitionRefusal = "INVALID_TRANSITION" | "VERSION_MISMATCH" | "TRANSITION_VETOED";
 
-type OrderPatch = Partial<
+/** What a move may change besides the status and the payment status, which only move() sets. */
+export type OrderPatch = Partial<
   Pick<
     OrderRow,
     | "discount"
     | "total"
-    | "paymentStatus"
     | "externalTxnId"
     | "cancelReason"
     | "paymentDueAt"
@@ -88,6 +89,62 @@ type OrderPatch = Partial<
     | "shipmentStatus"
   >
 >;
+
+/**
+ * What every order event carries: the order as it is after the change, with its version, so a
+ * consumer that keeps a copy applies an event only if it is newer than what it has (events may arrive
+ * out of order).
+ */
+export interface OrderSnapshot {
+  id: string;
+  tenantId: string;
+  userId: string;
+  status: OrderStatus;
+  version: number;
+  total: number;
+  currency: string;
+  paymentMethod: PaymentMethod;
+  paymentStatus: PaymentStatus;
+  externalTxnId: string | null;
+  cancelReason: CancelReason | null;
+  shipment: { waybill: string; carrier: string | null; trackingNumber: string | null; status: ShipmentStatus } | null;
+}
+
+/** Topics of the order events: one per status reached, and `order.updated` for a change without a status move. */
+export const ORDER_EVENT_TOPIC_PATTERN = "order.*";
+export const orderEventTopic = (status: OrderStatus | null) => (status ? `order.${status.toLowerCase()}` : "order.updated");
+
+function snapshotOf(row: OrderRow): OrderSnapshot {
+  return {
+    id: row.id,
+    tenantId: row.tenantId,
+    userId: row.userId,
+    status: row.status,
+    version: row.version,
+    total: row.total,
+    currency: row.currency,
+    paymentMethod: row.paymentMethod,
+    paymentStatus: row.paymentStatus,
+    externalTxnId: row.externalTxnId,
+    cancelReason: row.cancelReason,
+    shipment: row.shipmentWaybill
+      ? { waybill: row.shipmentWaybill, carrier: row.shipmentCarrier, trackingNumber: row.shipmentTrackingNumber, status: row.shipmentStatus ?? "pending" }
+      : null,
+  };
+}
+
+/** One move of an order: a status move, a payment move, or both, made on behalf of `by`. */
+export interface Move {
+  order: OrderRow;
+  by: OrderActor;
+  /** The new status; omitted for a change of the payment alone. */
+  to?: OrderStatus;
+  /** The new payment status, checked against its own table of moves. */
+  payment?: PaymentStatus;
+  reason: string | null;
+  expectedVersion?: number | undefined;
+  patch?: OrderPatch;
+}
 
 // Items and history come with the order in the same SQL statement (lateral join + json_agg), not N+1.
 const withRelations = {
@@ -135,8 +192,11 @@ const visibleTo = (viewer: Viewer) =>
   and(eq(orders.tenantId, viewer.tenantId), viewer.admin ? undefined : eq(orders.userId, viewer.userId));
 
 /** The orders module's front door: the order records and the one function that moves them. */
-export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
-  const { hooks, clock } = deps;
+export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbox: Outbox }) {
+  const { hooks, clock, outbox } = deps;
+
+  const announce = (tx: Tx, row: OrderRow, status: OrderStatus | null) =>
+    outbox.enqueue(tx, { tenantId: row.tenantId, topic: orderEventTopic(status), payload: snapshotOf(row) });
 
   async function getOrder(q: Queryable, viewer: Viewer, orderId: string): Promise<OrderView | undefined> {
     const row = await q.query.orders.findFirst({ where: and(eq(orders.id, orderId), visibleTo(viewer)), with: withRelations });
@@ -183,7 +243,9 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
         const veto = await hooks.vetoOf(event);
         if (veto) return refuse("TRANSITION_VETOED", veto);
       }
-      await tx.insert(orders).values({
+      const [row] = await tx
+        .insert(orders)
+        .values({
         id: draft.id,
         tenantId: draft.tenantId,
         orderNumber: sql`'ORD-' || nextval('order_number_seq')`,
@@ -203,11 +265,13 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
         shipmentStatus: draft.shipment?.status ?? null,
         createdAt: at,
         updatedAt: at,
-      });
+      })
+        .returning();
       await tx.insert(orderItems).values(draft.lines.map((l) => ({ tenantId: draft.tenantId, orderId: draft.id, ...l })));
       await tx.insert(orderHistory).values(
         events.map((e) => ({ tenantId: e.tenantId, orderId: e.orderId, from: e.from, to: e.to, reason: e.reason, at })),
       );
+      await announce(tx, row as OrderRow, draft.status);
       moves.push(...events);
       return ok(undefined);
     },
@@ -223,42 +287,55 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
     },
 
     /**
-     * The one function that moves an order: checks the transition table and the expected version,
-     * asks the before-hooks, compare-and-sets the version, appends history. The caller's transaction
-     * holds the row lock (lockOrder); the move's event is queued for the after-hooks.
+     * The one function that changes an order after it was recorded: checks that `by` may make the
+     * status move and that the payment move is in its table, checks the expected version, asks the
+     * before-hooks, compare-and-sets the version, appends history and writes the order's event to the
+     * outbox, all in the caller's transaction (which holds the row lock: lockOrder).
      */
-    async transition(
-      tx: Tx,
-      moves: TransitionEvent[],
-      args: { order: OrderRow; to: OrderStatus; reason: string | null; expectedVersion?: number | undefined; patch?: OrderPatch },
-    ): Promise<Outcome<OrderRow, TransitionRefusal>> {
-      const { order, to, reason } = args;
+    async move(tx: Tx, moves: TransitionEvent[], args: Move): Promise<Outcome<OrderRow, TransitionRefusal>> {
+      const { order, to, payment, reason, by } = args;
       if (args.expectedVersion !== undefined && args.expectedVersion !== order.version) {
         return refuse("VERSION_MISMATCH", `the order is at version ${order.version}`);
       }
-      if (!canTransition(order.status, to)) return refuse("INVALID_TRANSITION", `an order cannot move from ${order.status} to ${to}`);
+      if (to !== undefined && !canMove(order.status, to, by)) {
+        return refuse("INVALID_TRANSITION", `an order cannot move from ${order.status} to ${to}${to === order.status ? "" : ` on behalf of ${by}`}`);
+      }
+      if (payment !== undefined && payment !== order.paymentStatus && !canMovePayment(order.paymentStatus, payment)) {
+        return refuse("INVALID_TRANSITION", `the order's payment cannot move from ${order.paymentStatus} to ${payment}`);
+      }
       const at = clock.now();
-      const event: TransitionEvent = { tenantId: order.tenantId, orderId: order.id, from: order.status, to, reason, version: order.version + 1, at };
-      const veto = await hooks.vetoOf(event);
+      const event: TransitionEvent | undefined =
+        to === undefined ? undefined : { tenantId: order.tenantId, orderId: order.id, from: order.status, to, reason, version: order.version + 1, at };
+      const veto = event && (await hooks.vetoOf(event));
       if (veto) return refuse("TRANSITION_VETOED", veto);
       const [updated] = await tx
         .update(orders)
-        .set({ ...args.patch, status: to, version: event.version, updatedAt: at })
+        .set({ ...args.patch, status: to ?? order.status, paymentStatus: payment ?? order.paymentStatus, version: order.version + 1, updatedAt: at })
         .where(and(eq(orders.id, order.id), eq(orders.version, order.version)))
         .returning();
       if (!updated) return refuse("VERSION_MISMATCH", "the order changed meanwhile");
-      await tx.insert(orderHistory).values({ tenantId: order.tenantId, orderId: order.id, from: order.status, to, reason, at });
-      moves.push(event);
+      if (event) {
+        await tx.insert(orderHistory).values({ tenantId: order.tenantId, orderId: order.id, from: order.status, to: event.to, reason, at });
+        moves.push(event);
+      }
+      await announce(tx, updated, to ?? null);
       return ok(updated);
     },
 
-    /** Keeps the copy of a product's name and price (from the inventory service's events). */
-    async rememberProduct(tx: Tx, product: { tenantId: string; sku: string; name: string; price: number }): Promise<void> {
+    /**
+     * Keeps the copy of a product's name and price (from the inventory service's events). Events may
+     * arrive out of order: an older version never overwrites a newer one.
+     */
+    async rememberProduct(tx: Tx, product: { tenantId: string; sku: string; name: string; price: number; version: number }): Promise<void> {
       const entry = { ...product, updatedAt: clock.now() };
       await tx
         .insert(catalogueEntries)
         .values(entry)
-        .onConflictDoUpdate({ target: [catalogueEntries.tenantId, catalogueEntries.sku], set: { name: entry.name, price: entry.price, updatedAt: entry.updatedAt } });
+        .onConflictDoUpdate({
+          target: [catalogueEntries.tenantId, catalogueEntries.sku],
+          set: { name: entry.name, price: entry.price, version: entry.version, updatedAt: entry.updatedAt },
+          setWhere: sql`${catalogueEntries.version} < excluded.version`,
+        });
     },
 
     /** Names and prices from the copy; a SKU missing from the map is unknown. */
@@ -268,16 +345,6 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock }) {
         .from(catalogueEntries)
         .where(and(eq(catalogueEntries.tenantId, tenantId), inArray(catalogueEntries.sku, skus)));
       return new Map(found.map((r) => [r.sku, { name: r.name, price: r.price }]));
-    },
-
-    /** Changes an order's details without moving it (e.g. money arrived for a cancelled order). */
-    async updateOrder(tx: Tx, order: OrderRow, patch: OrderPatch): Promise<OrderRow | undefined> {
-      const [updated] = await tx
-        .update(orders)
-        .set({ ...patch, version: order.version + 1, updatedAt: clock.now() })
-        .where(and(eq(orders.id, order.id), eq(orders.version, order.version)))
-        .returning();
-      return updated;
     },
 
     /** Claims CREATED orders whose payment is overdue (and not captured), skipping rows another worker holds. Across tenants. */

@@ -115,6 +115,8 @@ export const catalogueEntries = pgTable(
     sku: text("sku").notNull(),
     name: text("name").notNull(),
     price: bigint("price", { mode: "number" }).notNull(),
+    /** The product's version this copy is of: an older event never overwrites a newer copy. */
+    version: integer("version").notNull().default(0),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull(),
   },
   (t) => [primaryKey({ columns: [t.tenantId, t.sku] })],

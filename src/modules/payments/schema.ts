@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
-import { bigint, bigserial, check, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import { bigint, bigserial, check, integer, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import type { OrderStatus, PaymentMethod, PaymentStatus } from "../orders/schema.ts";
 
 export const wallets = pgTable(
   "wallets",
@@ -29,8 +30,10 @@ export const walletEntries = pgTable(
 );
 
 /**
- * Money reported by the payment provider, one row per (order, provider transaction). At most one
- * capture per order; money for an order that can no longer be paid is kept as refund_pending.
+ * Money reported by the payment provider, one row per (order, provider transaction, reported outcome):
+ * the same report again is a duplicate, a different outcome for the same transaction (succeeded after
+ * failed) is news. At most one capture per order; money for an order that can no longer be paid is
+ * kept as refund_pending.
  */
 export const payments = pgTable(
   "payments",
@@ -38,20 +41,24 @@ export const payments = pgTable(
     tenantId: text("tenant_id").notNull(),
     orderId: text("order_id").notNull(),
     externalTxnId: text("external_txn_id").notNull(),
+    /** What the provider reported. */
+    outcome: text("outcome", { enum: ["succeeded", "failed"] }).notNull().default("succeeded"),
     amount: bigint("amount", { mode: "number" }).notNull(),
     currency: text("currency").notNull(),
-    status: text("status", { enum: ["captured", "failed", "refund_pending"] }).notNull(),
+    /** What became of the money. */
+    status: text("status", { enum: ["captured", "failed", "refund_pending", "refunded"] }).notNull(),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [
-    primaryKey({ columns: [t.tenantId, t.orderId, t.externalTxnId] }),
+    primaryKey({ columns: [t.tenantId, t.orderId, t.externalTxnId, t.outcome] }),
     uniqueIndex("payments_one_capture_per_order").on(t.tenantId, t.orderId).where(sql`${t.status} = 'captured'`),
   ],
 );
 
 /**
- * What the payments service knows of an external-payment order (split deployment), from the orders
- * service's events: the amount due, and whether it can still be paid.
+ * What the payments service knows of each order (split deployment), kept from the orders service's
+ * events: the amount due, its payment method, and its status and payment status as of `orderVersion`.
+ * Events may arrive out of order; an older version never overwrites a newer one.
  */
 export const paymentIntents = pgTable(
   "payment_intents",
@@ -60,7 +67,10 @@ export const paymentIntents = pgTable(
     orderId: text("order_id").notNull(),
     amount: bigint("amount", { mode: "number" }).notNull(),
     currency: text("currency").notNull(),
-    status: text("status", { enum: ["open", "paid", "closed"] }).notNull(),
+    paymentMethod: text("payment_method").$type<PaymentMethod>().notNull().default("external"),
+    orderStatus: text("order_status").$type<OrderStatus>().notNull().default("CREATED"),
+    paymentStatus: text("payment_status").$type<PaymentStatus>().notNull().default("pending"),
+    orderVersion: integer("order_version").notNull().default(0),
     updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.tenantId, t.orderId] })],

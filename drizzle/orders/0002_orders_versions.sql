@@ -1,0 +1,1 @@
+ALTER TABLE "order_catalogue" ADD COLUMN "version" integer DEFAULT 0 NOT NULL;
