@@ -87,6 +87,17 @@ describe.each(cases)("payment callback on $name", ({ database, strategy }) => {
     expect((await callback(report(order))).json().status).toBe("PAID");
   });
 
+  it("pays on a success reported after a failure of the same provider transaction: news, not a duplicate", async () => {
+    const order = await placeExternal();
+    const txn = { externalTxnId: "retried-1" };
+    expect((await callback(report(order, { ...txn, status: "failed" }))).json()).toEqual({ orderId: order.id, status: "CREATED", duplicate: false });
+    expect((await callback(report(order, txn))).json()).toEqual({ orderId: order.id, status: "PAID", duplicate: false });
+    expect((await callback(report(order, txn))).json()).toEqual({ orderId: order.id, status: "PAID", duplicate: true });
+    expect((await callback(report(order, { ...txn, status: "failed" }))).json()).toMatchObject({ orderId: order.id, duplicate: true });
+    expect(await getOrder(order.id)).toMatchObject({ status: "PAID", payment: { status: "captured", externalTxnId: "retried-1" } });
+    expect(await invariantViolations(h.services.database.db)).toEqual([]);
+  });
+
   it("refuses a wrong amount or currency with 422 AMOUNT_MISMATCH, the order untouched", async () => {
     const order = await placeExternal();
     for (const extra of [{ amount: order.total - 1 }, { amount: order.total + 1 }, { currency: "USD" }]) {

@@ -82,7 +82,7 @@ export interface PostgresOptions {
 export function openPostgres(url: string, options: PostgresOptions = {}): Database {
   const pool = new pg.Pool({
     connectionString: url,
-    max: options.max ?? 20,
+    max: options.max ?? 10,
     connectionTimeoutMillis: 5_000,
     options: options.lockTimeoutMs ? `-c lock_timeout=${options.lockTimeoutMs}` : undefined,
   });

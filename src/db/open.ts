@@ -19,7 +19,7 @@ export async function openDatabase(
     await database.migrate();
     return database;
   }
-  const database = openPostgres(databaseUrl, options);
+  const database = openPostgres(databaseUrl, { max: config.dbPoolMax, ...options });
   try {
     await database.ping();
   } catch (error) {

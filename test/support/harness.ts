@@ -49,6 +49,27 @@ export function duplicatingBus(): Bus {
   };
 }
 
+/** An in-process bus whose deliveries wait while it is held: a saga stops mid-flight until release(). */
+export function gatedBus(): Bus & { hold(): void; release(): void } {
+  const inner = createInProcessBus();
+  let gate: Promise<void> | undefined;
+  let open = () => {};
+  return {
+    ...inner,
+    async publish(message) {
+      while (gate) await gate;
+      await inner.publish(message);
+    },
+    hold() {
+      gate ??= new Promise<void>((resolve) => (open = resolve));
+    },
+    release() {
+      gate = undefined;
+      open();
+    },
+  };
+}
+
 export async function createHarness(
   database: Database,
   options: { clock?: Clock; env?: Record<string, string>; strategy?: Strategy; bus?: Bus } = {},
