@@ -63,6 +63,30 @@ describe.runIf(postgresUrl())("notifications after a PostgreSQL outage (proxy)",
     expect(changes).toEqual([false, true]);
   });
 
+  it("answers /readyz with 503 naming notifications while the listener is down, and 200 once it is back", async () => {
+    const { database, proxy } = await proxied();
+    // The saga strategy: its relay and settlement waiter listen (the local strategy does not).
+    const h = await createHarness(database, { strategy: "saga" });
+    closers.push(() => h.close());
+    const ready = await h.call("GET", "/readyz");
+    expect(ready.status).toBe(200);
+    expect(ready.body.checks).toMatchObject({ database: "ok", notifications: "ok" });
+
+    proxy.cut();
+    await waitFor(() => database.notifications() === "down", "the loss to be seen", 2_000);
+    const during = await h.call("GET", "/readyz");
+    expect(during.status).toBe(503);
+    expect(during.headers["content-type"]).toMatch(/^application\/problem\+json/);
+    expect(during.body).toMatchObject({ status: 503, code: "SERVICE_UNAVAILABLE" });
+    expect(during.body.detail).toMatch(/notifications/);
+    await sleep(OUTAGE_MS);
+    expect((await h.call("GET", "/readyz")).status).toBe(503);
+    proxy.restore();
+
+    await waitFor(async () => (await h.call("GET", "/readyz")).status === 200, "/readyz to be ready again", 8_000);
+    expect((await h.call("GET", "/readyz")).body.checks).toMatchObject({ database: "ok", notifications: "ok" });
+  });
+
   it("serves the relay and the settlement waiter from one LISTEN connection", async () => {
     const { direct, database } = await proxied();
     const h = await createHarness(database, { strategy: "saga" });
