@@ -76,6 +76,13 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
         { name: "database", ping: () => services.database.ping() },
         ...(services.config.redisUrl ? [{ name: "cache", ping: () => services.rateLimiter.ping() }] : []),
         ...(services.strategy === "saga" ? [{ name: "broker", ping: () => services.bus.ping() }] : []),
+        // The relay (every process) and the settlement waiters listen; without NOTIFY they fall back to polling.
+        {
+          name: "notifications",
+          ping: async () => {
+            if (services.database.notifications() === "down") throw new Error("the LISTEN connection is being re-established");
+          },
+        },
       ],
     }),
   );

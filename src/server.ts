@@ -22,6 +22,12 @@ export interface Running {
   close(): Promise<void>;
 }
 
+/** While LISTEN is down, outbox rows and settled orders are found by polling (up to 1 s late), and /readyz answers 503. */
+const logNotifications = (log: Logger) => (live: boolean, error?: unknown) => {
+  if (live) log.info("notifications are live again (LISTEN re-established)");
+  else log.warn({ err: error }, "notifications lost: polling until LISTEN is re-established");
+};
+
 /**
  * A split service's database and bus: its own URL if it runs alone and one is set, else DATABASE_URL;
  * only its own tables migrated; RabbitMQ reached before it serves.
@@ -33,7 +39,13 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger): Pro
   if (!config.amqpUrl) throw new ConfigError("AMQP_URL", "is required to serve split services (--services other than all)");
   const own = roles.length === 1 ? config.serviceDatabaseUrls[roles[0] as ServiceName] : undefined;
   const variable = own ? `ORDERLY_${(roles[0] as string).toUpperCase()}_DATABASE_URL` : "DATABASE_URL";
-  const database = await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, url: own ?? config.databaseUrl, variable, sets: roles });
+  const database = await openDatabase(config, {
+    lockTimeoutMs: DEFAULT_WAIT_MS,
+    onNotificationsChange: logNotifications(log),
+    url: own ?? config.databaseUrl,
+    variable,
+    sets: roles,
+  });
   const deadLetters = createDeadLetters({ clock: systemClock, newId });
   const bus = createRabbitBus({
     url: config.amqpUrl,
@@ -61,7 +73,9 @@ export async function startServer(config: Config, options: { demo: boolean; role
   const split = roles.length < SERVICE_NAMES.length;
   const log = pino({ level: config.logLevel, base: { service: split ? roles.join(",") : "orderly" } });
   const secrets = resolveSecrets(config);
-  const { database, bus } = split ? await openSplit(config, roles, log) : { database: await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS }), bus: undefined };
+  const { database, bus } = split
+    ? await openSplit(config, roles, log)
+    : { database: await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, onNotificationsChange: logNotifications(log) }), bus: undefined };
   const services = createServices({ config, database, secrets, log, ...(bus ? { bus, roles, retryDelaysMs: config.retryDelaysMs } : {}) });
   try {
     await services.rateLimiter.ready();

@@ -108,7 +108,7 @@ describe("rate limits over HTTP", () => {
       (await b.call("GET", "/api/v1/products", { token: tokenB })).status,
     ];
     expect(statuses).toEqual([200, 200, 200, 429]);
-    expect((await a.call("GET", "/readyz")).body.checks).toEqual({ database: "ok", cache: "ok" });
+    expect((await a.call("GET", "/readyz")).body.checks).toEqual({ database: "ok", cache: "ok", notifications: "ok" });
   });
 
   it("lets requests through when Redis cannot be reached, rather than failing the shop", async () => {

@@ -54,11 +54,18 @@ export interface Database {
   ping(): Promise<void>;
   /**
    * Calls onNotify for every NOTIFY on the channel (delivered when the notifying transaction
-   * commits, in every process on this database). Resolves to a function that stops listening.
+   * commits, in every process on this database). On PostgreSQL also with "" each time its listening
+   * connection is (re)established: a NOTIFY sent while nothing listened is lost, so the caller looks
+   * for such work then. Resolves to a function that stops listening.
    */
   listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  /** Whether NOTIFYs reach this process now (readiness, metrics). PGlite's never stop while something listens. */
+  notifications(): NotificationState;
   close(): Promise<void>;
 }
+
+/** "off": nothing listens; "live": NOTIFYs arrive; "down": the listening connection is lost and being re-established. */
+export type NotificationState = "off" | "live" | "down";
 
 const MIGRATIONS = resolve(dirname(fileURLToPath(import.meta.url)), "../../drizzle");
 
@@ -77,6 +84,8 @@ export interface PostgresOptions {
   lockTimeoutMs?: number;
   /** Sees every statement with its parameters (the benchmark records the placement's SQL with it). */
   queryLogger?: QueryLogger;
+  /** Told when notifications are lost (with the error) and when they are live again (server.ts logs both). */
+  onNotificationsChange?: (live: boolean, error?: unknown) => void;
 }
 
 export function openPostgres(url: string, options: PostgresOptions = {}): Database {
@@ -89,6 +98,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   // An idle client that loses its server must not crash the process; the pool replaces it.
   pool.on("error", () => {});
   const db = drizzlePg(pool, { schema, logger: options.queryLogger ?? false }) as unknown as Db;
+  const listener = createListener(url, options.onNotificationsChange);
   return {
     db,
     kind: "postgres",
@@ -109,33 +119,126 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     async ping() {
       await pool.query("select 1");
     },
-    listen: (channel, onNotify) => listenPostgres(url, channel, onNotify),
-    close: () => pool.end(),
+    listen: listener.listen,
+    notifications: listener.state,
+    async close() {
+      await listener.close();
+      await pool.end();
+    },
   };
 }
 
-/** LISTEN on a connection of its own, re-established after it drops (callers also poll meanwhile). */
-async function listenPostgres(url: string, channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
-  let client: pg.Client | undefined;
-  let stopped = false;
+const FIRST_RETRY_MS = 100;
+const MAX_RETRY_MS = 5_000;
+
+/**
+ * One connection LISTENing on every channel of this process. After any loss, however long, it is
+ * opened again with capped exponential backoff and jitter and re-issues every LISTEN; callers poll
+ * meanwhile. A server that closes the connection may only make it emit `end`, so both count as a loss.
+ */
+function createListener(url: string, onChange: (live: boolean, error?: unknown) => void = () => {}) {
+  const channels = new Map<string, Set<(payload: string) => void>>();
+  let live: pg.Client | undefined; // listening on every channel
+  let opening: Promise<void> | undefined;
   let retry: NodeJS.Timeout | undefined;
-  const connect = async (): Promise<void> => {
-    const next = new pg.Client({ connectionString: url });
-    next.on("notification", (notification) => onNotify(notification.payload ?? ""));
-    next.on("error", () => {
-      next.end().catch(() => {});
-      if (!stopped) retry = setTimeout(() => connect().catch(() => {}), 1_000);
-    });
-    await next.connect();
-    await next.query(`listen "${channel.replaceAll('"', "")}"`);
-    client = next;
-    onNotify(""); // anything committed while not listening is picked up now
+  let failures = 0;
+  let down = false; // as last told to onChange
+
+  const deliver = (channel: string, payload: string) => {
+    for (const onNotify of [...(channels.get(channel) ?? [])]) onNotify(payload);
   };
-  await connect();
-  return async () => {
-    stopped = true;
+
+  function open(): void {
+    const attempt: Promise<void> = connect().finally(() => {
+      if (opening === attempt) opening = undefined;
+    });
+    opening = attempt;
+  }
+
+  async function connect(): Promise<void> {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000, keepAlive: true, application_name: "orderly-listen" });
+    let gone = false;
+    const lose = (error: unknown) => {
+      if (gone) return;
+      gone = true;
+      client.end().catch(() => {});
+      if (live === client) live = undefined;
+      if (channels.size === 0) return; // stopped on purpose
+      if (!down) {
+        down = true;
+        onChange(false, error);
+      }
+      const delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** failures++) * (0.8 + 0.4 * Math.random());
+      retry = setTimeout(() => {
+        retry = undefined;
+        open();
+      }, delay);
+    };
+    client.on("error", lose);
+    client.on("end", () => lose(new Error("the LISTEN connection closed")));
+    client.on("notification", (notification) => deliver(notification.channel, notification.payload ?? ""));
+    try {
+      await client.connect();
+      // Iterating the live map also covers channels added while this runs.
+      for (const channel of channels.keys()) await client.query(`listen ${client.escapeIdentifier(channel)}`);
+    } catch (error) {
+      lose(error);
+      return;
+    }
+    if (gone) return;
+    if (channels.size === 0) {
+      gone = true; // every listener stopped while this connected
+      await client.end().catch(() => {});
+      return;
+    }
+    live = client;
+    failures = 0;
+    if (down) {
+      down = false;
+      onChange(true);
+    }
+    for (const channel of [...channels.keys()]) deliver(channel, "");
+  }
+
+  async function close(): Promise<void> {
+    channels.clear();
     clearTimeout(retry);
-    await client?.end().catch(() => {});
+    retry = undefined;
+    down = false;
+    const client = live;
+    live = undefined;
+    await Promise.all([opening, client?.end().catch(() => {})]);
+  }
+
+  return {
+    state: (): NotificationState => (channels.size === 0 ? "off" : live ? "live" : "down"),
+
+    async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
+      const entry = (payload: string) => onNotify(payload); // its own identity, so one function may listen twice
+      const callbacks = channels.get(channel);
+      if (callbacks) callbacks.add(entry);
+      else {
+        channels.set(channel, new Set([entry]));
+        const client = live;
+        // A LISTEN that fails ends the connection, which counts as its loss: the next one issues it again.
+        if (client) await client.query(`listen ${client.escapeIdentifier(channel)}`).catch(() => client.end().catch(() => {}));
+        else if (!opening && !retry) open();
+      }
+      await opening; // settles once connected or after a failed attempt: callers poll until a retry succeeds
+      let stopped = false;
+      return async () => {
+        if (stopped) return;
+        stopped = true;
+        const set = channels.get(channel);
+        set?.delete(entry);
+        if (!set || set.size > 0) return;
+        channels.delete(channel);
+        if (channels.size === 0) await close();
+        else await live?.query(`unlisten ${live.escapeIdentifier(channel)}`).catch(() => {});
+      };
+    },
+
+    close,
   };
 }
 
@@ -189,6 +292,7 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
     throw error;
   }
   const db = drizzlePglite(client, { schema }) as unknown as Db;
+  let listeners = 0;
   return {
     db,
     kind: "pglite",
@@ -201,10 +305,17 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
     },
     async listen(channel, onNotify) {
       const unlisten = await client.listen(channel, (payload) => onNotify(payload));
+      listeners++;
+      let stopped = false;
       return async () => {
+        if (stopped) return;
+        stopped = true;
+        listeners--;
         if (!client.closed) await unlisten();
       };
     },
+    // In-process: notifications cannot be lost while the database is open.
+    notifications: () => (listeners > 0 && !client.closed ? "live" : "off"),
     async close() {
       try {
         if (!client.closed) await client.close();

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { type Config, ConfigError } from "../config.ts";
-import { type Database, type MigrationSet, openPglite, openPostgres } from "./client.ts";
+import { type Database, type MigrationSet, openPglite, openPostgres, type PostgresOptions } from "./client.ts";
 
 /**
  * The configured database, reachable and migrated, or a ConfigError naming the variable. A split
@@ -8,7 +8,7 @@ import { type Database, type MigrationSet, openPglite, openPostgres } from "./cl
  */
 export async function openDatabase(
   config: Config,
-  options: { lockTimeoutMs?: number; url?: string; variable?: string; sets?: readonly MigrationSet[] } = {},
+  options: Pick<PostgresOptions, "lockTimeoutMs" | "onNotificationsChange"> & { url?: string; variable?: string; sets?: readonly MigrationSet[] } = {},
 ): Promise<Database> {
   const databaseUrl = options.url ?? config.databaseUrl;
   if (!databaseUrl) {

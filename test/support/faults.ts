@@ -83,6 +83,8 @@ export async function withPostgresStopped<T>(ms: number, during: () => Promise<T
 export interface CuttableProxy {
   /** The local port clients connect to instead of the service's. */
   port: number;
+  /** Connections clients have opened through the proxy so far, refused ones included. */
+  readonly opened: number;
   /** Replaces host:port in a URL with the proxy's. */
   url(serviceUrl: string): string;
   /** Drops every open connection and refuses new ones until restore(). */
@@ -95,7 +97,9 @@ export interface CuttableProxy {
 export async function cuttableProxy(targetPort: number): Promise<CuttableProxy> {
   const sockets = new Set<Socket>();
   let open = true;
+  let opened = 0;
   const server: Server = createServer((client) => {
+    opened++;
     if (!open) {
       client.destroy();
       return;
@@ -116,6 +120,9 @@ export async function cuttableProxy(targetPort: number): Promise<CuttableProxy> 
   const port = typeof address === "object" && address ? address.port : 0;
   return {
     port,
+    get opened() {
+      return opened;
+    },
     url(serviceUrl) {
       const url = new URL(serviceUrl);
       url.hostname = "127.0.0.1";
