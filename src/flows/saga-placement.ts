@@ -123,7 +123,9 @@ export function createSagaPlacement(deps: SagaPlacementDeps): Placement & { star
   return {
     async start() {
       unlisten = await database.listen(SETTLED_CHANNEL, (orderId) => {
-        for (const wake of [...(waiters.get(orderId) ?? [])]) wake();
+        // "" after LISTEN was re-established: settlements meanwhile went unheard, so every waiter looks.
+        const woken = orderId === "" ? [...waiters.values()].flatMap((set) => [...set]) : [...(waiters.get(orderId) ?? [])];
+        for (const wake of woken) wake();
       });
     },
 
