@@ -3,11 +3,13 @@ import fastifySwaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { Logger } from "pino";
+import type { z } from "zod";
 import { AppError } from "./kit/errors.ts";
 import { authenticate, registerRequestContext, requestIdOf, startTrace } from "./http/context.ts";
 import { registerIdempotency } from "./http/idempotency.ts";
 import { registerProblemHandlers, sendProblem } from "./http/problem.ts";
 import { rateLimit } from "./http/rate-limit.ts";
+import { withSafeText } from "./http/schemas.ts";
 import { accountRoutes } from "./http/routes/accounts.ts";
 import { couponRoutes } from "./http/routes/coupons.ts";
 import { opsRoutes } from "./http/routes/ops.ts";
@@ -33,7 +35,8 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
       sendProblem(request, reply, tooLong ? new AppError("URI_TOO_LONG", "a path segment is longer than 256 characters") : new AppError("VALIDATION_FAILED", "the URL is not valid"));
     },
   });
-  app.setValidatorCompiler(validatorCompiler);
+  // Every request part is checked for text no database can hold before its route's schema (schemas.ts).
+  app.setValidatorCompiler<z.ZodType>(({ schema, ...route }) => validatorCompiler({ ...route, schema: withSafeText(schema) }));
   app.setSerializerCompiler(serializerCompiler);
 
   // An empty JSON body (e.g. POST /orders/{id}/cancel with a JSON content type) means "no body".

@@ -37,6 +37,9 @@ const STATUS_CODES: Record<number, ProblemCode> = {
 };
 
 const BUSY = new Set(["55P03", "40P01", "40001", "57014", "53300"]);
+// 22021: a byte sequence invalid in UTF-8 (PostgreSQL's answer to U+0000 in text); 22P05: a character
+// it cannot translate (U+0000 in jsonb). The edge refuses such text first; this is the last line.
+const UNSTORABLE_TEXT = new Set(["22021", "22P05"]);
 
 /** Maps whatever a request threw to a problem. Unknown errors become a 500 that leaks nothing. */
 function toAppError(error: FastifyError): AppError {
@@ -59,6 +62,7 @@ function toAppError(error: FastifyError): AppError {
     return new AppError(code, status === 413 ? "the body is larger than 1 MiB" : error.message);
   }
   const state = sqlState(error);
+  if (state && UNSTORABLE_TEXT.has(state)) return new AppError("VALIDATION_FAILED", "the request holds text that cannot be stored (a NUL character)");
   if (state && BUSY.has(state)) return new AppError("SERVICE_UNAVAILABLE", "the database is busy; retry shortly");
   return new AppError("INTERNAL", "an unexpected error occurred; it was logged with this traceId");
 }

@@ -12,7 +12,46 @@ const Amount = z.number().int().min(1).max(1e12);
 const Money = z.number().int().describe("integer minor units (fen, cents)");
 const Currency = z.string().describe("ISO 4217");
 const Timestamp = z.string().describe("ISO 8601 UTC");
-const Text = (max: number) => z.string().trim().min(1).max(max);
+// Human text (names, address lines, carriers) is one line of printable text: no C0 control or DEL.
+const Text = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .regex(/^[^\x00-\x1f\x7f]*$/, "must not contain control characters");
+
+// U+0000, which PostgreSQL refuses in text (22021) and jsonb (22P05), and a lone UTF-16 surrogate,
+// which has no UTF-8 form (refused in jsonb, silently stored as U+FFFD in text). With the u flag a
+// paired surrogate is one code point, so \p{Cs} matches only a lone one.
+const UNSAFE_TEXT = /[\u0000\p{Cs}]/u;
+const UNSAFE_TEXT_MESSAGE = "must not contain U+0000 (NUL) or a lone UTF-16 surrogate";
+
+/** Adds an issue for every string, object key included, anywhere in a request part that holds unsafe text. */
+function refuseUnsafeText(part: unknown, ctx: z.RefinementCtx): void {
+  // Iterative: a 1 MiB body can nest deeper than the call stack allows.
+  const stack: [value: unknown, path: (string | number)[]][] = [[part, []]];
+  while (stack.length > 0) {
+    const [value, path] = stack.pop() as [unknown, (string | number)[]];
+    if (typeof value === "string") {
+      if (UNSAFE_TEXT.test(value)) ctx.addIssue({ code: "custom", path, message: UNSAFE_TEXT_MESSAGE, input: value });
+    } else if (Array.isArray(value)) {
+      value.forEach((item, index) => stack.push([item, [...path, index]]));
+    } else if (value !== null && typeof value === "object") {
+      for (const [key, item] of Object.entries(value)) {
+        if (UNSAFE_TEXT.test(key)) ctx.addIssue({ code: "custom", path: [...path, key], message: `its name ${UNSAFE_TEXT_MESSAGE}`, input: key });
+        stack.push([item, [...path, key]]);
+      }
+    }
+  }
+}
+
+/**
+ * What every request part (params, querystring, headers, body) is validated with: no unsafe text
+ * anywhere, then the route's own schema. Applied once, by the validator compiler (app.ts), so no
+ * route can forget it and it runs after a route's own preValidation (the callback's HMAC).
+ */
+export const withSafeText = <T extends z.ZodType>(schema: T) => z.unknown().superRefine(refuseUnsafeText).pipe(schema);
 
 export const ListQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(100).default(20),
