@@ -62,7 +62,10 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
       info: {
         title: "Orderly API",
         version: "1.0.0",
-        description: "Order placement that moves stock, wallet, coupon and shipment document together or not at all.",
+        description:
+          "Order placement that moves stock, wallet, coupon and shipment document together or not at all. " +
+          "Errors are RFC 9457 problem+json with a stable `code`. A string holding U+0000 or a lone UTF-16 surrogate, anywhere in a request, " +
+          "answers 400 VALIDATION_FAILED naming the field in `errors`; while the database is unreachable, 503 SERVICE_UNAVAILABLE with Retry-After.",
       },
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } } },
       security: [{ bearer: [] }],

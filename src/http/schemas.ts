@@ -212,5 +212,5 @@ export const PaymentCallbackBody = z.object({
 });
 export const PaymentCallbackAnswer = z.object({ orderId: z.string(), status: z.enum(ORDER_STATUSES), duplicate: z.boolean() });
 
-/** Problem answers a route can give, for the docs. */
-export const problems = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, Problem]));
+/** Problem answers a route can give, for the docs; any route can answer 503 while the database is unreachable. */
+export const problems = (...statuses: number[]) => Object.fromEntries([...statuses, 503].map((s) => [s, Problem]));
