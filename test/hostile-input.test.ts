@@ -88,6 +88,14 @@ describe.each(testDatabases())("hostile text at the edge on $name", (database) =
     expect((await h.call("GET", "/api/v1/products/NEW", { token: admin })).status).toBe(404);
   });
 
+  it("finds a NUL at any depth of a deeply nested body, and reports the shallowest first", async () => {
+    const deep = `{"items":${'["\\u0000",'.repeat(90_000)}1${"]".repeat(90_000)}}`;
+    const r = await h.app.inject({ method: "POST", url: "/api/v1/orders", headers: { authorization: `Bearer ${cus}`, "content-type": "application/json" }, payload: deep });
+    expect([r.statusCode, r.json().code]).toEqual([400, "VALIDATION_FAILED"]);
+    expect(r.json().errors[0].path).toBe("body.items.0");
+    expect(r.json().errors.length).toBeLessThanOrEqual(10);
+  });
+
   it("refuses a correctly signed payment callback whose body holds a NUL or a lone surrogate, after the signature", async () => {
     const send = (report: object, sign = true) => {
       const payload = JSON.stringify(report);

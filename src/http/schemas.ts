@@ -27,20 +27,33 @@ const Text = (max: number) =>
 const UNSAFE_TEXT = /[\u0000\p{Cs}]/u;
 const UNSAFE_TEXT_MESSAGE = "must not contain U+0000 (NUL) or a lone UTF-16 surrogate";
 
-/** Adds an issue for every string, object key included, anywhere in a request part that holds unsafe text. */
+/** Adds an issue for each string, object key included, anywhere in a request part that holds unsafe text (the first few). */
 function refuseUnsafeText(part: unknown, ctx: z.RefinementCtx): void {
-  // Iterative: a 1 MiB body can nest deeper than the call stack allows.
-  const stack: [value: unknown, path: (string | number)[]][] = [[part, []]];
-  while (stack.length > 0) {
-    const [value, path] = stack.pop() as [unknown, (string | number)[]];
+  // Breadth first (the shallowest issues first), each path a link to its parent's, a few issues at
+  // most: a 1 MiB body can nest deeper than the call stack allows, and a path copied per level or
+  // per issue would take time quadratic in the depth.
+  type Path = { key: string | number; parent: Path } | undefined;
+  const pathOf = (at: Path) => {
+    const path: (string | number)[] = [];
+    for (let link = at; link; link = link.parent) path.push(link.key);
+    return path.reverse();
+  };
+  let issues = 0;
+  const refuse = (at: Path, message: string, input: string) => {
+    ctx.addIssue({ code: "custom", path: pathOf(at), message, input });
+    issues++;
+  };
+  const queue: [value: unknown, at: Path][] = [[part, undefined]];
+  for (let next = 0; next < queue.length && issues < 10; next++) {
+    const [value, at] = queue[next] as [unknown, Path];
     if (typeof value === "string") {
-      if (UNSAFE_TEXT.test(value)) ctx.addIssue({ code: "custom", path, message: UNSAFE_TEXT_MESSAGE, input: value });
+      if (UNSAFE_TEXT.test(value)) refuse(at, UNSAFE_TEXT_MESSAGE, value);
     } else if (Array.isArray(value)) {
-      value.forEach((item, index) => stack.push([item, [...path, index]]));
+      value.forEach((item, index) => queue.push([item, { key: index, parent: at }]));
     } else if (value !== null && typeof value === "object") {
       for (const [key, item] of Object.entries(value)) {
-        if (UNSAFE_TEXT.test(key)) ctx.addIssue({ code: "custom", path: [...path, key], message: `its name ${UNSAFE_TEXT_MESSAGE}`, input: key });
-        stack.push([item, [...path, key]]);
+        if (UNSAFE_TEXT.test(key)) refuse({ key, parent: at }, `its name ${UNSAFE_TEXT_MESSAGE}`, key);
+        queue.push([item, { key, parent: at }]);
       }
     }
   }
