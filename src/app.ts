@@ -3,11 +3,13 @@ import fastifySwaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { Logger } from "pino";
+import type { z } from "zod";
 import { AppError } from "./kit/errors.ts";
 import { authenticate, registerRequestContext, requestIdOf, startTrace } from "./http/context.ts";
 import { registerIdempotency } from "./http/idempotency.ts";
 import { registerProblemHandlers, sendProblem } from "./http/problem.ts";
 import { rateLimit } from "./http/rate-limit.ts";
+import { withSafeText } from "./http/schemas.ts";
 import { accountRoutes } from "./http/routes/accounts.ts";
 import { couponRoutes } from "./http/routes/coupons.ts";
 import { opsRoutes } from "./http/routes/ops.ts";
@@ -33,7 +35,8 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
       sendProblem(request, reply, tooLong ? new AppError("URI_TOO_LONG", "a path segment is longer than 256 characters") : new AppError("VALIDATION_FAILED", "the URL is not valid"));
     },
   });
-  app.setValidatorCompiler(validatorCompiler);
+  // Every request part is checked for text no database can hold before its route's schema (schemas.ts).
+  app.setValidatorCompiler<z.ZodType>(({ schema, ...route }) => validatorCompiler({ ...route, schema: withSafeText(schema) }));
   app.setSerializerCompiler(serializerCompiler);
 
   // An empty JSON body (e.g. POST /orders/{id}/cancel with a JSON content type) means "no body".
@@ -59,7 +62,10 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
       info: {
         title: "Orderly API",
         version: "1.0.0",
-        description: "Order placement that moves stock, wallet, coupon and shipment document together or not at all.",
+        description:
+          "Order placement that moves stock, wallet, coupon and shipment document together or not at all. " +
+          "Errors are RFC 9457 problem+json with a stable `code`. A string holding U+0000 or a lone UTF-16 surrogate, anywhere in a request, " +
+          "answers 400 VALIDATION_FAILED naming the field in `errors`; while the database is unreachable, 503 SERVICE_UNAVAILABLE with Retry-After.",
       },
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } } },
       security: [{ bearer: [] }],

@@ -97,6 +97,14 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   });
   // An idle client that loses its server must not crash the process; the pool replaces it.
   pool.on("error", () => {});
+  // Nor may a checked-out one: the pool listens only to idle clients, and an 'error' event nobody
+  // listens to is thrown. Its statement in flight fails anyway.
+  pool.on("connect", (client) => client.on("error", () => {}));
+  // drizzle sends BEGIN before the try/finally that releases its client, so a client whose connection
+  // died while idle fails BEGIN and is never given back: every outage would shrink the pool for good
+  // and end() would wait forever. Such a client goes back (and out) when its connection ends.
+  const checkOut = pool.connect.bind(pool);
+  pool.connect = ((callback?: Parameters<typeof checkOut>[0]) => (callback ? checkOut(callback) : checkOut().then(releasedWhenLost))) as typeof pool.connect;
   const db = drizzlePg(pool, { schema, logger: options.queryLogger ?? false }) as unknown as Db;
   const listener = createListener(url, options.onNotificationsChange);
   return {
@@ -126,6 +134,22 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       await pool.end();
     },
   };
+}
+
+/** Gives a checked-out client back to its pool when its connection ends; its holder's release() then does nothing. */
+function releasedWhenLost(client: pg.PoolClient): pg.PoolClient {
+  const release = client.release;
+  let released = false;
+  const releaseOnce = (error?: Error | boolean) => {
+    if (released) return;
+    released = true;
+    client.removeListener("end", lost);
+    release(error);
+  };
+  const lost = () => releaseOnce(new Error("the connection to the database ended"));
+  client.once("end", lost);
+  client.release = releaseOnce;
+  return client;
 }
 
 const FIRST_RETRY_MS = 100;

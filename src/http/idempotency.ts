@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { Database, Tx } from "../db/client.ts";
+import { isDatabaseUnavailable } from "../db/errors.ts";
 import { AppError } from "../kit/errors.ts";
 import { fingerprintOf, type Idempotency, type IdempotencyClaim, type StoredResponse } from "../kit/idempotency.ts";
 
@@ -73,7 +74,9 @@ export function registerIdempotency(app: FastifyInstance, deps: { idempotency: I
       }
     } catch (error) {
       // The answer still goes out; the claim expires after its lease and a retry runs afresh.
-      request.log.error({ err: error }, "storing the idempotent answer failed");
+      // An outage is already logged as such (problem.ts): a warning here, not a second stack.
+      if (isDatabaseUnavailable(error)) request.log.warn("storing the idempotent answer failed: the database cannot be reached");
+      else request.log.error({ err: error }, "storing the idempotent answer failed");
     }
     return payload;
   });

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
-import { sqlState } from "../db/errors.ts";
+import { isDatabaseBusy, isDatabaseUnavailable, sqlState } from "../db/errors.ts";
 import { AppError, type FieldError, type ProblemCode, titleOf } from "../kit/errors.ts";
 import { IdempotencyClaimLost } from "../kit/idempotency.ts";
 
@@ -36,7 +36,9 @@ const STATUS_CODES: Record<number, ProblemCode> = {
   429: "RATE_LIMITED",
 };
 
-const BUSY = new Set(["55P03", "40P01", "40001", "57014", "53300"]);
+// 22021: a byte sequence invalid in UTF-8 (PostgreSQL's answer to U+0000 in text); 22P05: a character
+// it cannot translate (U+0000 in jsonb). The edge refuses such text first; this is the last line.
+const UNSTORABLE_TEXT = new Set(["22021", "22P05"]);
 
 /** Maps whatever a request threw to a problem. Unknown errors become a 500 that leaks nothing. */
 function toAppError(error: FastifyError): AppError {
@@ -59,15 +61,29 @@ function toAppError(error: FastifyError): AppError {
     return new AppError(code, status === 413 ? "the body is larger than 1 MiB" : error.message);
   }
   const state = sqlState(error);
-  if (state && BUSY.has(state)) return new AppError("SERVICE_UNAVAILABLE", "the database is busy; retry shortly");
+  if (state && UNSTORABLE_TEXT.has(state)) return new AppError("VALIDATION_FAILED", "the request holds text that cannot be stored (a NUL character)");
+  if (isDatabaseUnavailable(error)) return new AppError("SERVICE_UNAVAILABLE", "the database cannot be reached; retry shortly");
+  if (isDatabaseBusy(error)) return new AppError("SERVICE_UNAVAILABLE", "the database is busy; retry shortly");
   return new AppError("INTERNAL", "an unexpected error occurred; it was logged with this traceId");
+}
+
+/** The message of the error at the bottom of a cause chain: drizzle's wrapper quotes the statement and its parameters. */
+function innermostMessage(error: Error): string {
+  let inner = error;
+  while (inner.cause instanceof Error) inner = inner.cause;
+  return inner.message;
 }
 
 export function registerProblemHandlers(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const problem = toAppError(error);
-    if (problem.status >= 500) request.log.error({ err: error }, "request failed");
-    if (problem.code === "SERVICE_UNAVAILABLE") reply.header("retry-after", "1");
+    if (problem.code === "SERVICE_UNAVAILABLE") {
+      // An outage fails every request alike: one warning line each, without a stack, not an error.
+      request.log.warn({ reason: innermostMessage(error), sqlState: sqlState(error) }, `request refused: ${problem.detail}`);
+      reply.header("retry-after", "1");
+    } else if (problem.status >= 500) {
+      request.log.error({ err: error }, "request failed");
+    }
     return sendProblem(request, reply, problem);
   });
   app.setNotFoundHandler((request, reply) =>

@@ -12,7 +12,59 @@ const Amount = z.number().int().min(1).max(1e12);
 const Money = z.number().int().describe("integer minor units (fen, cents)");
 const Currency = z.string().describe("ISO 4217");
 const Timestamp = z.string().describe("ISO 8601 UTC");
-const Text = (max: number) => z.string().trim().min(1).max(max);
+// Human text (names, address lines, carriers) is one line of printable text: no C0 control or DEL.
+const Text = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .regex(/^[^\x00-\x1f\x7f]*$/, "must not contain control characters");
+
+// U+0000, which PostgreSQL refuses in text (22021) and jsonb (22P05), and a lone UTF-16 surrogate,
+// which has no UTF-8 form (refused in jsonb, silently stored as U+FFFD in text). With the u flag a
+// paired surrogate is one code point, so \p{Cs} matches only a lone one.
+const UNSAFE_TEXT = /[\u0000\p{Cs}]/u;
+const UNSAFE_TEXT_MESSAGE = "must not contain U+0000 (NUL) or a lone UTF-16 surrogate";
+
+/** Adds an issue for each string, object key included, anywhere in a request part that holds unsafe text (the first few). */
+function refuseUnsafeText(part: unknown, ctx: z.RefinementCtx): void {
+  // Breadth first (the shallowest issues first), each path a link to its parent's, a few issues at
+  // most: a 1 MiB body can nest deeper than the call stack allows, and a path copied per level or
+  // per issue would take time quadratic in the depth.
+  type Path = { key: string | number; parent: Path } | undefined;
+  const pathOf = (at: Path) => {
+    const path: (string | number)[] = [];
+    for (let link = at; link; link = link.parent) path.push(link.key);
+    return path.reverse();
+  };
+  let issues = 0;
+  const refuse = (at: Path, message: string, input: string) => {
+    ctx.addIssue({ code: "custom", path: pathOf(at), message, input });
+    issues++;
+  };
+  const queue: [value: unknown, at: Path][] = [[part, undefined]];
+  for (let next = 0; next < queue.length && issues < 10; next++) {
+    const [value, at] = queue[next] as [unknown, Path];
+    if (typeof value === "string") {
+      if (UNSAFE_TEXT.test(value)) refuse(at, UNSAFE_TEXT_MESSAGE, value);
+    } else if (Array.isArray(value)) {
+      value.forEach((item, index) => queue.push([item, { key: index, parent: at }]));
+    } else if (value !== null && typeof value === "object") {
+      for (const [key, item] of Object.entries(value)) {
+        if (UNSAFE_TEXT.test(key)) refuse({ key, parent: at }, `its name ${UNSAFE_TEXT_MESSAGE}`, key);
+        queue.push([item, { key, parent: at }]);
+      }
+    }
+  }
+}
+
+/**
+ * What every request part (params, querystring, headers, body) is validated with: no unsafe text
+ * anywhere, then the route's own schema. Applied once, by the validator compiler (app.ts), so no
+ * route can forget it and it runs after a route's own preValidation (the callback's HMAC).
+ */
+export const withSafeText = <T extends z.ZodType>(schema: T) => z.unknown().superRefine(refuseUnsafeText).pipe(schema);
 
 export const ListQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(100).default(20),
@@ -173,5 +225,5 @@ export const PaymentCallbackBody = z.object({
 });
 export const PaymentCallbackAnswer = z.object({ orderId: z.string(), status: z.enum(ORDER_STATUSES), duplicate: z.boolean() });
 
-/** Problem answers a route can give, for the docs. */
-export const problems = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, Problem]));
+/** Problem answers a route can give, for the docs; any route can answer 503 while the database is unreachable. */
+export const problems = (...statuses: number[]) => Object.fromEntries([...statuses, 503].map((s) => [s, Problem]));

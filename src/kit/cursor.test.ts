@@ -10,6 +10,12 @@ describe("cursors", () => {
     }
   });
 
+  it("rejects a cursor whose key holds a NUL, a lone surrogate or other non-printable text", () => {
+    const forged = (k: string) => Buffer.from(JSON.stringify({ t: "2026-01-02T03:04:05.678Z", k })).toString("base64url");
+    expect(decodeCursor(forged("SKU-1"))).toBeDefined();
+    for (const k of ["a\u0000b", "\u0000", "a\ud800", "\udc00", "a\u0007", "", "x".repeat(129)]) expect(decodeCursor(forged(k)), JSON.stringify(k)).toBeUndefined();
+  });
+
   it("gives a next cursor only when there are more rows", () => {
     expect(page([1, 2], 2, String)).toEqual({ data: [1, 2], nextCursor: null });
     expect(page([1, 2, 3], 2, String)).toEqual({ data: [1, 2], nextCursor: "2" });

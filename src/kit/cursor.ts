@@ -8,13 +8,17 @@ export function encodeCursor(at: Date, key: string): string {
   return Buffer.from(JSON.stringify({ t: at.toISOString(), k: key })).toString("base64url");
 }
 
+// Keys are ids and SKUs: printable ASCII. Anything else (a NUL, a lone surrogate) never came from
+// this server and must not reach a query, where PostgreSQL would refuse it with an error.
+const KEY = /^[\x21-\x7e]{1,128}$/;
+
 /** Returns undefined for anything that is not a cursor this server made. */
 export function decodeCursor(text: string): Cursor | undefined {
   try {
     const value: unknown = JSON.parse(Buffer.from(text, "base64url").toString("utf8"));
     if (!value || typeof value !== "object") return undefined;
     const { t, k } = value as { t?: unknown; k?: unknown };
-    if (typeof t !== "string" || typeof k !== "string") return undefined;
+    if (typeof t !== "string" || typeof k !== "string" || !KEY.test(k)) return undefined;
     const at = new Date(t);
     return Number.isNaN(at.getTime()) ? undefined : { at, key: k };
   } catch {
