@@ -59,6 +59,8 @@ export function orderRoutes(deps: {
           description:
             "Headers: `Idempotency-Key` (recommended), `Prefer: respond-async` or `Prefer: wait=N` (seconds, default 3). " +
             "201 with the order PAID (balance) or CREATED (external); 202 with the order still PENDING. " +
+            "409 OUT_OF_STOCK, INSUFFICIENT_FUNDS or COUPON_UNAVAILABLE: nothing taken (in the split deployment the order recorded PENDING ends CANCELLED; its id is `orderId`); " +
+            "409 PLACEMENT_FAILED with `orderId` when a placement ended for another reason (a service did not answer in time), nothing taken. " +
             "The same Idempotency-Key with the same body answers the first answer again (header Idempotent-Replayed: true); " +
             "with another body 422 IDEMPOTENCY_KEY_REUSED; while the first still runs 409 IDEMPOTENCY_KEY_IN_USE. Keys are kept at least 24 h.",
           body: PlaceOrderBody,
@@ -130,8 +132,17 @@ export function orderRoutes(deps: {
       response: { 200: Order, ...problems(400, 401, 403, 404, 409, 412) },
     });
 
-    app.post("/orders/:id/cancel", { schema: moveSchema("Cancel an order awaiting payment (owner or admin)") }, async (request, reply) =>
-      sendOrder(reply, await moves.cancel(viewerOf(request), request.params.id, expectedVersion(request))),
+    app.post(
+      "/orders/:id/cancel",
+      {
+        schema: {
+          ...moveSchema("Cancel an order awaiting payment (owner or admin)"),
+          description:
+            "CREATED → CANCELLED: its stock and coupon come back. A PENDING order belongs to its placement and cannot be cancelled (409 INVALID_TRANSITION); " +
+            'neither can one whose payment was captured. Accepts `If-Match: W/"<version>"`; a stale version answers 412 VERSION_MISMATCH.',
+        },
+      },
+      async (request, reply) => sendOrder(reply, await moves.cancel(viewerOf(request), request.params.id, expectedVersion(request))),
     );
 
     app.post(
