@@ -92,7 +92,9 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   const pool = new pg.Pool({
     connectionString: url,
     max: options.max ?? 10,
-    connectionTimeoutMillis: 5_000,
+    // How long a request may queue for a connection. A server that is down refuses at once; this wait
+    // is for bursts (a flash sale queues for the pool rather than being told 503).
+    connectionTimeoutMillis: 20_000,
     options: options.lockTimeoutMs ? `-c lock_timeout=${options.lockTimeoutMs}` : undefined,
   });
   // An idle client that loses its server must not crash the process; the pool replaces it.

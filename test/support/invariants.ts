@@ -50,7 +50,7 @@ export async function invariantViolations(where: ServiceDatabases): Promise<stri
     if (r.status === "reserved" && order?.status !== "PENDING" && order?.status !== "CREATED") {
       violations.push(`reservation of order ${r.order_id} outlives it (status ${order?.status ?? "none"})`);
     }
-    if (r.status === "sold" && !paid(order?.status)) violations.push(`stock sold to order ${r.order_id}, which is ${order?.status ?? "missing"}`);
+    if (r.status === "sold" && order && !paid(order.status)) violations.push(`stock sold to order ${r.order_id}, which is ${order.status}`);
   }
   for (const o of orders.filter((o) => paid(o.status))) {
     if (!o.shipment_waybill) violations.push(`paid order ${o.id} has no waybill`);
