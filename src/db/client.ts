@@ -88,6 +88,12 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   });
   // An idle client that loses its server must not crash the process; the pool replaces it.
   pool.on("error", () => {});
+  pool.on("connect", (client) => {
+    // Nor one checked out between two statements (a transaction awaiting other work): pg-pool listens
+    // only on idle clients, so without this the loss is an uncaught error. Its next query fails instead.
+    client.on("error", () => {});
+    releaseWhenBeginFails(client);
+  });
   const db = drizzlePg(pool, { schema, logger: options.queryLogger ?? false }) as unknown as Db;
   return {
     db,
@@ -111,6 +117,31 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     },
     listen: (channel, onNotify) => listenPostgres(url, channel, onNotify),
     close: () => pool.end(),
+  };
+}
+
+/**
+ * drizzle-orm 0.45 sends a transaction's BEGIN before the try/finally that releases its pool client
+ * (drizzle-orm#6023, #6241): when BEGIN fails, as it does on a connection that died while idle, the
+ * client is never released and the pool loses that slot for good; after a few database outages it
+ * has none left and every request hangs. This releases such a client with the error (pg-pool then
+ * destroys it). Remove once drizzle releases it itself.
+ */
+function releaseWhenBeginFails(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  const isBegin = (config: unknown) => typeof config === "object" && config !== null && /^\s*begin\b/i.test(String((config as { text?: unknown }).text ?? ""));
+  (client as { query: unknown }).query = (...args: unknown[]) => {
+    const result = query(...args);
+    if (isBegin(args[0]) && result instanceof Promise) {
+      result.catch((error: unknown) => {
+        try {
+          client.release(error instanceof Error ? error : new Error(String(error)));
+        } catch {
+          // already released: nothing leaked
+        }
+      });
+    }
+    return result;
   };
 }
 
