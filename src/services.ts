@@ -5,14 +5,14 @@ import { SERVICE_NAMES, type Config, type ServiceName } from "./config.ts";
 import type { Database } from "./db/client.ts";
 import { backlogOf } from "./kit/backlog.ts";
 import { createOrderMoves, type OrderMoves } from "./flows/order-moves.ts";
-import { createIntentPaymentCallback, createPaymentCallback, type HandlePaymentReport } from "./flows/payment-callback.ts";
+import { createIntentPaymentCallback, createPaymentCallback, type HandlePaymentReport, PAYMENT_TOPICS } from "./flows/payment-callback.ts";
 import { createPaymentTimeouts, type PaymentTimeouts } from "./flows/payment-timeouts.ts";
 import { createPlacement, type Placement, type PlaceOptions, type PlaceOrderInput, type PlacementResult } from "./flows/place-order.ts";
-import { couponSteps, inventorySteps, shippingSteps, walletSteps } from "./flows/saga-participants.ts";
+import { couponSteps, inventorySteps, STEP, shippingSteps, walletSteps } from "./flows/saga-participants.ts";
 import { ordersPaymentSubscriptions, paymentsPaymentSubscriptions, type ReleaseHolds, sagaReleaseHolds } from "./flows/saga-payments.ts";
 import { createSagaPlacement, type SagaPlacement } from "./flows/saga-placement.ts";
 import { createBarrier } from "./kit/barrier.ts";
-import type { Bus, Subscription } from "./kit/bus.ts";
+import type { Bus, BusTopologyEntry, Subscription } from "./kit/bus.ts";
 import { createDeadLetters, type DeadLetters } from "./kit/dead-letters.ts";
 import { inboxHandler } from "./kit/inbox.ts";
 import { createOutbox, type Outbox } from "./kit/outbox.ts";
@@ -80,8 +80,24 @@ export interface ServiceDeps {
   retryDelaysMs?: number[];
 }
 
+/**
+ * Every bus consumer of the split deployment and the topics it takes, as wireSaga and
+ * flows/saga-payments.ts subscribe them. Every process declares all of it on RabbitMQ, so a message
+ * sent before its consumer's service first started waits in that consumer's queue.
+ */
+export const BUS_TOPOLOGY: readonly BusTopologyEntry[] = [
+  { consumer: "inventory", topics: [`inventory.${STEP.reserveStock}`] },
+  { consumer: "coupons", topics: [`coupons.${STEP.redeemCoupon}`] },
+  { consumer: "payments", topics: [`payments.${STEP.debitWallet}`] },
+  { consumer: "shipping", topics: [`shipping.${STEP.createShipment}`] },
+  { consumer: "orders-saga", topics: [SAGA_REPLY_TOPIC] },
+  { consumer: "orders-catalogue", topics: ["inventory.product-changed"] },
+  { consumer: "orders-payments", topics: [PAYMENT_TOPICS.captured, PAYMENT_TOPICS.refundPending] },
+  { consumer: "payments-intents", topics: [PAYMENT_TOPICS.expected, PAYMENT_TOPICS.closed, PAYMENT_TOPICS.refundNeeded] },
+];
+
 /** Every bus consumer a deployment declares (one durable queue each on RabbitMQ). */
-export const BUS_CONSUMERS = ["inventory", "coupons", "payments", "shipping", "orders-saga", "orders-catalogue", "orders-payments", "payments-intents"] as const;
+export const BUS_CONSUMERS: readonly string[] = BUS_TOPOLOGY.map((entry) => entry.consumer);
 
 /**
  * Wires the modules and flows on one database handle. Without a bus: the all-in-one shape, placing
