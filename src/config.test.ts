@@ -13,6 +13,7 @@ describe("configuration", () => {
       rateLimitBurst: 100,
       currency: "CNY",
       demo: undefined,
+      retentionHours: 168,
     });
   });
 
@@ -28,6 +29,8 @@ describe("configuration", () => {
     ["ORDERLY_DEMO", "yes"],
     ["ORDERLY_JWT_SECRET", "short"],
     ["ORDERLY_RETRY_DELAYS_MS", "1s,2s"],
+    ["ORDERLY_RETENTION_HOURS", "12"],
+    ["ORDERLY_RETENTION_HOURS", "a week"],
   ])("refuses %s=%s with an error naming the variable", (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(new RegExp(`^${variable}: `));

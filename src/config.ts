@@ -31,6 +31,8 @@ export interface Config {
   paymentTimeoutMs: number;
   /** Delays between retries of saga steps and outbox messages (split deployment). */
   retryDelaysMs: number[];
+  /** ORDERLY_RETENTION_HOURS: how long sent messages, inbox rows, barriers and finished sagas are kept. */
+  retentionHours: number;
   rateLimitRps: number;
   rateLimitBurst: number;
   currency: string;
@@ -98,6 +100,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
         .transform((list) => list.split(",").map(Number)),
       [1_000, 2_000, 4_000, 8_000, 16_000],
     ),
+    // At least a day: inbox rows and barriers must outlast any redelivery (src/kit/retention.ts).
+    retentionHours: parse(env, "ORDERLY_RETENTION_HOURS", integer(24, 24 * 3650), 168),
     rateLimitRps: parse(env, "ORDERLY_RATE_LIMIT_RPS", integer(1, 1_000_000), 50),
     rateLimitBurst: parse(env, "ORDERLY_RATE_LIMIT_BURST", integer(1, 1_000_000), 100),
     currency: parse(env, "ORDERLY_CURRENCY", z.string().regex(/^[A-Z]{3}$/, "must be an ISO 4217 code such as CNY"), "CNY"),
