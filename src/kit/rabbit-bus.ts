@@ -122,12 +122,11 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
   let declared: Promise<void> = Promise.resolve();
   const readyListeners = new Set<() => void>();
   connection.on("connection", () => {
-    declared = declareTopology().then(
-      () => {
+    declared = declareTopology()
+      .catch((error: unknown) => log.error({ err: error }, "could not declare the RabbitMQ topology"))
+      .then(() => {
         for (const listener of readyListeners) listener();
-      },
-      (error: unknown) => log.error({ err: error }, "could not declare the RabbitMQ topology"),
-    );
+      });
   });
 
   // basic.return reaches us on a later tick than the confirm of the same message (the client emits
@@ -140,7 +139,7 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
   });
 
   /** Publishes with confirm and `mandatory`; MessageRejected when the broker nacks or returns it. */
-  async function send(target: { exchange: string; routingKey: string }, message: BusMessage, headers: Record<string, unknown> = {}) {
+  async function send(target: { exchange: string; routingKey: string }, message: BusMessage, headers: Record<string, unknown> = {}, timeoutMs = publishTimeoutMs) {
     const key = String(++sends);
     returns.set(key, undefined);
     try {
@@ -158,7 +157,7 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
           [SEND]: key,
         },
       };
-      await withTimeout(publisher.send(envelope, message.payload), publishTimeoutMs, "RabbitMQ publish confirm");
+      await withTimeout(publisher.send(envelope, message.payload), Math.max(timeoutMs, 1), "RabbitMQ publish confirm");
       await new Promise((resolve) => setImmediate(resolve));
       const returned = returns.get(key);
       if (returned !== undefined) {
@@ -232,10 +231,12 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
 
     async publish(message) {
       if (!connection.ready) throw new Error("RabbitMQ is not connected");
+      // One deadline for both, shorter than a relay's claim on the row.
+      const started = Date.now();
       await withTimeout(declared, publishTimeoutMs, "RabbitMQ topology declaration");
       // A re-drive goes to its one consumer's queue through the default exchange.
       const target = message.consumer === undefined ? { exchange, routingKey: message.topic } : { exchange: "", routingKey: queueOf(message.consumer) };
-      await send(target, message);
+      await send(target, message, {}, publishTimeoutMs - (Date.now() - started));
     },
 
     async subscribe({ consumer, topics, handler }: Subscription) {
