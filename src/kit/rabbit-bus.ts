@@ -13,6 +13,9 @@ const REDRIVE = "x-orderly-redrive";
 /** Ties a returned (unroutable) message to the publish that sent it. */
 const SEND = "x-orderly-send";
 const waitQueue = (queue: string, delayMs: number) => `${queue}.retry.${delayMs}ms`;
+const parkingQueue = (queue: string) => `${queue}.parking`;
+/** Every queue a consumer has: its work queue, its parking queue and one wait queue per delay. */
+const queuesOf = (queue: string, delays: readonly number[]) => [queue, parkingQueue(queue), ...delays.map((delay) => waitQueue(queue, delay))];
 /** The longest a consumer holds a message it could not move to a wait queue before handing it back. */
 const MAX_HOLD_MS = 2_000;
 
@@ -98,7 +101,7 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
         arguments: { "x-message-ttl": delay, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue },
       });
     }
-    await ch.queueDeclare({ queue: `${queue}.parking`, durable: true });
+    await ch.queueDeclare({ queue: parkingQueue(queue), durable: true });
     await ch.queueDeclare({ queue, durable: true });
     for (const routingKey of topics) await ch.queueBind({ exchange, queue, routingKey });
   }
@@ -223,7 +226,7 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
       return wait(last, { [ATTEMPT]: counted, [OUTAGES]: outages + 1 });
     }
     log.error({ consumer, messageId: message.id, topic: message.topic, reason }, "message dead-lettered and parked");
-    return moveTo(`${queue}.parking`, message, { [ATTEMPT]: counted, "x-orderly-reason": reason }, MAX_HOLD_MS);
+    return moveTo(parkingQueue(queue), message, { [ATTEMPT]: counted, "x-orderly-reason": reason }, MAX_HOLD_MS);
   }
 
   return {
@@ -283,10 +286,7 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
     /** Deletes this bus's queues and exchange (tests). */
     async purge() {
       for (const consumer of topology.keys()) {
-        const queue = queueOf(consumer);
-        for (const name of [queue, `${queue}.parking`, ...delays.map((delay) => waitQueue(queue, delay))]) {
-          await connection.queueDelete({ queue: name }).catch(() => {});
-        }
+        for (const queue of queuesOf(queueOf(consumer), delays)) await connection.queueDelete({ queue }).catch(() => {});
       }
       await connection.exchangeDelete({ exchange }).catch(() => {});
     },
@@ -299,10 +299,7 @@ export async function deleteRabbitTopology(url: string, prefix: string, consumer
   try {
     await connection.onConnect(5_000);
     for (const consumer of consumers) {
-      const queue = `${prefix}.${consumer}`;
-      for (const name of [queue, `${queue}.parking`, ...retryDelaysMs.map((delay) => waitQueue(queue, delay))]) {
-        await connection.queueDelete({ queue: name }).catch(() => {});
-      }
+      for (const queue of queuesOf(`${prefix}.${consumer}`, retryDelaysMs)) await connection.queueDelete({ queue }).catch(() => {});
     }
     await connection.exchangeDelete({ exchange: `${prefix}.events` }).catch(() => {});
   } finally {
