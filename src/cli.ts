@@ -4,7 +4,7 @@ import { createTokens, parseTtl, PrintableId, ROLES, type Role } from "./auth/to
 import { ConfigError, loadConfig, parseServices } from "./config.ts";
 import { openDatabase } from "./db/open.ts";
 import { systemClock } from "./kit/clock.ts";
-import { createDeadLetters } from "./kit/dead-letters.ts";
+import { createDeadLetters, type DeadLetterOutcome } from "./kit/dead-letters.ts";
 import { newId } from "./kit/ids.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
 import { startServer } from "./server.ts";
@@ -78,7 +78,7 @@ async function dlq(args: string[]) {
   const database = await openDatabase(loadConfig());
   try {
     const letters = createDeadLetters({ clock: systemClock, newId });
-    let result: unknown;
+    let outcome: DeadLetterOutcome;
     switch (action) {
       case "list": {
         const status = values.status === "all" ? undefined : (values.status as "open");
@@ -88,19 +88,20 @@ async function dlq(args: string[]) {
         return;
       }
       case "retry":
-        result = await letters.retry(database.db, id as string, values.actor);
+        outcome = await letters.retry(database.db, id as string, values.actor);
         break;
       case "skip":
-        result = await letters.skip(database.db, id as string, values.actor);
+        outcome = await letters.skip(database.db, id as string, values.actor);
         break;
       case "resolve":
-        result = await letters.resolve(database.db, id as string, values.actor, values.note as string);
+        outcome = await letters.resolve(database.db, id as string, values.actor, values.note as string);
         break;
       default:
         throw new ConfigError("dlq", `unknown action "${action}"; use list, retry, skip or resolve`);
     }
-    if (result && typeof result === "object" && "error" in result) throw new ConfigError("dlq", String(result.error));
-    process.stdout.write(`${JSON.stringify(result)}\n`);
+    // A refusal (unknown id, already closed, nothing to re-drive) is one line on stderr and a non-zero exit.
+    if (!outcome.ok) throw new ConfigError("dlq", outcome.detail ?? outcome.reason);
+    process.stdout.write(`${JSON.stringify(outcome.value)}\n`);
   } finally {
     await database.close();
   }

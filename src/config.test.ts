@@ -14,6 +14,7 @@ describe("configuration", () => {
       currency: "CNY",
       demo: undefined,
       dbPoolMax: 10,
+      retentionHours: 168,
     });
   });
 
@@ -30,6 +31,8 @@ describe("configuration", () => {
     ["ORDERLY_JWT_SECRET", "short"],
     ["ORDERLY_RETRY_DELAYS_MS", "1s,2s"],
     ["ORDERLY_DB_POOL_MAX", "0"],
+    ["ORDERLY_RETENTION_HOURS", "12"],
+    ["ORDERLY_RETENTION_HOURS", "a week"],
   ])("refuses %s=%s with an error naming the variable", (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(new RegExp(`^${variable}: `));

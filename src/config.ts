@@ -31,6 +31,8 @@ export interface Config {
   paymentTimeoutMs: number;
   /** Delays between retries of saga steps and outbox messages (split deployment). */
   retryDelaysMs: number[];
+  /** ORDERLY_RETENTION_HOURS: how long sent messages, inbox rows, barriers and finished sagas are kept. */
+  retentionHours: number;
   rateLimitRps: number;
   rateLimitBurst: number;
   /** ORDERLY_DB_POOL_MAX: connections per process to PostgreSQL. */
@@ -100,6 +102,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
         .transform((list) => list.split(",").map(Number)),
       [1_000, 2_000, 4_000, 8_000, 16_000],
     ),
+    // At least a day: inbox rows and barriers must outlast any redelivery (src/kit/retention.ts).
+    retentionHours: parse(env, "ORDERLY_RETENTION_HOURS", integer(24, 24 * 3650), 168),
     rateLimitRps: parse(env, "ORDERLY_RATE_LIMIT_RPS", integer(1, 1_000_000), 50),
     rateLimitBurst: parse(env, "ORDERLY_RATE_LIMIT_BURST", integer(1, 1_000_000), 100),
     dbPoolMax: parse(env, "ORDERLY_DB_POOL_MAX", integer(1, 1_000), 10),

@@ -13,7 +13,7 @@ import { newId } from "./kit/ids.ts";
 import { createRabbitBus } from "./kit/rabbit-bus.ts";
 import { startJobs } from "./ops/jobs.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
-import { createServices, type Services } from "./services.ts";
+import { BUS_TOPOLOGY, createServices, type Services } from "./services.ts";
 
 export interface Running {
   app: FastifyInstance;
@@ -52,8 +52,9 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger): Pro
     log,
     retryDelaysMs: config.retryDelaysMs,
     prefix: config.amqpPrefix,
+    topology: BUS_TOPOLOGY,
     onDeadLetter: async (message, consumer, reason) => {
-      await deadLetters.record(database.db, { tenantId: message.tenantId, source: "consumer", reference: message.id, consumer, reason });
+      await deadLetters.recordConsumerFailure(database.db, { message, consumer, reason });
     },
   });
   try {

@@ -3,7 +3,7 @@ import { sql } from "drizzle-orm";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Database, openPostgres, rows } from "../src/db/client.ts";
-import { type Bus, type BusMessage, createInProcessBus, topicMatches } from "../src/kit/bus.ts";
+import { type Bus, type BusMessage, createInProcessBus, MessageRejected, topicMatches } from "../src/kit/bus.ts";
 import { systemClock } from "../src/kit/clock.ts";
 import { createDeadLetters, type DeadLetters } from "../src/kit/dead-letters.ts";
 import { newId } from "../src/kit/ids.ts";
@@ -46,7 +46,7 @@ const buses = [{ name: "in-process" }, ...(amqpUrl() ? [{ name: "RabbitMQ" }] : 
 
 describe.each(buses)("outbox, relay and inbox over the $name bus", ({ name }) => {
   let database: Database;
-  let bus: Bus & { purge?: () => Promise<void> };
+  let bus: Bus & { purge?: () => Promise<void>; connection?: { onConnect(ms: number): Promise<void> } };
   let relay: Relay;
   let deadLetters: DeadLetters;
   const outbox = createOutbox({ clock: systemClock, newId });
@@ -62,10 +62,12 @@ describe.each(buses)("outbox, relay and inbox over the $name bus", ({ name }) =>
             log,
             retryDelaysMs: DELAYS,
             prefix: `orderly-test-${randomBytes(4).toString("hex")}`,
+            topology: [],
             onDeadLetter: async (message, consumer, reason) => {
-              await deadLetters.record(database.db, { tenantId: message.tenantId, source: "consumer", reference: message.id, consumer, reason });
+              await deadLetters.recordConsumerFailure(database.db, { message, consumer, reason });
             },
           });
+    await bus.connection?.onConnect(5_000);
     relay = createRelay({ database, bus, clock: systemClock, log, deadLetters, retryDelaysMs: DELAYS, pollMs: 100 });
   });
   afterEach(async () => {
@@ -148,10 +150,68 @@ describe.each(buses)("outbox, relay and inbox over the $name bus", ({ name }) =>
     expect(letter).toMatchObject({ reference: id, tenantId: "t1" });
     expect(letter?.reason).toContain("the warehouse system is down");
     healthy = true;
-    expect(await deadLetters.retry(database.db, letter?.id as string, "ops-1")).toMatchObject({ status: "retried" });
+    expect(await deadLetters.retry(database.db, letter?.id as string, "ops-1")).toMatchObject({ ok: true, value: { status: "retried" } });
     await waitFor(async () => (await handled("broken")).length === 1, "the retried delivery");
-    expect(await deadLetters.retry(database.db, letter?.id as string, "ops-1")).toEqual({ error: `dead letter ${letter?.id} is already retried` });
+    expect(await handled("broken")).toEqual([id]);
+    expect(await deadLetters.retry(database.db, letter?.id as string, "ops-1")).toEqual({
+      ok: false,
+      reason: "NOT_OPEN",
+      detail: `dead letter ${letter?.id} is already retried`,
+    });
     expect((await deadLetters.actions(database.db, letter?.id as string)).map((a) => [a.action, a.actor])).toEqual([["retry", "ops-1"]]);
+  });
+
+  it("delivers a re-drive to its one consumer only, under the original message id", async () => {
+    const payloads: unknown[] = [];
+    await bus.subscribe({ consumer: "failed-before", topics: ["order.*"], handler: inboxHandler(database, "failed-before", async (_tx, m) => void payloads.push(m.payload)) });
+    await bus.subscribe({ consumer: "bystander", topics: ["order.*"], handler: inboxHandler(database, "bystander", async () => {}) });
+    await relay.start();
+    const redrive = await database.tenant("t1", (tx) =>
+      outbox.enqueue(tx, { tenantId: "t1", topic: "order.placed", payload: { again: true }, consumer: "failed-before", redriveOf: "msg_original" }),
+    );
+    await waitFor(async () => (await handled("failed-before")).length === 1, "the re-drive");
+    expect(await handled("failed-before")).toEqual(["msg_original"]);
+    expect(payloads).toEqual([{ again: true }]);
+    await waitFor(async () => (await rows(database.db, sql`select 1 from outbox_messages where id = ${redrive} and status = 'published'`)).length === 1, "the row marked published");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await handled("bystander")).toEqual([]);
+  });
+
+  it("refuses a message no consumer would take, and the relay dead-letters it past its budget", async () => {
+    const ghost: BusMessage = { id: "msg_ghost", tenantId: "t1", topic: "order.placed", payload: {}, consumer: "ghost" };
+    await expect(bus.publish(ghost)).rejects.toBeInstanceOf(MessageRejected);
+    if (name === "RabbitMQ") {
+      // mandatory: a topic no queue is bound to comes back instead of vanishing
+      await expect(bus.publish({ id: "msg_nobody", tenantId: "t1", topic: "nobody.listens", payload: {} })).rejects.toBeInstanceOf(MessageRejected);
+    }
+    await relay.start();
+    const id = await database.tenant("t1", (tx) => outbox.enqueue(tx, { tenantId: "t1", topic: "order.placed", payload: {}, consumer: "ghost", redriveOf: "msg_x" }));
+    await waitFor(async () => (await deadLetters.list(database.db, { status: "open" })).length === 1, "the outbox dead letter");
+    expect((await deadLetters.list(database.db))[0]).toMatchObject({ source: "outbox", reference: id, topic: "order.placed" });
+    const [row] = await rows<{ status: string; attempts: number }>(database.db, sql`select status, attempts from outbox_messages where id = ${id}`);
+    expect(row).toEqual({ status: "dead", attempts: DELAYS.length + 1 });
+  });
+
+  it.runIf(name === "RabbitMQ")("keeps a message for a consumer no process runs yet: the topology it was given is declared", async () => {
+    const prefix = `orderly-test-${randomBytes(4).toString("hex")}`;
+    const topology = [{ consumer: "late", topics: ["order.*"] }];
+    const rabbit = (extra: Partial<Parameters<typeof createRabbitBus>[0]> = {}) =>
+      createRabbitBus({ url: amqpUrl() as string, log, retryDelaysMs: DELAYS, prefix, topology, onDeadLetter: async () => {}, ...extra });
+    const producer = rabbit();
+    let consumer: ReturnType<typeof rabbit> | undefined;
+    try {
+      await producer.connection.onConnect(5_000);
+      await waitFor(async () => (await producer.publish({ id: "msg_early", tenantId: "t1", topic: "order.placed", payload: { early: true } }).then(() => true)), "the first publish");
+      consumer = rabbit({ topology: [] });
+      const received: BusMessage[] = [];
+      await consumer.subscribe({ consumer: "late", topics: ["order.*"], handler: async (m) => void received.push(m) });
+      await waitFor(async () => received.length === 1, "the early message");
+      expect(received[0]).toMatchObject({ id: "msg_early", topic: "order.placed", payload: { early: true } });
+    } finally {
+      await producer.purge();
+      await consumer?.close();
+      await producer.close();
+    }
   });
 });
 

@@ -6,9 +6,13 @@ import { jwtVerify } from "jose";
 import { sql } from "drizzle-orm";
 import { afterAll, describe, expect, it } from "vitest";
 import { rows } from "../src/db/client.ts";
+import { pino } from "pino";
+import { createInProcessBus } from "../src/kit/bus.ts";
 import { createDeadLetters } from "../src/kit/dead-letters.ts";
+import { inboxHandler } from "../src/kit/inbox.ts";
 import { newId } from "../src/kit/ids.ts";
 import { createOutbox } from "../src/kit/outbox.ts";
+import { createRelay } from "../src/kit/relay.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
 
 const BIN = join(import.meta.dirname, "..", "bin", "orderly.mjs");
@@ -175,6 +179,58 @@ describe("orderly CLI", () => {
       expect((await run(["dlq", "list"], env)).stdout.trim()).toBe("");
       expect((await run(["dlq", "list", "--status", "all"], env)).stdout.trim().split("\n")).toHaveLength(3);
       expect((await letters.actions(database.db, first)).map((a) => [a.action, a.actor])).toEqual([["retry", "ops-ann"]]);
+    } finally {
+      await database.close();
+    }
+  });
+
+  it.runIf(postgresUrl())("re-drives a consumer's dead letter to that consumer once, and refuses what it cannot re-drive", async () => {
+    const database = await openTestPostgres();
+    try {
+      const clock = { now: () => new Date() };
+      const letters = createDeadLetters({ clock, newId });
+      const message = { id: "msg_original", tenantId: "t", topic: "order.placed", payload: { orderId: "ord_1" } };
+      const consumerLetter = await letters.recordConsumerFailure(database.db, { message, consumer: "shipping", reason: "label printer offline" });
+      const sagaLetter = await letters.record(database.db, { tenantId: "t", source: "saga", reference: "ord_x", reason: "compensation unanswered" });
+      const outboxLetter = await letters.record(database.db, { tenantId: "t", source: "outbox", reference: "msg_sent_elsewhere", reason: "broker said no" });
+      const env = { DATABASE_URL: database.url, ORDERLY_DATA_DIR: tempDir(), USER: "ops-ann" };
+
+      const retried = await run(["dlq", "retry", consumerLetter], env);
+      expect(retried.code).toBe(0);
+      expect(JSON.parse(retried.stdout)).toMatchObject({ id: consumerLetter, status: "retried" });
+
+      // A relay of that database sends it to the consumer that failed, under the original id; no one else sees it.
+      const handled: string[] = [];
+      const bus = createInProcessBus();
+      for (const consumer of ["shipping", "billing"]) {
+        await bus.subscribe({ consumer, topics: ["order.*"], handler: inboxHandler(database, consumer, async (_tx, m) => void handled.push(`${consumer} ${m.id}`)) });
+      }
+      const relay = createRelay({ database, bus, clock, log: pino({ level: "silent" }), deadLetters: letters, pollMs: 50 });
+      await relay.start();
+      try {
+        for (let i = 0; i < 200 && handled.length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+        await bus.publish({ ...message, consumer: "shipping" }); // delivered again: the inbox keeps it to one effect
+        await new Promise((r) => setTimeout(r, 200));
+      } finally {
+        await relay.stop();
+      }
+      expect(handled).toEqual(["shipping msg_original"]);
+
+      for (const [id, reason] of [
+        [sagaLetter, "a saga resends its own commands; nothing to re-drive"],
+        [outboxLetter, "outbox message msg_sent_elsewhere"],
+        ["dlq_unknown", "no dead letter dlq_unknown"],
+      ] as const) {
+        const refused = await run(["dlq", "retry", id], env);
+        expect(refused.code).not.toBe(0);
+        expect(refused.stdout).toBe("");
+        const lines = refused.stderr.trim().split("\n");
+        expect(lines).toHaveLength(1);
+        expect(lines[0]).toContain(reason);
+      }
+      // Refused letters stay open, with no action recorded against them.
+      expect((await letters.list(database.db, { status: "open" })).map((l) => l.id).sort()).toEqual([sagaLetter, outboxLetter].sort());
+      expect(await letters.actions(database.db, sagaLetter)).toEqual([]);
     } finally {
       await database.close();
     }

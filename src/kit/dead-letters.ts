@@ -1,31 +1,89 @@
+import { createHash } from "node:crypto";
 import { and, desc, eq, sql } from "drizzle-orm";
-import type { Db, Queryable } from "../db/client.ts";
+import type { Db, Queryable, Tx } from "../db/client.ts";
+import type { BusMessage } from "./bus.ts";
 import type { Clock } from "./clock.ts";
 import type { IdGenerator } from "./ids.ts";
-import { OUTBOX_CHANNEL } from "./outbox.ts";
+import { createOutbox, OUTBOX_CHANNEL } from "./outbox.ts";
+import { type Outcome, ok, refuse } from "./outcome.ts";
 import { deadLetterActions, deadLetters, outboxMessages } from "./schema.ts";
 
 export type DeadLetter = typeof deadLetters.$inferSelect;
 export type DeadLetterAction = "retry" | "skip" | "resolve";
+/** Why an action was refused: no such letter, already closed, or (retry) nothing this database can send again. */
+export type DeadLetterRefusal = "NOT_FOUND" | "NOT_OPEN" | "NOTHING_TO_REDRIVE";
+/** The letter after the action, or the refusal with a one-line `detail` for the operator. */
+export type DeadLetterOutcome = Outcome<DeadLetter, DeadLetterRefusal>;
+
+export interface NewDeadLetter {
+  tenantId: string;
+  source: DeadLetter["source"];
+  reference: string;
+  consumer?: string;
+  /** The message itself, so it can be re-driven from this database whichever database produced it. */
+  topic?: string;
+  payload?: unknown;
+  reason: string;
+  /** Makes recording idempotent: a second record with the same key records nothing (a redelivered failure). */
+  key?: string;
+}
 
 /** Dead letters: work that failed past its retry limit, kept with its reason; every operator action audited. */
 export function createDeadLetters(deps: { clock: Clock; newId: IdGenerator }) {
   const { clock, newId } = deps;
+  const outbox = createOutbox({ clock, newId });
 
-  async function act(db: Db, id: string, action: DeadLetterAction, actor: string, note: string | null): Promise<DeadLetter | { error: string }> {
-    return db.transaction(async (tx) => {
-      const [letter] = await tx.select().from(deadLetters).where(eq(deadLetters.id, id)).for("update");
-      if (!letter) return { error: `no dead letter ${id}` };
-      if (letter.status !== "open") return { error: `dead letter ${id} is already ${letter.status}` };
-      const now = clock.now();
-      if (action === "retry") {
+  async function record(q: Queryable, letter: NewDeadLetter): Promise<string> {
+    const { key, ...fields } = letter;
+    const id = key === undefined ? newId("dlq") : `dlq_${createHash("sha256").update(key).digest("hex").slice(0, 26)}`;
+    const now = clock.now();
+    await q
+      .insert(deadLetters)
+      .values({ id, ...fields, consumer: fields.consumer ?? null, topic: fields.topic ?? null, payload: fields.payload ?? null, status: "open", createdAt: now, updatedAt: now })
+      .onConflictDoNothing();
+    return id;
+  }
+
+  /** Sends the letter's work again, or says why it cannot. */
+  async function redrive(tx: Tx, letter: DeadLetter): Promise<DeadLetterOutcome | undefined> {
+    const now = clock.now();
+    switch (letter.source) {
+      case "saga":
+        return refuse("NOTHING_TO_REDRIVE", `dead letter ${letter.id} is a saga's: a saga resends its own commands; nothing to re-drive — resolve or skip it`);
+      case "outbox": {
         // The message goes out again under its own id: consumers that handled it skip it (inbox).
-        await tx
+        const found = await tx
           .update(outboxMessages)
           .set({ status: "pending", attempts: 0, nextAttemptAt: now, claimedUntil: null })
-          .where(eq(outboxMessages.id, letter.reference));
+          .where(eq(outboxMessages.id, letter.reference))
+          .returning({ id: outboxMessages.id });
+        if (found.length === 0) {
+          return refuse("NOTHING_TO_REDRIVE", `dead letter ${letter.id}: outbox message ${letter.reference} is not in this database; retry it against the database of the service that sent it`);
+        }
         await tx.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
+        return undefined;
       }
+      case "consumer": {
+        if (letter.consumer === null || letter.topic === null) {
+          return refuse("NOTHING_TO_REDRIVE", `dead letter ${letter.id} keeps no copy of its message; nothing to re-drive — resolve or skip it`);
+        }
+        // To the consumer that failed only, under the original id: its inbox still de-duplicates.
+        await outbox.enqueue(tx, { tenantId: letter.tenantId, topic: letter.topic, payload: letter.payload, consumer: letter.consumer, redriveOf: letter.reference });
+        return undefined;
+      }
+    }
+  }
+
+  async function act(db: Db, id: string, action: DeadLetterAction, actor: string, note: string | null): Promise<DeadLetterOutcome> {
+    return db.transaction(async (tx) => {
+      const [letter] = await tx.select().from(deadLetters).where(eq(deadLetters.id, id)).for("update");
+      if (!letter) return refuse("NOT_FOUND", `no dead letter ${id}`);
+      if (letter.status !== "open") return refuse("NOT_OPEN", `dead letter ${id} is already ${letter.status}`);
+      if (action === "retry") {
+        const refused = await redrive(tx, letter);
+        if (refused) return refused;
+      }
+      const now = clock.now();
       const status = ({ retry: "retried", skip: "skipped", resolve: "resolved" } as const)[action];
       const [updated] = await tx
         .update(deadLetters)
@@ -33,16 +91,29 @@ export function createDeadLetters(deps: { clock: Clock; newId: IdGenerator }) {
         .where(eq(deadLetters.id, id))
         .returning();
       await tx.insert(deadLetterActions).values({ deadLetterId: id, action, actor, note, at: now });
-      return updated as DeadLetter;
+      return ok(updated as DeadLetter);
     });
   }
 
   return {
-    async record(q: Queryable, letter: { tenantId: string; source: DeadLetter["source"]; reference: string; consumer?: string; reason: string }): Promise<string> {
-      const id = newId("dlq");
-      const now = clock.now();
-      await q.insert(deadLetters).values({ id, ...letter, consumer: letter.consumer ?? null, status: "open", createdAt: now, updatedAt: now });
-      return id;
+    record,
+
+    /**
+     * A message a consumer gave up on, with a copy of it, in the consumer's own database. Recording
+     * the same failure again (the message redelivered before it was parked) records nothing.
+     */
+    recordConsumerFailure(q: Queryable, failure: { message: BusMessage; consumer: string; reason: string }): Promise<string> {
+      const { message, consumer, reason } = failure;
+      return record(q, {
+        tenantId: message.tenantId,
+        source: "consumer",
+        reference: message.id,
+        consumer,
+        topic: message.topic,
+        payload: message.payload,
+        reason,
+        key: ["consumer", consumer, message.id, message.redriveId ?? ""].join("\u0000"),
+      });
     },
 
     list(db: Db, filter: { status?: DeadLetter["status"]; limit?: number } = {}): Promise<DeadLetter[]> {
@@ -58,7 +129,11 @@ export function createDeadLetters(deps: { clock: Clock; newId: IdGenerator }) {
       return db.select().from(deadLetterActions).where(eq(deadLetterActions.deadLetterId, id)).orderBy(deadLetterActions.id);
     },
 
-    /** Sends the message out again (its outbox row back to pending). */
+    /**
+     * Sends the work again: an outbox letter's row back to pending; a consumer letter's message to
+     * that consumer only (a new outbox row in this database). Refuses a saga letter (a saga resends
+     * its own commands) and a letter whose message this database does not hold. Never pretends.
+     */
     retry: (db: Db, id: string, actor: string) => act(db, id, "retry", actor, null),
     /** Gives up on it on purpose. */
     skip: (db: Db, id: string, actor: string) => act(db, id, "skip", actor, null),

@@ -1,18 +1,32 @@
 import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import { type Database, rows } from "../db/client.ts";
-import type { Bus, BusMessage } from "./bus.ts";
+import { type Bus, type BusMessage, MessageRejected } from "./bus.ts";
 import type { Clock } from "./clock.ts";
 import type { DeadLetters } from "./dead-letters.ts";
 import { OUTBOX_CHANNEL } from "./outbox.ts";
 
 export const DEFAULT_RETRY_DELAYS_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
+/** The longest a message waits between two tries while the bus cannot be reached. */
+export const DEFAULT_MAX_OUTAGE_BACKOFF_MS = 30_000;
 const COALESCE_MS = 5;
+
+const jitter = (ms: number, random: () => number) => Math.round(ms * (0.8 + 0.4 * random()));
 
 /** The delay before attempt `attempt + 1`, with ±20 % jitter so retries of many rows spread out. */
 export function backoffMs(delays: number[], attempt: number, random = Math.random): number {
   const base = delays[Math.min(attempt, delays.length) - 1] ?? delays[delays.length - 1] ?? 1_000;
-  return Math.round(base * (0.8 + 0.4 * random()));
+  return jitter(base, random);
+}
+
+/**
+ * The delay after a publish that met an outage: about as long as the message has waited so far, so
+ * successive waits double, from the first retry delay up to `capMs` (±20 % jitter). No count is
+ * kept: an outage is not the message's fault and never uses up its retry budget.
+ */
+export function outageBackoffMs(waitedMs: number, delays: number[], capMs: number, random = Math.random): number {
+  const first = delays[0] ?? 1_000;
+  return jitter(Math.min(capMs, Math.max(first, waitedMs)), random);
 }
 
 export interface RelayOptions {
@@ -21,21 +35,52 @@ export interface RelayOptions {
   clock: Clock;
   log: Logger;
   deadLetters: DeadLetters;
+  /** Delays between tries of a message the bus rejected; past the last it is dead-lettered. */
   retryDelaysMs?: number[];
+  /** Cap of the growing wait between tries while the bus cannot be reached (default 30 s). */
+  maxOutageBackoffMs?: number;
   batch?: number;
   pollMs?: number;
   /** How long a relay may hold claimed rows before another relay takes them over (it died). */
   claimMs?: number;
 }
 
+interface ClaimedRow {
+  id: string;
+  tenant_id: string;
+  topic: string;
+  payload: unknown;
+  consumer: string | null;
+  redrive_of: string | null;
+  attempts: number;
+  created_at: string | Date;
+}
+
+/** The message a row carries: a re-drive goes to its one consumer under the id of the message it sends again. */
+function messageOf(row: ClaimedRow): BusMessage {
+  const message: BusMessage = { id: row.redrive_of ?? row.id, tenantId: row.tenant_id, topic: row.topic, payload: row.payload };
+  if (row.consumer !== null) message.consumer = row.consumer;
+  if (row.redrive_of !== null) message.redriveId = row.id;
+  return message;
+}
+
+const reasonOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
 /**
  * Publishes outbox rows: woken by NOTIFY right after a commit, polling as a fallback. Rows are claimed
- * with FOR UPDATE SKIP LOCKED, so any number of relays share the work. A failed publish is retried
- * with stored backoff; past the last delay the row is dead-lettered with its reason.
+ * with FOR UPDATE SKIP LOCKED, so any number of relays share the work.
+ *
+ * Two kinds of failure. A message a healthy bus rejected (MessageRejected: a broker nack, no queue
+ * for it, a local handler's failure) is retried with stored backoff and dead-lettered past the last
+ * delay. A bus that cannot be reached (not connected, connection lost, timeout) is an outage: the
+ * message is retried for as long as it lasts, with capped backoff, and never dead-lettered
+ * (api-contract.md §5.6). While its bus is down a relay claims nothing, leaving the rows to relays
+ * that can publish them, and once the bus is back every waiting row is due at once.
  */
 export function createRelay(options: RelayOptions) {
   const { database, bus, clock, log, deadLetters } = options;
   const delays = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
+  const maxOutageBackoffMs = options.maxOutageBackoffMs ?? DEFAULT_MAX_OUTAGE_BACKOFF_MS;
   const batch = options.batch ?? 100;
   const pollMs = options.pollMs ?? 1_000;
   const claimMs = options.claimMs ?? 10_000;
@@ -52,12 +97,24 @@ export function createRelay(options: RelayOptions) {
   let loop: Promise<void> | undefined;
   let unlisten: (() => Promise<void>) | undefined;
 
+  /** Whether the last pass found the bus unreachable (to log an outage once, not every pass). */
+  let busDown = false;
+
   async function relayOnce(): Promise<number> {
+    try {
+      await bus.ping();
+    } catch (error) {
+      if (!busDown) log.warn({ err: error }, "the bus cannot be reached; outbox messages wait for it");
+      busDown = true;
+      return 0;
+    }
+    if (busDown) log.info("the bus is reachable again; sending what waited");
+    busDown = false;
     const now = clock.now();
-    const claimed = await rows<{ id: string; tenant_id: string; topic: string; payload: unknown; attempts: number }>(
+    const claimed = await rows<ClaimedRow>(
       db,
       sql`
-        update outbox_messages set claimed_until = ${new Date(now.getTime() + claimMs).toISOString()}::timestamptz, attempts = attempts + 1
+        update outbox_messages set claimed_until = ${new Date(now.getTime() + claimMs).toISOString()}::timestamptz
         where id in (
           select id from outbox_messages
           where status = 'pending' and next_attempt_at <= ${now.toISOString()}::timestamptz
@@ -65,37 +122,56 @@ export function createRelay(options: RelayOptions) {
           order by created_at limit ${batch}
           for update skip locked
         )
-        returning id, tenant_id, topic, payload, attempts`,
+        returning id, tenant_id, topic, payload, consumer, redrive_of, attempts, created_at`,
     );
     if (claimed.length === 0) return 0;
-    const results = await Promise.allSettled(
-      claimed.map((row) => bus.publish({ id: row.id, tenantId: row.tenant_id, topic: row.topic, payload: row.payload } satisfies BusMessage)),
-    );
+    const results = await Promise.allSettled(claimed.map((row) => bus.publish(messageOf(row))));
     const published = claimed.filter((_, i) => results[i]?.status === "fulfilled").map((row) => row.id);
     if (published.length > 0) {
       await db.execute(sql`
         update outbox_messages set status = 'published', published_at = ${clock.now().toISOString()}::timestamptz, claimed_until = null, last_error = null
         where id in (select jsonb_array_elements_text(${JSON.stringify(published)}::jsonb))`);
     }
+    let unreachable = 0;
     for (const [i, result] of results.entries()) {
       if (result.status === "fulfilled") continue;
-      const row = claimed[i] as (typeof claimed)[number];
-      const reason = result.reason instanceof Error ? result.reason.message : String(result.reason);
-      if (row.attempts > delays.length) {
-        await db.transaction(async (tx) => {
-          await tx.execute(sql`update outbox_messages set status = 'dead', claimed_until = null, last_error = ${reason} where id = ${row.id}`);
-          await deadLetters.record(tx, { tenantId: row.tenant_id, source: "outbox", reference: row.id, reason });
-        });
-        log.error({ messageId: row.id, topic: row.topic, reason }, "outbox message dead-lettered");
-      } else {
-        const next = new Date(clock.now().getTime() + backoffMs(delays, row.attempts));
+      const row = claimed[i] as ClaimedRow;
+      const reason = reasonOf(result.reason);
+      const failedAt = clock.now();
+      if (!(result.reason instanceof MessageRejected)) {
+        unreachable++;
+        const waited = failedAt.getTime() - new Date(row.created_at).getTime();
+        const next = new Date(failedAt.getTime() + outageBackoffMs(waited, delays, maxOutageBackoffMs));
         await db.execute(sql`
           update outbox_messages set claimed_until = null, next_attempt_at = ${next.toISOString()}::timestamptz, last_error = ${reason}
           where id = ${row.id}`);
+        continue;
+      }
+      const attempts = row.attempts + 1;
+      if (attempts > delays.length) {
+        await db.transaction(async (tx) => {
+          await tx.execute(sql`update outbox_messages set status = 'dead', attempts = ${attempts}, claimed_until = null, last_error = ${reason} where id = ${row.id}`);
+          await deadLetters.record(tx, { tenantId: row.tenant_id, source: "outbox", reference: row.id, topic: row.topic, payload: row.payload, reason });
+        });
+        log.error({ messageId: row.id, topic: row.topic, reason }, "outbox message dead-lettered");
+      } else {
+        const next = new Date(failedAt.getTime() + backoffMs(delays, attempts));
+        await db.execute(sql`
+          update outbox_messages set attempts = ${attempts}, claimed_until = null, next_attempt_at = ${next.toISOString()}::timestamptz, last_error = ${reason}
+          where id = ${row.id}`);
       }
     }
+    if (unreachable > 0) log.warn({ messages: unreachable, reason: reasonOf(results.find((r) => r.status === "rejected")?.reason) }, "the bus could not be reached; messages wait for it");
     return claimed.length;
   }
+
+  /** The bus (re)connected: whatever waited for it is due now, not after its backoff. */
+  async function sendWaiting(): Promise<void> {
+    const now = clock.now().toISOString();
+    await db.execute(sql`update outbox_messages set next_attempt_at = ${now}::timestamptz where status = 'pending' and next_attempt_at > ${now}::timestamptz`);
+    onNotify();
+  }
+  let stopWatchingBus: (() => void) | undefined;
 
   return {
     relayOnce,
@@ -107,6 +183,10 @@ export function createRelay(options: RelayOptions) {
       if (running) return;
       running = true;
       unlisten = await database.listen(OUTBOX_CHANNEL, onNotify);
+      // A row in backoff for a rejection is due early too: one more try, counted as usual, right after a reconnect.
+      stopWatchingBus = bus.onReady?.(() => {
+        sendWaiting().catch((error: unknown) => log.warn({ err: error }, "could not make waiting outbox messages due"));
+      });
       loop = (async () => {
         while (running) {
           let handled = 0;
@@ -137,6 +217,7 @@ export function createRelay(options: RelayOptions) {
 
     async stop(): Promise<void> {
       running = false;
+      stopWatchingBus?.();
       wake?.();
       await loop;
       await unlisten?.();

@@ -1,3 +1,4 @@
+import { purgeExpired } from "../kit/retention.ts";
 import type { Services } from "../services.ts";
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -10,12 +11,13 @@ interface Job {
 
 /**
  * The periodic work of a process: settle orders left PENDING (local strategy) or resume overdue
- * sagas (saga strategy), cancel overdue payments, purge old idempotency keys. Each is safe on many replicas at once (claims with SKIP LOCKED, or idempotent);
+ * sagas (saga strategy), cancel overdue payments, purge old idempotency keys and the tx kit's rows
+ * past their retention. Each is safe on many replicas at once (claims with SKIP LOCKED, or idempotent);
  * a run never overlaps the previous run of the same job.
  */
 export function startJobs(
-  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles">,
-  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number } = {},
+  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "config">,
+  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number } = {},
 ): () => Promise<void> {
   const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log } = deps;
   const jobs: Job[] = [
@@ -25,6 +27,16 @@ export function startJobs(
     ...(deps.roles.has("orders") ? [{ name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() }] : []),
     // Keys are kept at least 24 h (api-contract.md §4); a day's margin beyond that.
     { name: "idempotency-purge", everyMs: options.purgeMs ?? 3_600_000, run: () => idempotency.purge(database.db, new Date(clock.now().getTime() - 2 * DAY_MS)) },
+    // Sent messages, inbox rows, barriers, finished sagas (ORDERLY_RETENTION_HOURS) and closed dead
+    // letters (30 days), a bounded number of 1,000-row batches a run: often enough to keep up.
+    {
+      name: "retention-purge",
+      everyMs: options.retentionPurgeMs ?? 300_000,
+      run: async () => {
+        const purged = await purgeExpired(database.db, clock.now(), { retentionMs: deps.config.retentionHours * 3_600_000 });
+        if (Object.values(purged).some((n) => n > 0)) log.info({ purged }, "purged rows past their retention");
+      },
+    },
   ];
   const running = new Set<Promise<unknown>>();
   const timers = jobs.map((job) => {
