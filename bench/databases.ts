@@ -52,6 +52,12 @@ export async function psqlFile(url: string, file: string): Promise<void> {
   await run("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", file], { env: { ...process.env, PGOPTIONS: "-c client_min_messages=warning" } });
 }
 
+/** When the PostgreSQL server last started: a change during a phase means something restarted it, and that phase's figures are void. */
+export async function postgresStartedAt(base: string): Promise<string> {
+  const [row] = await query<{ at: string }>(base, "select pg_postmaster_start_time()::text as at");
+  return row?.at ?? "";
+}
+
 export interface ServerFacts {
   version: string;
   dataDirectory: string;

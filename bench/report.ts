@@ -23,6 +23,8 @@ export interface Results {
   footprint?: FootprintResult;
   /** Phases that could not finish, with why. */
   errors: Record<string, string>;
+  /** Phases whose figures are void because something outside the bench disturbed them, with what. */
+  disturbed: Record<string, string>;
 }
 
 export interface Verdict {
@@ -31,7 +33,7 @@ export interface Verdict {
   target: string;
   /** "—": a figure reported beside a target, not judged. */
   verdict: "PASS" | "FAIL" | "n/a" | "—";
-  /** A correctness check (invariants, oversell, lost orders, a phase that failed) rather than a speed target. */
+  /** A correctness check (invariants, oversell, lost orders, a phase that failed or was disturbed) rather than a speed target. */
   correctness?: boolean;
 }
 
@@ -120,6 +122,7 @@ export function verdicts(results: Results): Verdict[] {
     rows.push(check("async: every accepted order settled", lost, "all PAID or CANCELLED"));
     rows.push(check("async: invariants 1-3", asynchronous.invariants, "hold"));
   }
+  for (const [phase, what] of Object.entries(results.disturbed)) rows.push({ what: `${phase}: disturbed`, measured: what, target: "", verdict: "FAIL", correctness: true });
   for (const [phase, error] of Object.entries(results.errors)) rows.push({ what: `${phase}: could not finish`, measured: error.split("\n")[0] as string, target: "", verdict: "FAIL", correctness: true });
   return rows;
 }
@@ -191,8 +194,10 @@ function lineChart(title: string, series: { name: string; color: string; values:
   for (let v = 0; v <= ceiling + 1e-9; v += step) {
     grid.push(`<line x1="${left}" x2="${W - right}" y1="${y(v)}" y2="${y(v)}" stroke="#e5e7eb"/><text x="${left - 6}" y="${y(v) + 4}" font-size="10" text-anchor="end">${fmt(v)}</text>`);
   }
-  const every = Math.max(1, Math.ceil(n / 6));
-  for (let i = 0; i < n; i += every) grid.push(`<text x="${x(i)}" y="${H - bottom + 14}" font-size="10" text-anchor="middle">${i + 1}</text>`);
+  const every = n <= 10 ? 1 : n <= 40 ? 5 : 10 * Math.ceil(n / 80);
+  for (let second = 1; second <= n; second++) {
+    if (second === 1 || second % every === 0) grid.push(`<text x="${x(second - 1)}" y="${H - bottom + 14}" font-size="10" text-anchor="middle">${second}</text>`);
+  }
   const lines = series.map(
     (s) => `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ")}"/>`,
   );
@@ -322,7 +327,7 @@ td.PASS { color: #15803d; font-weight: 600; } td.FAIL { color: #b91c1c; font-wei
 <p><code>${esc(meta.command)}</code><br>${esc(meta.date)} · ${meta.seconds} s per run at ${meta.connections} connections · phases: ${esc(meta.phases.join(", "))}</p>
 <p>Machine: ${m.cpus} × ${esc(m.cpuModel)}, ${fmt(m.memoryBytes / 2 ** 30, 1)} GiB memory, PostgreSQL ${esc(m.postgres)}, Node ${esc(m.node)};
 load average ${m.loadAverage.start.map((l) => fmt(l, 2)).join(" / ")} at the start, ${m.loadAverage.end.map((l) => fmt(l, 2)).join(" / ")} at the end (1 / 5 / 15 min). Textbook scripts: ${esc(meta.textbook)}.</p>
-${problems.length > 0 ? `<p class="alert"><b>Correctness check failed:</b> ${problems.map((p) => esc(`${p.what}: ${p.measured}`)).join("<br>")}</p>` : ""}
+${problems.length > 0 ? `<p class="alert"><b>Correctness check failed, or figures void:</b> ${problems.map((p) => esc(`${p.what}: ${p.measured}`)).join("<br>")}</p>` : ""}
 <h2>Targets</h2>
 ${table(["", "measured", "target", ""], rows.map((r) => [esc(r.what), esc(r.measured), esc(r.target), r.verdict])).replace(/<td>(PASS|FAIL|n\/a)<\/td>/g, '<td class="$1">$1</td>')}
 <h2>Orders per second over time</h2>

@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, freemem, loadavg, tmpdir, totalmem } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { serverFacts, type ServerFacts } from "./databases.ts";
+import { postgresStartedAt, serverFacts, type ServerFacts } from "./databases.ts";
 import { cleanUp, guardExits, onCleanup, progress, stopRequested } from "./lifecycle.ts";
 import { asyncPhase, type BenchConfig, embeddedPhase, footprintPhase, hotPhase, openShop, POSTGRES_CATALOGUE, splitPhase, uniformPhase } from "./phases.ts";
 import { preparePgbenchDatabase, textbookDrift } from "./pgbench.ts";
@@ -54,6 +54,13 @@ function commandLine(keep: boolean): string {
     ...passedSettings(),
   ].map(([name, value]) => `${name}=${/SECRET|PASSWORD/.test(name) ? "***" : hide(value)}`);
   return [...variables, "npm run bench", ...(keep ? ["-- --keep-pgbench-db"] : [])].join(" ");
+}
+
+/** An error in one line: a database error's own message first (drizzle wraps it in "Failed query: …"). */
+function describe(error: unknown): string {
+  const { message, cause } = error as Error;
+  const first = message.split("\n")[0] as string;
+  return cause instanceof Error ? `${cause.message} (${first})` : message;
 }
 
 async function main(): Promise<number> {
@@ -103,17 +110,29 @@ async function main(): Promise<number> {
       textbook,
     },
     errors: {},
+    disturbed: {},
   };
   const selected = (phase: Phase) => s.phases.includes(phase);
-  /** Runs one part of the run; one that fails is reported and the others still run. */
+  const startedAt = () => postgresStartedAt(s.databaseUrl).catch(() => "unreachable");
+  /**
+   * Runs one part of the run; one that fails is reported and the others still run. PostgreSQL
+   * restarted meanwhile (fault suites on a shared machine do that) voids the part's figures.
+   */
   const attempt = async <T>(part: string, work: () => Promise<T>): Promise<T | undefined> => {
     if (stopRequested()) return undefined;
+    const before = needsPostgres ? await startedAt() : "";
     try {
       return await work();
     } catch (error) {
-      results.errors[part] = (error as Error).message;
-      progress(`${part} FAILED: ${(error as Error).message}`);
+      results.errors[part] = describe(error);
+      progress(`${part} FAILED: ${describe(error)}`);
       return undefined;
+    } finally {
+      const after = needsPostgres ? await startedAt() : "";
+      if (after !== before) {
+        results.disturbed[part] = `PostgreSQL restarted during it (up since ${after}): its figures are void`;
+        progress(`  WARNING: ${part}: ${results.disturbed[part]}`);
+      }
     }
   };
 
@@ -154,7 +173,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   async (error: unknown) => {
-    console.error(`bench: ${(error as Error).message}`);
+    console.error(`bench: ${describe(error)}`);
     await cleanUp();
     process.exit(1);
   },
