@@ -155,7 +155,7 @@ async function main(): Promise<number> {
     if (selected("embedded")) results.embedded = await attempt("embedded", () => embeddedPhase(config));
     if (selected("footprint")) results.footprint = await attempt("footprint", () => footprintPhase(config));
   } finally {
-    progress("cleaning up: servers stopped, databases dropped");
+    progress("cleaning up: stopping servers, dropping databases, deleting queues");
     await cleanUp();
   }
   const stopped = stopRequested();

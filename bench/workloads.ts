@@ -18,7 +18,7 @@ export interface Catalogue {
   users: number;
 }
 export const HOT_SKU = "SKU-0";
-const STOCK = 1_000_000_000; // as the textbook's: the run never sells out, so refusals mean contention, not stock
+const STOCK = 1_000_000_000; // as the textbook's: no run sells out, so any answer but a 201 comes from contention
 const CREDIT = 1_000_000_000; // fen per wallet: enough for any run
 const ADDRESS = { name: "Bench", phone: "+86 10 5555 0100", line1: "1 Bench Road", city: "Beijing", country: "CN" };
 
@@ -67,18 +67,20 @@ export async function seedShop(to: { products: string; accounts: string }, tenan
   ];
   let next = 0;
   let failed = false;
+  const send = async (call: (typeof calls)[number]) => {
+    const response = await fetch(call.url, {
+      method: call.method,
+      headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
+      body: JSON.stringify(call.body),
+    });
+    if (!response.ok) throw new Error(`seeding: ${call.method} ${call.url} answered ${response.status} ${await response.text()}`);
+  };
   const worker = async () => {
     while (next < calls.length && !failed) {
-      const call = calls[next++]!;
-      const response = await fetch(call.url, {
-        method: call.method,
-        headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
-        body: JSON.stringify(call.body),
+      await send(calls[next++]!).catch((error: unknown) => {
+        failed = true; // the other workers stop too
+        throw error;
       });
-      if (!response.ok) {
-        failed = true;
-        throw new Error(`seeding: ${call.method} ${call.url} answered ${response.status} ${await response.text()}`);
-      }
     }
   };
   const ticker = setInterval(() => progress(`  seeding: ${fmt(next)} of ${fmt(calls.length)} requests`), 10_000);
