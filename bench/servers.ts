@@ -11,9 +11,7 @@ const BIN = resolve(import.meta.dirname, "..", "bin", "orderly.mjs");
 export const JWT_SECRET = "bench-secret-bench-secret-bench-secret-0123";
 
 export interface Server {
-  name: string;
   url: string;
-  pid: number;
   /** Wall time from spawn to the first 200 from /readyz. */
   readyMs: number;
   /** VmRSS of the server's process, and of it with every process under it (a child-process database, tsx's esbuild service). */
@@ -94,7 +92,7 @@ export async function startServer(options: { name: string; args?: string[]; env:
     }
     await sleep(20);
   }
-  return { name, url, pid, readyMs: performance.now() - spawnedAt, memory: () => ({ processBytes: rss(pid), treeBytes: treeRss(pid) }), stop };
+  return { url, readyMs: performance.now() - spawnedAt, memory: () => ({ processBytes: rss(pid), treeBytes: treeRss(pid) }), stop };
 }
 
 /** VmRSS of a process and all its descendants, from /proc. */
