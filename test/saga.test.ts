@@ -176,7 +176,11 @@ describe("saga runner", () => {
     silent.add("b");
     await start("chain", "silent");
     await until(() => effects.includes("a:try"));
-    await new Promise((r) => setTimeout(r, 100)); // b's command is delivered and dropped meanwhile
+    // b's command is published (its deadline counts from here) and dropped by the silent service.
+    const published = async () =>
+      (await rows(database.db, sql`select 1 from outbox_messages where topic = 'svc.b' and status = 'published'`)).length > 0;
+    for (let i = 0; i < 250 && !(await published()); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await published()).toBe(true);
     for (let elapsed = 0; elapsed < DEADLINE_MS; elapsed += 1_500) {
       clock.advance(1_500);
       await runner.resumeDue(database);
