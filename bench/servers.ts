@@ -37,14 +37,22 @@ export const passedSettings = () => Object.entries(process.env).filter(([name]) 
  * port on loopback, the bench's secrets and no rate limit), logging to `<logDir>/<name>.log`, and waits
  * for /readyz. Registered for cleanup at once, so a server that never gets ready is killed too.
  */
-export async function startServer(options: { name: string; args?: string[]; env: Record<string, string | undefined>; logDir: string; readyWithinMs?: number }): Promise<Server> {
+export async function startServer(options: {
+  name: string;
+  args?: string[];
+  /** Options for Node itself, e.g. `--cpu-prof` (which NODE_OPTIONS does not take). */
+  nodeArgs?: string[];
+  env: Record<string, string | undefined>;
+  logDir: string;
+  readyWithinMs?: number;
+}): Promise<Server> {
   const { name, logDir } = options;
   ensureRunning();
   const port = await freePort();
   const logFile = join(logDir, `${name}.log`);
   const log = openSync(logFile, "a");
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, [BIN, "serve", ...(options.args ?? [])], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), BIN, "serve", ...(options.args ?? [])], {
     detached: true,
     stdio: ["ignore", log, log],
     env: {
