@@ -1,5 +1,7 @@
 import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT } from "jose";
+import { LRUCache } from "lru-cache";
 import { z } from "zod";
+import { type Clock, systemClock } from "../kit/clock.ts";
 
 export const ROLES = ["customer", "admin"] as const;
 export type Role = (typeof ROLES)[number];
@@ -28,46 +30,82 @@ export function parseTtl(text: string): number | undefined {
   return Number(match[1]) * unit;
 }
 
+/** How many verified tokens are remembered, and for how long at most (a key the JWKS drops stops working within this). */
+const CACHE_MAX_TOKENS = 10_000;
+const CACHE_MAX_MS = 5 * 60_000;
+
+/** What a caller gets: its own object, so nothing a request does to it reaches the remembered one. */
+const copyOf = (identity: Identity): Identity => ({ tenantId: identity.tenantId, userId: identity.userId, roles: [...identity.roles] });
+
 /**
  * Access tokens: HS256 with the shared secret, and/or RS256/ES256 keys from a JWKS URL (the
  * production alternative: the identity provider signs, Orderly only verifies). Signing (CLI, demo,
  * tests) needs the secret.
+ *
+ * Verifying is on every request, so the work that can be done once is: the secret is imported as a
+ * CryptoKey once (jose would import raw bytes again on every call); jose's remote key set keeps the
+ * fetched JWKS for 10 min, fetches once for any number of concurrent callers, and keeps the imported
+ * keys. A token that verified is remembered by its exact text until its `exp` (5 min at most), read
+ * on `clock`; any other text, a forged signature or `alg` included, is verified in full. A token that
+ * failed is never remembered.
  */
-export function createTokens(options: { secret?: string | undefined; jwksUrl?: string | undefined }) {
-  const key = options.secret ? new TextEncoder().encode(options.secret) : undefined;
+export function createTokens(options: { secret?: string | undefined; jwksUrl?: string | undefined; clock?: Clock; cacheSize?: number }) {
+  const clock = options.clock ?? systemClock;
+  const secretKey = options.secret
+    ? crypto.subtle.importKey("raw", new TextEncoder().encode(options.secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"])
+    : undefined;
   const keySet = options.jwksUrl ? createRemoteJWKSet(new URL(options.jwksUrl), { cooldownDuration: 30_000, timeoutDuration: 5_000 }) : undefined;
+  const verified = new LRUCache<string, { identity: Identity; untilMs: number }>({ max: options.cacheSize ?? CACHE_MAX_TOKENS });
 
-  async function verifyAny(token: string) {
+  async function verifyAny(token: string, currentDate: Date) {
     const { alg } = decodeProtectedHeader(token);
     // Only these algorithms, each with its own kind of key: `alg: none` and confusions fail here.
-    if (alg === "HS256" && key) return jwtVerify(token, key, { algorithms: ["HS256"], requiredClaims: ["exp", "sub"] });
-    if ((alg === "RS256" || alg === "ES256") && keySet) return jwtVerify(token, keySet, { algorithms: ["RS256", "ES256"], requiredClaims: ["exp", "sub"] });
+    const required = { requiredClaims: ["exp", "sub"], currentDate };
+    if (alg === "HS256" && secretKey) return jwtVerify(token, await secretKey, { algorithms: ["HS256"], ...required });
+    if ((alg === "RS256" || alg === "ES256") && keySet) return jwtVerify(token, keySet, { algorithms: ["RS256", "ES256"], ...required });
     return undefined;
+  }
+
+  async function verifyInFull(token: string, now: Date): Promise<Identity | undefined> {
+    try {
+      const result = await verifyAny(token, now);
+      if (!result) return undefined;
+      const claims = Claims.safeParse(result.payload);
+      if (!claims.success || claims.data.roles.length === 0) return undefined;
+      const identity = { tenantId: claims.data.tid, userId: claims.data.sub, roles: claims.data.roles };
+      verified.set(token, { identity, untilMs: Math.min(claims.data.exp * 1000, now.getTime() + CACHE_MAX_MS) });
+      return copyOf(identity);
+    } catch (error) {
+      if (error instanceof errors.JOSEError || error instanceof TypeError) return undefined;
+      throw error;
+    }
   }
 
   return {
     async sign(identity: Identity, ttlSeconds = 3600): Promise<string> {
-      if (!key) throw new Error("signing tokens needs ORDERLY_JWT_SECRET");
+      if (!secretKey) throw new Error("signing tokens needs ORDERLY_JWT_SECRET");
+      const nowS = Math.floor(clock.now().getTime() / 1000);
       return new SignJWT({ tid: identity.tenantId, roles: identity.roles })
         .setProtectedHeader({ alg: "HS256", typ: "JWT" })
         .setSubject(identity.userId)
-        .setIssuedAt()
-        .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
-        .sign(key);
+        .setIssuedAt(nowS)
+        .setExpirationTime(nowS + ttlSeconds)
+        .sign(await secretKey);
     },
 
     /** The identity of a valid token; undefined for a missing, expired, forged or malformed one. */
     async verify(token: string): Promise<Identity | undefined> {
-      try {
-        const verified = await verifyAny(token);
-        if (!verified) return undefined;
-        const claims = Claims.safeParse(verified.payload);
-        if (!claims.success || claims.data.roles.length === 0) return undefined;
-        return { tenantId: claims.data.tid, userId: claims.data.sub, roles: claims.data.roles };
-      } catch (error) {
-        if (error instanceof errors.JOSEError || error instanceof TypeError) return undefined;
-        throw error;
-      }
+      const now = clock.now();
+      const known = verified.get(token);
+      // jose refuses a token once `exp <= now` in whole seconds: the same instant as `now >= exp * 1000`.
+      if (known && now.getTime() < known.untilMs) return copyOf(known.identity);
+      if (known) verified.delete(token);
+      return verifyInFull(token, now);
+    },
+
+    /** How many verified tokens are remembered now (never more than the cache's size). */
+    get cachedTokens(): number {
+      return verified.size;
     },
   };
 }
