@@ -1,8 +1,9 @@
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Identity, Tokens } from "../auth/tokens.ts";
 import { AppError } from "../kit/errors.ts";
+import { randomHex } from "../kit/ids.ts";
 import type { Viewer } from "../modules/orders/orders.ts";
 import { sendProblem } from "./problem.ts";
 
@@ -36,9 +37,9 @@ export function registerRequestContext(app: FastifyInstance): void {
 export function startTrace(request: FastifyRequest, reply: FastifyReply): void {
   const parent = request.headers.traceparent;
   const match = typeof parent === "string" ? TRACEPARENT.exec(parent) : null;
-  request.traceId = match?.[1] && !/^0+$/.test(match[1]) ? match[1] : randomBytes(16).toString("hex");
+  request.traceId = match?.[1] && !/^0+$/.test(match[1]) ? match[1] : randomHex(16);
   reply.header("x-request-id", request.id);
-  reply.header("traceparent", `00-${request.traceId}-${randomBytes(8).toString("hex")}-01`);
+  reply.header("traceparent", `00-${request.traceId}-${randomHex(8)}-01`);
 }
 
 /** onRequest hook for a scope: a valid bearer token or 401, before any body is parsed or validated. */
