@@ -1,7 +1,7 @@
 // Reads a V8 CPU profile (`node --cpu-prof`) and tells where the CPU went: self time by function,
 // and by area (an npm package, a folder of src/, Node's internals, the garbage collector, idle).
 // Usage: node bin/tsx-run.mjs bench/cpu-profile.ts FILE.cpuprofile [TOP]
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -113,5 +113,7 @@ if (process.argv[2] && import.meta.url === pathToFileURL(resolve(process.argv[2]
     console.error("usage: node bin/tsx-run.mjs bench/cpu-profile.ts FILE.cpuprofile [TOP]");
     process.exit(2);
   }
-  console.log(formatSummary(summarise(JSON.parse(readFileSync(file, "utf8")) as CpuProfile, Number(top ?? 15))));
+  // bench/profile.ts leaves the load's window beside the profile.
+  const window = existsSync(`${file}.window.json`) ? (JSON.parse(readFileSync(`${file}.window.json`, "utf8")) as { fromUs: number; toUs: number }) : undefined;
+  console.log(formatSummary(summarise(JSON.parse(readFileSync(file, "utf8")) as CpuProfile, Number(top ?? 15), window)));
 }

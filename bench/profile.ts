@@ -3,7 +3,7 @@
 // (bench/cpu-profile.ts). Usage, with DATABASE_URL (and optionally REDIS_URL) set:
 //   node bin/tsx-run.mjs bench/profile.ts [SECONDS=15] [CONNECTIONS=64]
 // The profile is kept in bench/results/profile-<time>/ for Chrome DevTools or speedscope.
-import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type CpuProfile, formatSummary, summarise } from "./cpu-profile.ts";
 import { scratchDatabase } from "./databases.ts";
@@ -19,6 +19,14 @@ if (!base?.startsWith("postgres")) {
   console.error("bench/profile.ts needs DATABASE_URL=postgres://… (it creates and drops its own database there)");
   process.exit(2);
 }
+/** The server's `process_cpu_seconds_total` (user + system), from its /metrics. */
+async function cpuSeconds(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = /^process_cpu_seconds_total (\S+)$/m.exec(text);
+  if (!line) throw new Error("the server's /metrics has no process_cpu_seconds_total");
+  return Number(line[1]);
+}
+
 const catalogue = { skus: 1_000, users: 200 };
 const tenant = "profile";
 const stamp = new Date().toISOString().replace(/[:.]/g, "-");
@@ -43,11 +51,15 @@ try {
   const load = { url: server.url, connections, tokens, order: uniformOrder(catalogue) };
   await placeOrders({ ...load, label: "warm-up", seconds: 3, quiet: true });
   const nowUs = () => Number(process.hrtime.bigint() / 1000n);
+  const cpuBefore = await cpuSeconds(server.url);
   const fromUs = nowUs();
   const run = await placeOrders({ ...load, label: "profiled", seconds });
   const toUs = nowUs();
+  const cpuMs = ((await cpuSeconds(server.url)) - cpuBefore) * 1000;
   const { p50, p99 } = run.latencyMs;
   progress(`${fmt(run.ordersPerSecond, 1)} orders/s over ${fmt(run.seconds, 1)} s at ${connections} connections; p50 ${fmt(p50)} ms, p99 ${fmt(p99)} ms; answers ${JSON.stringify(run.answers)}`);
+  // On a shared machine the rate follows the neighbours' load; the server's own CPU time per order much less.
+  progress(`server CPU ${fmt(cpuMs / 1000, 2)} s (user + system): ${fmt(cpuMs / run.orders, 2)} ms per order`);
   await server.stop(); // a graceful exit is when Node writes the profile
   // The main thread's profile is the largest (the loader thread of tsx writes its own, small one).
   const files = readdirSync(workDir)
@@ -57,6 +69,7 @@ try {
   if (!files[0]) throw new Error(`the server wrote no profile in ${workDir}`);
   const profile = JSON.parse(readFileSync(files[0], "utf8")) as CpuProfile;
   if (profile.startTime > fromUs || profile.endTime < toUs) throw new Error("the profile does not cover the load (its clock is not this process's monotonic clock)");
+  writeFileSync(`${files[0]}.window.json`, JSON.stringify({ fromUs, toUs, orders: run.orders, cpuMs }));
   console.log(`${files[0]}, the ${fmt(run.seconds, 1)} s of load only\n${formatSummary(summarise(profile, 15, { fromUs, toUs }))}`);
 } finally {
   await cleanUp();
