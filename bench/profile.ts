@@ -19,10 +19,10 @@ if (!base?.startsWith("postgres")) {
   console.error("bench/profile.ts needs DATABASE_URL=postgres://… (it creates and drops its own database there)");
   process.exit(2);
 }
-/** The server's `process_cpu_seconds_total` (user + system), from its /metrics. */
+/** The server's `…process_cpu_seconds_total` (user + system), from its /metrics. */
 async function cpuSeconds(url: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const line = /^process_cpu_seconds_total (\S+)$/m.exec(text);
+  const line = /^\w*process_cpu_seconds_total (\S+)$/m.exec(text); // prefixed orderly_process_
   if (!line) throw new Error("the server's /metrics has no process_cpu_seconds_total");
   return Number(line[1]);
 }
