@@ -13,7 +13,6 @@ import { createPaymentTimeouts, type PaymentTimeouts } from "./flows/payment-tim
 import type { Placement } from "./flows/placement.ts";
 import { createSagaPlacement, type SagaPlacement } from "./flows/saga-placement.ts";
 import type { StepModules } from "./flows/steps.ts";
-import { backlogOf } from "./kit/backlog.ts";
 import { createBarrier } from "./kit/barrier.ts";
 import { type Bus, createInProcessBus } from "./kit/bus.ts";
 import { type Clock, systemClock } from "./kit/clock.ts";
@@ -32,7 +31,7 @@ import { createOrders, type Orders } from "./modules/orders/orders.ts";
 import { createPayments, type Payments } from "./modules/payments/payments.ts";
 import { createWallets, type Wallets } from "./modules/payments/wallets.ts";
 import { createShipping, type Shipping } from "./modules/shipping/shipping.ts";
-import { createMetrics, type Metrics } from "./ops/metrics.ts";
+import { createMetrics, type Metrics, timedHandler } from "./ops/metrics.ts";
 import type { Secrets } from "./ops/secrets.ts";
 
 export { BUS_CONSUMERS, BUS_TOPOLOGY } from "./flows/consumers.ts";
@@ -106,7 +105,7 @@ export function createServices(deps: ServiceDeps): Services {
   // A step's owner may take the whole retry schedule to answer before a placement gives up on it.
   const stepDeadlineMs = retryDelaysMs.reduce((sum, ms) => sum + ms, 0);
 
-  const metrics = createMetrics(() => backlogOf(database.db));
+  const metrics = createMetrics({ poolStats: () => database.poolStats() });
   const hooks = createTransitionHooks((error, event) => log.error({ err: error, orderId: event.orderId }, "an after-transition hook failed"));
   hooks.after("*->*", (event) => {
     metrics.transitions.inc({ to: event.to });
@@ -130,8 +129,11 @@ export function createServices(deps: ServiceDeps): Services {
 
   const bus = deps.bus ?? createInProcessBus();
   const deadLetters = createDeadLetters({ clock, newId });
-  const relay = createRelay({ database, bus, clock, log, deadLetters, retryDelaysMs });
-  const runner = saga && roles.has("orders") ? createSagaRunner({ outbox, clock, log, retryDelaysMs }) : undefined;
+  const relay = createRelay({ database, bus, clock, log, deadLetters, retryDelaysMs, onPublished: (lag) => metrics.publishLag.observe(lag) });
+  const runner =
+    saga && roles.has("orders")
+      ? createSagaRunner({ outbox, clock, log, retryDelaysMs, onStepSettled: ({ seconds, ...labels }) => metrics.sagaSteps.observe(labels, seconds) })
+      : undefined;
   if (runner) registerCaptureSaga({ runner, orders, effects, stepDeadlineMs });
 
   const localPlacement = saga
@@ -164,7 +166,7 @@ export function createServices(deps: ServiceDeps): Services {
   const subscriptions = saga
     ? [...roles].map((service) => {
         const routes = routesOf(service, consumerDeps);
-        return { consumer: service, topics: routes.map((r) => r.topic), handler: topicRouter(database, service, routes) };
+        return { consumer: service, topics: routes.map((r) => r.topic), handler: timedHandler(metrics, service, topicRouter(database, service, routes)) };
       })
     : [];
 
