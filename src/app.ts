@@ -11,6 +11,7 @@ import { registerProblemHandlers, sendProblem } from "./http/problem.ts";
 import { rateLimit } from "./http/rate-limit.ts";
 import { withSafeText } from "./http/schemas.ts";
 import { accountRoutes } from "./http/routes/accounts.ts";
+import { adminRoutes } from "./http/routes/admin.ts";
 import { couponRoutes } from "./http/routes/coupons.ts";
 import { opsRoutes } from "./http/routes/ops.ts";
 import { orderRoutes } from "./http/routes/orders.ts";
@@ -107,6 +108,8 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
         if (roles.has("payments")) await signedIn.register(accountRoutes(services));
         if (roles.has("coupons")) await signedIn.register(couponRoutes(services));
         if (roles.has("orders")) await signedIn.register(orderRoutes(services));
+        // The operators' API (api-contract.md §6): served by the all-in-one and the orders service.
+        if (roles.has("orders")) await signedIn.register(adminRoutes(services));
       });
       // The payment provider: no token, so limited per source address; signed with HMAC instead.
       if (roles.has("payments")) {

@@ -16,7 +16,7 @@ import type { StepModules } from "./flows/steps.ts";
 import { createBarrier } from "./kit/barrier.ts";
 import { type Bus, createInProcessBus } from "./kit/bus.ts";
 import { type Clock, systemClock } from "./kit/clock.ts";
-import { createDeadLetters } from "./kit/dead-letters.ts";
+import { createDeadLetters, type DeadLetters } from "./kit/dead-letters.ts";
 import { createIdempotency, type Idempotency } from "./kit/idempotency.ts";
 import { type IdGenerator, newId as defaultNewId } from "./kit/ids.ts";
 import { topicRouter } from "./kit/inbox.ts";
@@ -32,6 +32,7 @@ import { createPayments, type Payments } from "./modules/payments/payments.ts";
 import { createWallets, type Wallets } from "./modules/payments/wallets.ts";
 import { createShipping, type Shipping } from "./modules/shipping/shipping.ts";
 import { createMetrics, type Metrics, timedHandler } from "./ops/metrics.ts";
+import { createOperations, type Operations } from "./ops/timeline.ts";
 import type { Secrets } from "./ops/secrets.ts";
 
 export { BUS_CONSUMERS, BUS_TOPOLOGY } from "./flows/consumers.ts";
@@ -69,6 +70,9 @@ export interface Services {
   moves: OrderMoves;
   handlePaymentReport: HandlePaymentReport;
   paymentTimeouts: PaymentTimeouts;
+  deadLetters: DeadLetters;
+  /** What operators read: order timelines, sagas by state (the admin API and the CLI). */
+  operations: Operations;
   /** Subscribes this process's consumers and starts its relay. */
   start(): Promise<void>;
   /** Stops what start() started and closes what the services opened besides the database. */
@@ -199,6 +203,8 @@ export function createServices(deps: ServiceDeps): Services {
     moves: createOrderMoves({ database, orders, effects }),
     handlePaymentReport,
     paymentTimeouts: createPaymentTimeouts({ database, orders, effects, clock }),
+    deadLetters,
+    operations: createOperations({ database, orders, clock }),
     async start() {
       for (const subscription of subscriptions) await bus.subscribe(subscription);
       await sagaPlacement?.start();
