@@ -255,7 +255,14 @@ export function createOperations(deps: { database: Database; orders: Orders; clo
     return found.map((row) => summarise(row, now));
   }
 
-  return { timeline, listSagas };
+  /** The tenant an order belongs to (the CLI is given only the id); undefined when no such order is here. */
+  async function tenantOfOrder(orderId: string): Promise<string | undefined> {
+    if (!(await hasTable(database.db, "orders"))) return undefined;
+    const [row] = await rows<{ tenant_id: string }>(database.db, sql`select tenant_id from orders where id = ${orderId}`);
+    return row?.tenant_id;
+  }
+
+  return { timeline, listSagas, tenantOfOrder };
 }
 
 export type Operations = ReturnType<typeof createOperations>;
