@@ -11,6 +11,7 @@ import { registerProblemHandlers, sendProblem } from "./http/problem.ts";
 import { rateLimit } from "./http/rate-limit.ts";
 import { withSafeText } from "./http/schemas.ts";
 import { accountRoutes } from "./http/routes/accounts.ts";
+import { adminRoutes } from "./http/routes/admin.ts";
 import { couponRoutes } from "./http/routes/coupons.ts";
 import { opsRoutes } from "./http/routes/ops.ts";
 import { orderRoutes } from "./http/routes/orders.ts";
@@ -52,8 +53,7 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
   registerRequestContext(app);
   app.addHook("onResponse", async (request, reply) => {
     const route = request.routeOptions.url ?? "unmatched";
-    services.metrics.httpRequests.inc({ method: request.method, route, status: `${Math.floor(reply.statusCode / 100)}xx` });
-    services.metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+    services.metrics.httpDuration.observe({ method: request.method, route, status_class: `${Math.floor(reply.statusCode / 100)}xx` }, reply.elapsedTime / 1000);
   });
 
   await app.register(fastifySwagger, {
@@ -98,18 +98,23 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
       // Signed-in callers: token first (before any body is read), then their own rate bucket.
       await api.register(async (signedIn) => {
         signedIn.addHook("onRequest", authenticate(services.tokens));
-        signedIn.addHook("onRequest", rateLimit(services.rateLimiter, (request) => `user:${request.identity!.tenantId}:${request.identity!.userId}`));
+        signedIn.addHook(
+          "onRequest",
+          rateLimit(services.rateLimiter, (request) => `user:${request.identity!.tenantId}:${request.identity!.userId}`, () => services.metrics.rateLimited.inc({ scope: "user" })),
+        );
         registerIdempotency(signedIn, services);
         // Each service serves the paths it owns (api-contract.md §1); all-in-one serves them all.
         if (roles.has("inventory")) await signedIn.register(productRoutes(services));
         if (roles.has("payments")) await signedIn.register(accountRoutes(services));
         if (roles.has("coupons")) await signedIn.register(couponRoutes(services));
         if (roles.has("orders")) await signedIn.register(orderRoutes(services));
+        // The operators' API (api-contract.md §6): served by the all-in-one and the orders service.
+        if (roles.has("orders")) await signedIn.register(adminRoutes(services));
       });
       // The payment provider: no token, so limited per source address; signed with HMAC instead.
       if (roles.has("payments")) {
         await api.register(async (provider) => {
-          provider.addHook("onRequest", rateLimit(services.rateLimiter, (request) => `ip:${request.ip}`));
+          provider.addHook("onRequest", rateLimit(services.rateLimiter, (request) => `ip:${request.ip}`, () => services.metrics.rateLimited.inc({ scope: "ip" })));
           await provider.register(paymentRoutes(services));
         });
       }

@@ -1,4 +1,4 @@
-import { parseArgs } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 import { pino } from "pino";
 import { createTokens, parseTtl, PrintableId, ROLES, type Role } from "./auth/tokens.ts";
 import { ConfigError, loadConfig, parseServices } from "./config.ts";
@@ -6,18 +6,96 @@ import { openDatabase } from "./db/open.ts";
 import { systemClock } from "./kit/clock.ts";
 import { createDeadLetters, type DeadLetterOutcome } from "./kit/dead-letters.ts";
 import { newId } from "./kit/ids.ts";
+import { createOutbox } from "./kit/outbox.ts";
+import { createTransitionHooks } from "./modules/orders/hooks.ts";
+import { createOrders } from "./modules/orders/orders.ts";
+import { renderDeadLetter, renderDeadLetterList, renderTimeline } from "./ops/cli-views.ts";
+import { createOperations } from "./ops/timeline.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
 import { startServer } from "./server.ts";
 
-const USAGE = `usage:
-  orderly serve [--services all|orders,inventory,payments,coupons,shipping] [--demo]
-  orderly migrate
-  orderly token --tenant T --user U --role customer|admin [--ttl 1h]
-  orderly dlq list [--status open|retried|skipped|resolved|all]
-  orderly dlq retry ID | skip ID | resolve ID --note TEXT   [--actor NAME]`;
+/** A command line that cannot be understood: one line on stderr, exit 2 (api-contract.md §1). */
+class UsageError extends Error {
+  constructor(what: string | undefined, problem: string) {
+    super(what ? `${what}: ${problem}` : problem);
+    this.name = "UsageError";
+  }
+}
+
+const USAGE = `usage: orderly COMMAND [OPTIONS]   (orderly COMMAND --help for one command)
+
+  serve [--services all|orders,inventory,payments,coupons,shipping] [--demo]
+  migrate
+  token --tenant T --user U --role customer|admin [--ttl 1h]
+  dlq list [--status open|retried|skipped|resolved|all] [--json]
+  dlq show ID [--json]
+  dlq retry ID | skip ID | resolve ID --note TEXT   [--actor NAME]
+  order show ID [--tenant T] [--json]
+`;
+
+const DATABASE_NOTE = `The database is DATABASE_URL, or the embedded one in ORDERLY_DATA_DIR (default ./.orderly).`;
+
+const HELP: Record<string, string> = {
+  serve: `usage: orderly serve [--services LIST] [--demo]
+
+Serves the API. LIST is all (default: every service in one process, one transaction per order) or a
+comma list of orders,inventory,payments,coupons,shipping (split services need DATABASE_URL and AMQP_URL).
+
+  --services LIST   which services this process runs
+  --demo            load the demo tenant and print ready-made tokens (never in production)
+  --help            this text
+`,
+  migrate: `usage: orderly migrate
+
+Applies the database migrations and exits. ${DATABASE_NOTE}
+`,
+  token: `usage: orderly token --tenant T --user U --role customer|admin [--ttl 1h]
+
+Prints a JWT signed with ORDERLY_JWT_SECRET (or the data dir's dev secret) for that identity.
+
+  --tenant T     tenant id (1 to 128 printable characters)
+  --user U       user id (1 to 128 printable characters)
+  --role R       customer or admin; repeat it or give a comma list for both
+  --ttl D        lifetime: 30s, 15m, 1h (default) or 7d
+`,
+  dlq: `usage: orderly dlq list [--status STATUS] [--json]
+       orderly dlq show ID [--json]
+       orderly dlq retry ID | skip ID | resolve ID --note TEXT   [--actor NAME]
+
+Dead letters: work that failed past its retry limit. retry re-drives it (or refuses, saying why),
+skip gives up on it, resolve records that it was handled outside Orderly; every action is audited
+with the actor (default: $USER). ${DATABASE_NOTE}
+
+  --status S     open (default), retried, skipped, resolved or all (list)
+  --json         print JSON instead of text (list, show)
+  --note TEXT    how it was handled (resolve; required)
+  --actor NAME   who acts (retry, skip, resolve)
+`,
+  order: `usage: orderly order show ID [--tenant T] [--json]
+
+Prints one order's timeline: state moves, saga steps with their durations, messages and the
+consumers that handled them, payments, dead letters and the actions on them, in time order.
+${DATABASE_NOTE}
+
+  --tenant T     the order's tenant (found from the id when not given)
+  --json         print the timeline as JSON (as GET /api/v1/admin/orders/{id}/timeline)
+`,
+};
+
+const wantsHelp = (args: string[]) => args.includes("--help") || args.includes("-h");
+
+/** parseArgs, with its errors (an unknown option, a missing value) as usage errors. */
+function parse<T extends ParseArgsConfig["options"]>(args: string[], options: T, allowPositionals = false) {
+  try {
+    return parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (error) {
+    if (error instanceof TypeError && "code" in error) throw new UsageError(undefined, error.message);
+    throw error;
+  }
+}
 
 async function serve(args: string[]) {
-  const { values } = parseArgs({ args, options: { services: { type: "string", default: "all" }, demo: { type: "boolean", default: false } } });
+  const { values } = parse(args, { services: { type: "string", default: "all" }, demo: { type: "boolean", default: false } });
   const services = parseServices(values.services);
   const config = loadConfig();
   const running = await startServer(config, { demo: config.demo ?? values.demo, roles: services });
@@ -38,7 +116,8 @@ async function serve(args: string[]) {
   process.on("SIGTERM", () => stop("SIGTERM"));
 }
 
-async function migrate() {
+async function migrate(args: string[]) {
+  parse(args, {});
   const config = loadConfig();
   const database = await openDatabase(config);
   await database.close();
@@ -46,35 +125,40 @@ async function migrate() {
 }
 
 async function token(args: string[]) {
-  const { values } = parseArgs({
-    args,
-    options: { tenant: { type: "string" }, user: { type: "string" }, role: { type: "string", multiple: true }, ttl: { type: "string", default: "1h" } },
-  });
-  if (!values.tenant || !PrintableId.safeParse(values.tenant).success) throw new ConfigError("--tenant", "is required: 1 to 128 printable characters");
-  if (!values.user || !PrintableId.safeParse(values.user).success) throw new ConfigError("--user", "is required: 1 to 128 printable characters");
+  const { values } = parse(args, { tenant: { type: "string" }, user: { type: "string" }, role: { type: "string", multiple: true }, ttl: { type: "string", default: "1h" } });
+  if (!values.tenant || !PrintableId.safeParse(values.tenant).success) throw new UsageError("--tenant", "is required: 1 to 128 printable characters");
+  if (!values.user || !PrintableId.safeParse(values.user).success) throw new UsageError("--user", "is required: 1 to 128 printable characters");
   const roles = (values.role ?? []).flatMap((r) => r.split(","));
   if (roles.length === 0 || !roles.every((r): r is Role => (ROLES as readonly string[]).includes(r))) {
-    throw new ConfigError("--role", "must be customer or admin");
+    throw new UsageError("--role", "must be customer or admin");
   }
   const ttl = parseTtl(values.ttl);
-  if (!ttl) throw new ConfigError("--ttl", "must look like 30s, 15m, 1h or 7d");
+  if (!ttl) throw new UsageError("--ttl", "must look like 30s, 15m, 1h or 7d");
   const { jwtSecret } = resolveSecrets(loadConfig());
   if (!jwtSecret) throw new ConfigError("ORDERLY_JWT_SECRET", "is needed to sign tokens");
   process.stdout.write(`${await createTokens({ secret: jwtSecret }).sign({ tenantId: values.tenant, userId: values.user, roles }, ttl)}\n`);
 }
 
-/** Dead letters: list them, or retry / skip / resolve one (each action audited with its actor). */
+/** Dead letters: list or show them, or retry / skip / resolve one (each action audited with its actor). */
 async function dlq(args: string[]) {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parse(
     args,
-    allowPositionals: true,
-    options: { status: { type: "string", default: "open" }, note: { type: "string" }, actor: { type: "string", default: process.env.USER ?? "cli" } },
-  });
-  const [action, id] = positionals;
+    {
+      status: { type: "string", default: "open" },
+      note: { type: "string" },
+      actor: { type: "string", default: process.env.USER ?? "cli" },
+      json: { type: "boolean", default: false },
+    },
+    true,
+  );
+  const [action, id, ...extra] = positionals;
+  const actions = ["list", "show", "retry", "skip", "resolve"];
+  if (!action || !actions.includes(action)) throw new UsageError("dlq", `${action ? `unknown action "${action}"` : "an action is required"}; use ${actions.join(", ")} (orderly dlq --help)`);
+  if (extra.length > 0) throw new UsageError("dlq", `unexpected argument "${extra[0]}"`);
   const statuses = ["open", "retried", "skipped", "resolved", "all"] as const;
-  if (!statuses.includes(values.status as (typeof statuses)[number])) throw new ConfigError("--status", `must be one of ${statuses.join(", ")}`);
-  if (action !== "list" && !id) throw new ConfigError("dlq", `${action ?? "an action"} needs a dead letter id; see orderly --help`);
-  if (action === "resolve" && !values.note) throw new ConfigError("--note", "is required to resolve a dead letter (say how it was handled)");
+  if (!statuses.includes(values.status as (typeof statuses)[number])) throw new UsageError("--status", `must be one of ${statuses.join(", ")}`);
+  if (action !== "list" && !id) throw new UsageError("dlq", `${action} needs a dead letter id; see orderly dlq --help`);
+  if (action === "resolve" && !values.note) throw new UsageError("--note", "is required to resolve a dead letter (say how it was handled)");
   const database = await openDatabase(loadConfig());
   try {
     const letters = createDeadLetters({ clock: systemClock, newId });
@@ -82,9 +166,15 @@ async function dlq(args: string[]) {
     switch (action) {
       case "list": {
         const status = values.status === "all" ? undefined : (values.status as "open");
-        for (const l of await letters.list(database.db, { status })) {
-          process.stdout.write(`${l.id}  ${l.status.padEnd(8)}  ${l.createdAt.toISOString()}  ${l.source}${l.consumer ? `/${l.consumer}` : ""}  ${l.reference}  ${l.reason}\n`);
-        }
+        const found = await letters.list(database.db, { status });
+        process.stdout.write(values.json ? `${JSON.stringify(found, null, 2)}\n` : renderDeadLetterList(found));
+        return;
+      }
+      case "show": {
+        const letter = await letters.get(database.db, id as string);
+        if (!letter) throw new ConfigError("dlq", `no dead letter ${id}`);
+        const trail = await letters.actions(database.db, letter.id);
+        process.stdout.write(values.json ? `${JSON.stringify({ ...letter, actions: trail }, null, 2)}\n` : renderDeadLetter(letter, trail));
         return;
       }
       case "retry":
@@ -93,13 +183,10 @@ async function dlq(args: string[]) {
       case "skip":
         outcome = await letters.skip(database.db, id as string, values.actor);
         break;
-      case "resolve":
-        outcome = await letters.resolve(database.db, id as string, values.actor, values.note as string);
-        break;
       default:
-        throw new ConfigError("dlq", `unknown action "${action}"; use list, retry, skip or resolve`);
+        outcome = await letters.resolve(database.db, id as string, values.actor, values.note as string);
     }
-    // A refusal (unknown id, already closed, nothing to re-drive) is one line on stderr and a non-zero exit.
+    // A refusal (unknown id, already closed, nothing to re-drive) is one line on stderr and exit 1.
     if (!outcome.ok) throw new ConfigError("dlq", outcome.detail ?? outcome.reason);
     process.stdout.write(`${JSON.stringify(outcome.value)}\n`);
   } finally {
@@ -107,25 +194,47 @@ async function dlq(args: string[]) {
   }
 }
 
-async function main(argv: string[]) {
-  const [command, ...rest] = argv;
-  switch (command) {
-    case "serve":
-      return serve(rest);
-    case "migrate":
-      return migrate();
-    case "token":
-      return token(rest);
-    case "dlq":
-      return dlq(rest);
-    default:
-      process.stderr.write(`${USAGE}\n`);
-      process.exit(command === undefined || command === "--help" ? 0 : 2);
+/** One order's timeline, as the admin API answers it. */
+async function order(args: string[]) {
+  const { values, positionals } = parse(args, { tenant: { type: "string" }, json: { type: "boolean", default: false } }, true);
+  const [action, id, ...extra] = positionals;
+  if (action !== "show") throw new UsageError("order", `${action ? `unknown action "${action}"` : "an action is required"}; use show (orderly order --help)`);
+  if (!id) throw new UsageError("order", "show needs an order id; see orderly order --help");
+  if (extra.length > 0) throw new UsageError("order", `unexpected argument "${extra[0]}"`);
+  const database = await openDatabase(loadConfig());
+  try {
+    const outbox = createOutbox({ clock: systemClock, newId });
+    const orders = createOrders({ hooks: createTransitionHooks(() => {}), clock: systemClock, outbox });
+    const operations = createOperations({ database, orders, clock: systemClock });
+    const tenantId = values.tenant ?? (await operations.tenantOfOrder(id));
+    const timeline = tenantId === undefined ? undefined : await operations.timeline(tenantId, id);
+    if (!timeline) throw new ConfigError("order", `no order ${id}${values.tenant ? ` in tenant ${values.tenant}` : ""} in this database`);
+    process.stdout.write(values.json ? `${JSON.stringify(timeline, null, 2)}\n` : renderTimeline(timeline));
+  } finally {
+    await database.close();
   }
 }
 
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, migrate, token, dlq, order };
+
+async function main(argv: string[]) {
+  const [command, ...rest] = argv;
+  if (command === undefined) throw new UsageError(undefined, "a command is required; see orderly --help");
+  if (command === "--help" || command === "-h" || command === "help") {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const run = COMMANDS[command];
+  if (!run) throw new UsageError(undefined, `unknown command "${command}"; see orderly --help`);
+  if (wantsHelp(rest)) {
+    process.stdout.write(HELP[command] as string);
+    return;
+  }
+  await run(rest);
+}
+
 main(process.argv.slice(2)).catch((error: unknown) => {
-  const message = error instanceof ConfigError ? error.message : error instanceof TypeError && "code" in error ? error.message : String(error);
-  process.stderr.write(`orderly: ${message}\n`);
-  process.exit(1);
+  const message = error instanceof UsageError || error instanceof ConfigError ? error.message : String(error);
+  process.stderr.write(`orderly: ${message.split("\n")[0]}\n`);
+  process.exit(error instanceof UsageError ? 2 : 1);
 });

@@ -13,11 +13,10 @@ import { createPaymentTimeouts, type PaymentTimeouts } from "./flows/payment-tim
 import type { Placement } from "./flows/placement.ts";
 import { createSagaPlacement, type SagaPlacement } from "./flows/saga-placement.ts";
 import type { StepModules } from "./flows/steps.ts";
-import { backlogOf } from "./kit/backlog.ts";
 import { createBarrier } from "./kit/barrier.ts";
 import { type Bus, createInProcessBus } from "./kit/bus.ts";
 import { type Clock, systemClock } from "./kit/clock.ts";
-import { createDeadLetters } from "./kit/dead-letters.ts";
+import { createDeadLetters, type DeadLetters } from "./kit/dead-letters.ts";
 import { createIdempotency, type Idempotency } from "./kit/idempotency.ts";
 import { type IdGenerator, newId as defaultNewId } from "./kit/ids.ts";
 import { topicRouter } from "./kit/inbox.ts";
@@ -32,7 +31,8 @@ import { createOrders, type Orders } from "./modules/orders/orders.ts";
 import { createPayments, type Payments } from "./modules/payments/payments.ts";
 import { createWallets, type Wallets } from "./modules/payments/wallets.ts";
 import { createShipping, type Shipping } from "./modules/shipping/shipping.ts";
-import { createMetrics, type Metrics } from "./ops/metrics.ts";
+import { createMetrics, type Metrics, timedHandler } from "./ops/metrics.ts";
+import { createOperations, type Operations } from "./ops/timeline.ts";
 import type { Secrets } from "./ops/secrets.ts";
 
 export { BUS_CONSUMERS, BUS_TOPOLOGY } from "./flows/consumers.ts";
@@ -70,6 +70,9 @@ export interface Services {
   moves: OrderMoves;
   handlePaymentReport: HandlePaymentReport;
   paymentTimeouts: PaymentTimeouts;
+  deadLetters: DeadLetters;
+  /** What operators read: order timelines, sagas by state (the admin API and the CLI). */
+  operations: Operations;
   /** Subscribes this process's consumers and starts its relay. */
   start(): Promise<void>;
   /** Stops what start() started and closes what the services opened besides the database. */
@@ -106,7 +109,7 @@ export function createServices(deps: ServiceDeps): Services {
   // A step's owner may take the whole retry schedule to answer before a placement gives up on it.
   const stepDeadlineMs = retryDelaysMs.reduce((sum, ms) => sum + ms, 0);
 
-  const metrics = createMetrics(() => backlogOf(database.db));
+  const metrics = createMetrics({ poolStats: () => database.poolStats() });
   const hooks = createTransitionHooks((error, event) => log.error({ err: error, orderId: event.orderId }, "an after-transition hook failed"));
   hooks.after("*->*", (event) => {
     metrics.transitions.inc({ to: event.to });
@@ -130,8 +133,11 @@ export function createServices(deps: ServiceDeps): Services {
 
   const bus = deps.bus ?? createInProcessBus();
   const deadLetters = createDeadLetters({ clock, newId });
-  const relay = createRelay({ database, bus, clock, log, deadLetters, retryDelaysMs });
-  const runner = saga && roles.has("orders") ? createSagaRunner({ outbox, clock, log, retryDelaysMs }) : undefined;
+  const relay = createRelay({ database, bus, clock, log, deadLetters, retryDelaysMs, onPublished: (lag) => metrics.publishLag.observe(lag) });
+  const runner =
+    saga && roles.has("orders")
+      ? createSagaRunner({ outbox, clock, log, retryDelaysMs, onStepSettled: ({ seconds, ...labels }) => metrics.sagaSteps.observe(labels, seconds) })
+      : undefined;
   if (runner) registerCaptureSaga({ runner, orders, effects, stepDeadlineMs });
 
   const localPlacement = saga
@@ -164,7 +170,7 @@ export function createServices(deps: ServiceDeps): Services {
   const subscriptions = saga
     ? [...roles].map((service) => {
         const routes = routesOf(service, consumerDeps);
-        return { consumer: service, topics: routes.map((r) => r.topic), handler: topicRouter(database, service, routes) };
+        return { consumer: service, topics: routes.map((r) => r.topic), handler: timedHandler(metrics, service, topicRouter(database, service, routes)) };
       })
     : [];
 
@@ -197,6 +203,8 @@ export function createServices(deps: ServiceDeps): Services {
     moves: createOrderMoves({ database, orders, effects }),
     handlePaymentReport,
     paymentTimeouts: createPaymentTimeouts({ database, orders, effects, clock }),
+    deadLetters,
+    operations: createOperations({ database, orders, clock }),
     async start() {
       for (const subscription of subscriptions) await bus.subscribe(subscription);
       await sagaPlacement?.start();

@@ -377,7 +377,7 @@ describe.each(testDatabases())("HTTP API v1 on $name", (database) => {
       expect((await h.call("GET", "/readyz")).status).toBe(200);
       const metrics = (await h.call("GET", "/metrics")).body as string;
       expect(metrics).toContain("orderly_order_placements_total");
-      expect(metrics).toMatch(/orderly_backlog_items\{kind="dead_letters_open"\} 0/);
+      expect(metrics).toMatch(/^orderly_dead_letters_open 0$/m);
       const doc = (await h.call("GET", "/docs/json")).body;
       expect(doc.openapi).toBe("3.1.0");
       for (const path of [

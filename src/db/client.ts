@@ -61,7 +61,18 @@ export interface Database {
   listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
   /** Whether NOTIFYs reach this process now (readiness, metrics). PGlite's never stop while something listens. */
   notifications(): NotificationState;
+  /** The connection pool's counters (metrics); undefined for the embedded database, which has one connection. */
+  poolStats(): PoolStats | undefined;
   close(): Promise<void>;
+}
+
+/** What a pool of database connections holds now (pg's Pool counters). */
+export interface PoolStats {
+  total: number;
+  idle: number;
+  /** Checkouts queued for a connection. */
+  waiting: number;
+  max: number;
 }
 
 /** "off": nothing listens; "live": NOTIFYs arrive; "down": the listening connection is lost and being re-established. */
@@ -131,6 +142,7 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     },
     listen: listener.listen,
     notifications: listener.state,
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: pool.options.max }),
     async close() {
       await listener.close();
       await pool.end();
@@ -342,6 +354,7 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
     },
     // In-process: notifications cannot be lost while the database is open.
     notifications: () => (listeners > 0 && !client.closed ? "live" : "off"),
+    poolStats: () => undefined,
     async close() {
       try {
         if (!client.closed) await client.close();

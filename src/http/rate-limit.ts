@@ -8,7 +8,7 @@ import { sendProblem } from "./problem.ts";
  * Retry-After when it is empty. Every answer carries the RateLimit-* headers. If the limiter's store
  * is unreachable the request goes through (logged): an outage of Redis must not stop the shop.
  */
-export function rateLimit(limiter: RateLimiter, keyOf: (request: FastifyRequest) => string) {
+export function rateLimit(limiter: RateLimiter, keyOf: (request: FastifyRequest) => string, onRejected: () => void = () => {}) {
   const policy = `${limiter.burst};w=${Math.max(1, Math.ceil(limiter.burst / limiter.rps))}`;
   return async (request: FastifyRequest, reply: FastifyReply) => {
     let decision;
@@ -25,6 +25,7 @@ export function rateLimit(limiter: RateLimiter, keyOf: (request: FastifyRequest)
       "ratelimit-reset": String(decision.resetS),
     });
     if (!decision.allowed) {
+      onRejected();
       reply.header("retry-after", String(decision.retryAfterS));
       return sendProblem(request, reply, new AppError("RATE_LIMITED", `too many requests; retry in ${decision.retryAfterS} s`));
     }

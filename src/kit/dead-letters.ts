@@ -116,13 +116,33 @@ export function createDeadLetters(deps: { clock: Clock; newId: IdGenerator }) {
       });
     },
 
-    list(db: Db, filter: { status?: DeadLetter["status"]; limit?: number } = {}): Promise<DeadLetter[]> {
+    /** Newest first; one tenant's when `tenantId` is given; after `after` (a page's last letter) when given. */
+    list(
+      db: Db,
+      filter: { status?: DeadLetter["status"]; tenantId?: string; limit?: number; after?: { at: Date; key: string } } = {},
+    ): Promise<DeadLetter[]> {
+      const { after } = filter;
       return db
         .select()
         .from(deadLetters)
-        .where(and(filter.status ? eq(deadLetters.status, filter.status) : undefined))
-        .orderBy(desc(deadLetters.createdAt))
+        .where(
+          and(
+            filter.status ? eq(deadLetters.status, filter.status) : undefined,
+            filter.tenantId === undefined ? undefined : eq(deadLetters.tenantId, filter.tenantId),
+            after ? sql`(${deadLetters.createdAt}, ${deadLetters.id}) < (${after.at.toISOString()}::timestamptz, ${after.key})` : undefined,
+          ),
+        )
+        .orderBy(desc(deadLetters.createdAt), desc(deadLetters.id))
         .limit(filter.limit ?? 100);
+    },
+
+    /** One letter (one tenant's when `tenantId` is given), or undefined. */
+    async get(db: Db, id: string, tenantId?: string): Promise<DeadLetter | undefined> {
+      const [letter] = await db
+        .select()
+        .from(deadLetters)
+        .where(and(eq(deadLetters.id, id), tenantId === undefined ? undefined : eq(deadLetters.tenantId, tenantId)));
+      return letter;
     },
 
     actions(db: Db, id: string) {

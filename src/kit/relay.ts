@@ -43,6 +43,8 @@ export interface RelayOptions {
   pollMs?: number;
   /** How long a relay may hold claimed rows before another relay takes them over (it died). */
   claimMs?: number;
+  /** Told, for each message the bus took, how long after its commit that was (metrics). */
+  onPublished?: (lagSeconds: number) => void;
 }
 
 interface ClaimedRow {
@@ -128,9 +130,15 @@ export function createRelay(options: RelayOptions) {
     const results = await Promise.allSettled(claimed.map((row) => bus.publish(messageOf(row))));
     const published = claimed.filter((_, i) => results[i]?.status === "fulfilled").map((row) => row.id);
     if (published.length > 0) {
+      const publishedAt = clock.now();
       await db.execute(sql`
-        update outbox_messages set status = 'published', published_at = ${clock.now().toISOString()}::timestamptz, claimed_until = null, last_error = null
+        update outbox_messages set status = 'published', published_at = ${publishedAt.toISOString()}::timestamptz, claimed_until = null, last_error = null
         where id in (select jsonb_array_elements_text(${JSON.stringify(published)}::jsonb))`);
+      if (options.onPublished) {
+        for (const [i, row] of claimed.entries()) {
+          if (results[i]?.status === "fulfilled") options.onPublished(Math.max(0, (publishedAt.getTime() - new Date(row.created_at).getTime()) / 1000));
+        }
+      }
     }
     let unreachable = 0;
     for (const [i, result] of results.entries()) {

@@ -67,6 +67,8 @@ export interface SagaReply {
 
 export const SAGA_REPLY_TOPIC = "saga.reply";
 export const STEP_TIMEOUT = "STEP_TIMEOUT";
+/** The outcome of a try still running when another step refused: its answer no longer matters, its effect is cancelled. */
+const ABANDONED = "ABANDONED";
 
 type StepState = "waiting" | "trying" | "done" | "refused" | "skipped" | "to-cancel" | "cancelling" | "cancelled";
 
@@ -82,6 +84,28 @@ export interface StepProgress {
   messageId?: string;
   /** When the current operation's first command reached the broker: its deadline counts from here. */
   publishedAt?: string;
+  /** Every operation of the step so far, for operators (the order timeline): when sent, when and how answered. */
+  ops?: StepOperation[];
+}
+
+/** One operation (try or cancel) of a saga step, as the order timeline shows it. */
+export interface StepOperation {
+  op: "try" | "cancel";
+  /** When its first command was written to the outbox (ISO time). */
+  sentAt: string;
+  /** When its answer was applied, or when the saga gave up on it. */
+  settledAt?: string;
+  /** `ok`, the refusal's reason, STEP_TIMEOUT, or ABANDONED (another step refused while it ran). */
+  outcome?: string;
+}
+
+/** A settled step operation, as told to metrics: outcome is one of ok, refused, timeout, abandoned. */
+export interface StepSettled {
+  saga: string;
+  step: string;
+  op: "try" | "cancel";
+  outcome: "ok" | "refused" | "timeout" | "abandoned";
+  seconds: number;
 }
 
 type SagaRow = typeof sagas.$inferSelect;
@@ -105,7 +129,14 @@ const NEVER = new Date("9999-01-01T00:00:00Z");
  * outbox no deadline runs, and compensations are sent until they are answered. Nothing here is
  * dead-lettered: a saga that takes long shows as stuck to operators and keeps going.
  */
-export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logger; retryDelaysMs?: number[] }) {
+export function createSagaRunner(deps: {
+  outbox: Outbox;
+  clock: Clock;
+  log: Logger;
+  retryDelaysMs?: number[];
+  /** Told, once its transaction committed, each time a step's operation settles (metrics). */
+  onStepSettled?: (settled: StepSettled) => void;
+}) {
   const { outbox, clock, log } = deps;
   const delays = deps.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
   const definitions = new Map<string, SagaDefinition<unknown>>();
@@ -136,15 +167,37 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
   }
 
   async function begin(tx: Tx, row: SagaRow, step: SagaStep<unknown>, op: "try" | "cancel"): Promise<StepProgress> {
-    return { state: op === "try" ? "trying" : "cancelling", attempts: 1, messageId: await send(tx, row, step, op), due: later(resendDelayMs(1)) };
+    const ops = [...(row.steps[step.id]?.ops ?? []), { op, sentAt: clock.now().toISOString() }];
+    return { state: op === "try" ? "trying" : "cancelling", attempts: 1, messageId: await send(tx, row, step, op), due: later(resendDelayMs(1)), ops };
   }
 
-  function abort(row: SagaRow, reason: string): void {
+  /** Closes the step's open operation with its outcome; metrics hear of it once the transaction commits. */
+  function settle(row: SagaRow, stepId: string, outcome: string, afterCommit: AfterCommit): void {
+    const current = row.steps[stepId]?.ops?.at(-1);
+    if (!current || current.settledAt) return;
+    const now = clock.now();
+    Object.assign(current, { settledAt: now.toISOString(), outcome });
+    if (!deps.onStepSettled) return;
+    const settled: StepSettled = {
+      saga: row.type,
+      step: stepId,
+      op: current.op,
+      outcome: outcome === "ok" ? "ok" : outcome === STEP_TIMEOUT ? "timeout" : outcome === ABANDONED ? "abandoned" : "refused",
+      seconds: Math.max(0, (now.getTime() - Date.parse(current.sentAt)) / 1000),
+    };
+    const tell = deps.onStepSettled;
+    afterCommit(async () => tell(settled));
+  }
+
+  function abort(row: SagaRow, reason: string, afterCommit: AfterCommit): void {
     row.status = "compensating";
     row.abortReason ??= reason;
-    for (const p of Object.values(row.steps)) {
+    for (const [id, p] of Object.entries(row.steps)) {
       if (p.state === "waiting") p.state = "skipped";
-      else if (p.state === "trying" || p.state === "done") Object.assign(p, { state: "to-cancel", attempts: 0, due: undefined, publishedAt: undefined });
+      else if (p.state === "trying" || p.state === "done") {
+        if (p.state === "trying") settle(row, id, ABANDONED, afterCommit);
+        Object.assign(p, { state: "to-cancel", attempts: 0, due: undefined, publishedAt: undefined });
+      }
     }
   }
 
@@ -161,7 +214,7 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
       if (definition.steps.every((s) => SETTLED.has((progress[s.id] as StepProgress).state))) {
         row.status = "completed";
         const completed = await definition.onCompleted(tx, view(row), afterCommit);
-        if (!completed.ok) abort(row, completed.reason);
+        if (!completed.ok) abort(row, completed.reason, afterCommit);
       }
     }
     if (row.status === "compensating") {
@@ -191,12 +244,14 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
     if (!row || row.status === "completed" || row.status === "compensated") return;
     const p = row.steps[reply.step];
     if (reply.op === "try" && p?.state === "trying") {
+      settle(row, reply.step, reply.outcome.ok ? "ok" : reply.outcome.reason, afterCommit);
       if (reply.outcome.ok) Object.assign(p, { state: "done", result: reply.outcome.result ?? null, due: undefined });
       else {
         Object.assign(p, { state: "refused", due: undefined });
-        abort(row, reply.outcome.reason);
+        abort(row, reply.outcome.reason, afterCommit);
       }
     } else if (reply.op === "cancel" && p?.state === "cancelling") {
+      settle(row, reply.step, "ok", afterCommit);
       Object.assign(p, { state: "cancelled", due: undefined });
     } else {
       return; // a late or repeated answer: the barrier answered it, the saga moved on
@@ -233,7 +288,8 @@ export function createSagaRunner(deps: { outbox: Outbox; clock: Clock; log: Logg
       p.publishedAt ??= (sent.at ?? now).toISOString();
       if (p.state === "trying" && step.deadlineMs !== undefined && now.getTime() - Date.parse(p.publishedAt) >= step.deadlineMs) {
         log.warn({ sagaId: row.id, step: step.id, attempts: p.attempts }, "a saga step did not answer in time; the saga compensates");
-        abort(row, STEP_TIMEOUT);
+        settle(row, step.id, STEP_TIMEOUT, afterCommit);
+        abort(row, STEP_TIMEOUT, afterCommit);
         break;
       }
       Object.assign(p, { attempts: p.attempts + 1, messageId: await send(tx, row, step, p.state === "trying" ? "try" : "cancel") });

@@ -1,3 +1,4 @@
+import { backlogOf } from "../kit/backlog.ts";
 import { purgeExpired } from "../kit/retention.ts";
 import type { Services } from "../services.ts";
 
@@ -6,7 +7,18 @@ const DAY_MS = 24 * 3600 * 1000;
 interface Job {
   name: string;
   everyMs: number;
+  /** Also run once right away, not only after the first interval. */
+  atStart?: boolean;
   run(): Promise<unknown>;
+}
+
+/**
+ * Counts the backlog (across tenants, one round trip over partial indexes) and sets its gauges, so a
+ * scrape of /metrics never queries the database.
+ */
+export async function refreshBacklogGauges(deps: Pick<Services, "database" | "clock" | "metrics">): Promise<void> {
+  const now = deps.clock.now();
+  deps.metrics.setBacklog(await backlogOf(deps.database.db, now), now);
 }
 
 /**
@@ -16,11 +28,13 @@ interface Job {
  * a run never overlaps the previous run of the same job.
  */
 export function startJobs(
-  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "config">,
-  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number } = {},
+  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "config" | "metrics">,
+  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number } = {},
 ): () => Promise<void> {
   const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log } = deps;
   const jobs: Job[] = [
+    // Backlog gauges: fresh within seconds, which is all an alert on minutes-long trends needs.
+    { name: "backlog-gauges", everyMs: options.backlogMs ?? 5_000, atStart: true, run: () => refreshBacklogGauges(deps) },
     ...(localPlacement ? [{ name: "pending-recovery", everyMs: options.recoveryMs ?? 5_000, run: () => localPlacement.recoverPending() }] : []),
     // Sagas whose step has not answered are resent, then aborted and compensated (saga strategy).
     ...(runner ? [{ name: "saga-resume", everyMs: options.sagaResumeMs ?? 500, run: () => runner.resumeDue(database) }] : []),
@@ -41,7 +55,7 @@ export function startJobs(
   const running = new Set<Promise<unknown>>();
   const timers = jobs.map((job) => {
     let busy = false;
-    const timer = setInterval(() => {
+    const tick = () => {
       if (busy) return;
       busy = true;
       const run = job
@@ -52,8 +66,10 @@ export function startJobs(
           running.delete(run);
         });
       running.add(run);
-    }, job.everyMs);
+    };
+    const timer = setInterval(tick, job.everyMs);
     timer.unref();
+    if (job.atStart) tick();
     return timer;
   });
   return async () => {

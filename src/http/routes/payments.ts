@@ -4,26 +4,36 @@ import { SIGNATURE_HEADER } from "../../auth/webhooks.ts";
 import { AppError } from "../../kit/errors.ts";
 import type { WebhookSignatures } from "../../auth/webhooks.ts";
 import type { HandlePaymentReport } from "../../flows/payment-callback.ts";
+import type { Metrics } from "../../ops/metrics.ts";
 import { sendProblem } from "../problem.ts";
 import { PaymentCallbackBody, PaymentCallbackAnswer, problems } from "../schemas.ts";
 
 const badSignature = () => new AppError("BAD_SIGNATURE", "the Orderly-Signature header is missing, wrong or older than 300 s");
 
 /** The payment provider's callback: no JWT, an HMAC signature over the raw body instead. */
-export function paymentRoutes(deps: { webhooks: WebhookSignatures; handlePaymentReport: HandlePaymentReport }): FastifyPluginAsyncZod {
-  const { webhooks, handlePaymentReport } = deps;
+export function paymentRoutes(deps: { webhooks: WebhookSignatures; handlePaymentReport: HandlePaymentReport; metrics: Metrics }): FastifyPluginAsyncZod {
+  const { webhooks, handlePaymentReport, metrics } = deps;
+  const counted = (outcome: string) => metrics.callbacks.inc({ outcome });
   return async (app) => {
     app.post(
       "/payments/callback",
       {
         // The header and its timestamp are checked before the body is read, the HMAC before the body is validated.
         onRequest: async (request, reply) => {
-          if (!webhooks.isFresh(request.headers[SIGNATURE_HEADER] as string | undefined)) return sendProblem(request, reply, badSignature());
+          if (!webhooks.isFresh(request.headers[SIGNATURE_HEADER] as string | undefined)) {
+            counted("bad_signature");
+            return sendProblem(request, reply, badSignature());
+          }
         },
         preValidation: async (request, reply) => {
           if (!webhooks.verify(request.headers[SIGNATURE_HEADER] as string | undefined, request.rawBody ?? "")) {
+            counted("bad_signature");
             return sendProblem(request, reply, badSignature());
           }
+        },
+        // A signed body the schema refuses (the outcomes above and below count themselves).
+        onResponse: async (_request, reply) => {
+          if (reply.statusCode === 400) counted("invalid");
         },
         schema: {
           tags: ["payments"],
@@ -40,6 +50,7 @@ export function paymentRoutes(deps: { webhooks: WebhookSignatures; handlePayment
       },
       async (request) => {
         const result = await handlePaymentReport(request.body);
+        counted(result.kind === "accepted" && result.duplicate ? "duplicate" : result.kind);
         switch (result.kind) {
           case "accepted":
             return { orderId: result.orderId, status: result.status, duplicate: result.duplicate };
