@@ -304,6 +304,8 @@ export interface Caching {
   define<V>(options: { name: string; ttlMs: number; max: number; jitter?: number }): Cache<V>;
   /** Listens for invalidations; until then every cache reads through to the database. */
   start(): Promise<void>;
+  /** Empties the L1 of every cache of this process. */
+  clear(): void;
   close(): Promise<void>;
 }
 
@@ -315,10 +317,17 @@ export function createCaching(deps: { database: Database; redisUrl?: string | un
   const { database, metrics } = deps;
   const invalidations = createInvalidations(database);
   const store = deps.redisUrl && database.kind === "postgres" ? createRedisStore({ url: deps.redisUrl, scope: () => databaseScope(database) }) : undefined;
+  const caches: Cache<unknown>[] = [];
   return {
-    define: <V>(options: { name: string; ttlMs: number; max: number; jitter?: number }) =>
-      createCache<V>({ ...options, store, invalidations, metrics, singleFlight: database.kind === "postgres" }),
+    define<V>(options: { name: string; ttlMs: number; max: number; jitter?: number }) {
+      const cache = createCache<V>({ ...options, store, invalidations, metrics, singleFlight: database.kind === "postgres" });
+      caches.push(cache as Cache<unknown>);
+      return cache;
+    },
     start: () => invalidations.start(),
+    clear: () => {
+      for (const cache of caches) cache.clear();
+    },
     async close() {
       await invalidations.stop();
       await store?.close();
