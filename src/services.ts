@@ -132,10 +132,10 @@ export function createServices(deps: ServiceDeps): Services {
       await catalogue.changed(tx, product.tenantId, [product.sku]);
     },
   });
-  const catalogue = createCachedCatalogue({ inventory, cache: caching.define<CatalogueEntry>({ name: "catalogue", ttlMs: 60_000, max: 50_000 }) });
+  const catalogue = createCachedCatalogue({ inventory, cache: caching.define<CatalogueEntry>({ name: "catalogue", ttlMs: 60_000, max: 20_000 }) });
   const wallets = createWallets({ currency: config.currency });
   const coupons = createCoupons({ onCouponChanged: (tx, coupon) => couponTerms.changed(tx, coupon.tenantId, coupon.code) });
-  const couponTerms = createCachedCouponTerms({ coupons, cache: caching.define<CouponTerms>({ name: "coupon_terms", ttlMs: 60_000, max: 50_000 }) });
+  const couponTerms = createCachedCouponTerms({ coupons, cache: caching.define<CouponTerms>({ name: "coupon_terms", ttlMs: 60_000, max: 5_000 }) });
   const shipping = createShipping({ newId });
   const payments = createPayments();
   const orders = createOrders({ hooks, clock, outbox });

@@ -49,9 +49,10 @@ type CacheRedis = Redis & {
  * Redis never read each other's entries.
  */
 export async function databaseScope(database: Database): Promise<string> {
-  const [row] = await rows<{ id: string }>(
-    database.db,
-    sql`select concat_ws('/', (select system_identifier from pg_control_system()), current_database(), (select oid from pg_database where datname = current_database())) as id`,
+  const database_ = sql`current_database(), (select oid from pg_database where datname = current_database())`;
+  const [row] = await rows<{ id: string }>(database.db, sql`select concat_ws('/', (select system_identifier from pg_control_system()), ${database_}) as id`).catch(() =>
+    // pg_control_system() can be revoked: the server's address tells clusters apart nearly as well.
+    rows<{ id: string }>(database.db, sql`select concat_ws('/', inet_server_addr(), inet_server_port(), ${database_}) as id`),
   );
   return createHash("sha256").update(row?.id ?? "").digest("hex").slice(0, 16);
 }
@@ -91,10 +92,15 @@ export function createRedisStore(options: RedisStoreOptions): SharedStore & { cl
   const owed = new Map<string, Set<string> | "all">();
   let settling: Promise<void> | undefined;
 
+  let scopeFailedAt = -Infinity;
   const resolvePrefix = () => {
-    resolving ??= options.scope().then(
+    if (resolving || now() - scopeFailedAt < BACKOFF_MS) return;
+    resolving = options.scope().then(
       (scope) => void (prefix = `orderly:cache:${scope}:`),
-      () => void (resolving = undefined), // asked again on next use
+      () => {
+        scopeFailedAt = now(); // asked again a while later, not on every request
+        resolving = undefined;
+      },
     );
   };
   const keysOf = (cache: string, keys: readonly string[]) => keys.flatMap((key) => [`${prefix}${cache}:v:${key}`, `${prefix}${cache}:g:${key}`]);
