@@ -5,7 +5,7 @@ import { cuttableProxy } from "../../test/support/faults.ts";
 import { openTestPglite } from "../../test/support/databases.ts";
 import type { Database } from "../db/client.ts";
 import { createMetrics, type Metrics } from "../ops/metrics.ts";
-import { type Cache, type CacheOptions, createCache } from "./cache.ts";
+import { type Cache, type CacheOptions, cacheKey, createCache } from "./cache.ts";
 import { createInvalidations, type Invalidations } from "./cache-invalidations.ts";
 import { createRedisStore } from "./cache-redis.ts";
 
@@ -314,3 +314,11 @@ async function freezingProxy(targetPort: number) {
     },
   };
 }
+
+describe("cache keys", () => {
+  it("keep parts apart whatever characters they hold", () => {
+    expect(cacheKey("a:b", "c")).not.toBe(cacheKey("a", "b:c"));
+    expect(cacheKey("a%3Ab", "c")).not.toBe(cacheKey("a:b", "c"));
+    expect(cacheKey("t", "\ud800")).toBe("t:\ud800"); // never throws, unlike encodeURIComponent
+  });
+});

@@ -86,8 +86,8 @@ export interface CacheOptions {
   perf?: { now(): number };
 }
 
-/** A key from its parts (tenant, SKU…), unambiguous whatever characters they hold. */
-export const cacheKey = (...parts: string[]) => parts.map(encodeURIComponent).join(":");
+/** A key from its parts (tenant, SKU…), unambiguous whatever characters they hold (":" and "%" escaped). */
+export const cacheKey = (...parts: string[]) => parts.map((part) => part.replaceAll("%", "%25").replaceAll(":", "%3A")).join(":");
 
 /** How long a key written by this process is read from the database if its notification never comes (the writer rolled back). */
 const PENDING_MS = 30_000;
