@@ -139,6 +139,25 @@ describe("the in-process cache", () => {
     expect(s.loads).toBe(2);
   });
 
+  it("shares the load of a key between overlapping getMany calls", async () => {
+    const { cache: c } = cache();
+    const s = source({ a: 1, b: 2, c: 3 });
+    const slow = async (keys: string[]) => {
+      await sleep(20);
+      return s.many(keys);
+    };
+    const [first, second] = await Promise.all([c.getMany(["a", "b"], slow), c.getMany(["b", "c"], slow)]);
+    expect([...first]).toEqual([
+      ["a", 1],
+      ["b", 2],
+    ]);
+    expect([...second].sort()).toEqual([
+      ["b", 2],
+      ["c", 3],
+    ]);
+    expect(s.keysLoaded).toEqual([["a", "b"], ["c"]]);
+  });
+
   it("keeps each entry its TTL moved by the jitter, so entries filled together expire apart", async () => {
     let now = 10_000; // lru-cache reads a start time of 0 as "no TTL"
     const perf = { now: () => now };

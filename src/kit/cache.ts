@@ -129,10 +129,7 @@ export function createCache<V>(options: CacheOptions): Cache<V> {
 
   function forget(keys: readonly string[] | "all"): void {
     const all = keys === "all";
-    if (all) {
-      l1.clear();
-      pending.clear();
-    }
+    if (all) l1.clear();
     for (const key of all ? [...loading.keys()] : keys) {
       if (!all) l1.delete(key);
       for (const flight of loading.get(key) ?? []) flight.stale = true;
@@ -150,16 +147,16 @@ export function createCache<V>(options: CacheOptions): Cache<V> {
   });
 
   /**
-   * Reads keys from L2, then the rest from the loader. With `flights` (one per key), fills both levels
-   * with what a flight still not invalidated found; without, keeps nothing (the cache is not trusted now).
+   * Reads keys from L2, then the rest from the loader. With `own` (its flight per key), fills both
+   * levels with what a flight not invalidated meanwhile found; without, keeps nothing (the cache is not trusted now).
    */
-  async function fetch(keys: string[], load: (missing: string[]) => Promise<Map<string, V>>, flights?: Map<string, Flight<V>>): Promise<Map<string, V | undefined>> {
+  async function fetch(keys: string[], load: (missing: string[]) => Promise<Map<string, V>>, own?: Map<string, Flight<V>>): Promise<Map<string, V | undefined>> {
     const found = new Map<string, V | undefined>();
     const lives = new Map<string, number>();
     const stamps = new Map<string, string>();
-    const current = (key: string) => flights !== undefined && flights.get(key)?.stale === false;
+    const current = (key: string) => own?.get(key)?.stale === false;
     let missing = keys;
-    if (store && flights && store.usable()) {
+    if (store && own && store.usable()) {
       try {
         const entries = await store.read(name, keys);
         missing = [];
@@ -282,7 +279,8 @@ export function createCache<V>(options: CacheOptions): Cache<V> {
     async invalidate(keys) {
       if (keys.length === 0) return;
       forget(keys);
-      await Promise.all([store?.remove(name, keys), invalidations.notify(name, keys)]);
+      // A drop Redis missed is owed by the store, which is not read until it is made.
+      await Promise.all([store?.remove(name, keys).catch(() => {}), invalidations.notify(name, keys)]);
     },
 
     async invalidateOnCommit(tx, keys) {
