@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { sql } from "drizzle-orm";
 import { afterAll, describe, expect, it } from "vitest";
 import { openPostgres } from "../src/db/client.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
@@ -100,6 +101,33 @@ describe.runIf(postgresUrl())("the cache across two replicas", () => {
       expect(ratio).toBeGreaterThan(0);
       expect(ratio).toBeLessThan(1);
     });
+  });
+
+  it("serves a change whose notification was lost at once, and empties its memory when LISTEN is back", async () => {
+    const [a, b] = await replicas({});
+    const tenant = `cache-${randomBytes(4).toString("hex")}`;
+    const adminB = await b.token(tenant, "root", ["admin"]);
+    const reader = await a.token(tenant, "ann");
+    await b.seed(tenant, { products: [["MUG", 1000, 5]] });
+    const priceOnA = async () => (await a.call("GET", "/api/v1/products/MUG", { token: reader })).body.price as number;
+    let price = 1000;
+    let lost = false;
+    // Retried if A's LISTEN connection came back before B's change committed (then nothing was lost).
+    for (let attempt = 0; attempt < 5 && !lost; attempt++) {
+      expect(await priceOnA()).toBe(price);
+      expect(await priceOnA()).toBe(price); // cached
+      await a.services.database.db.execute(sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'orderly-listen' and datname = current_database()`);
+      await msUntil(async () => a.services.database.notifications() === "down", 2_000);
+      price += 100;
+      expect((await b.call("PUT", "/api/v1/products/MUG", { token: adminB, body: { name: "Mug", price } })).status).toBe(200);
+      lost = a.services.database.notifications() === "down";
+      await msUntil(async () => (await priceOnA()) === price, 1_000);
+    }
+    expect(lost).toBe(true);
+    await msUntil(async () => a.services.database.notifications() === "live", 5_000);
+    expect(await priceOnA()).toBe(price);
+    const metrics = (await a.call("GET", "/metrics")).body as string;
+    expect(metric(metrics, "orderly_cache_requests_total", 'cache="catalogue",level="memory",result="bypass"')).toBeGreaterThanOrEqual(1);
   });
 
   it.runIf(redisUrl())("answers while Redis is unreachable, and takes up Redis again once it is back", async () => {
