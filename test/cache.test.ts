@@ -1,7 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { sql } from "drizzle-orm";
 import { afterAll, describe, expect, it } from "vitest";
+import { Redis } from "ioredis";
 import { openPostgres } from "../src/db/client.ts";
+import { cacheKey } from "../src/kit/cache.ts";
+import { databaseScope } from "../src/kit/cache-redis.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
 import { cuttableProxy } from "./support/faults.ts";
 import { createHarness, type Harness } from "./support/harness.ts";
@@ -32,7 +35,9 @@ afterAll(async () => {
   for (const close of closers.reverse()) await close();
 });
 
-async function replicas(env: Record<string, string>, redisUrlOfB = env.REDIS_URL): Promise<[Harness, Harness]> {
+async function replicas(redisEnv: Record<string, string>, redisUrlOfB = redisEnv.REDIS_URL): Promise<[Harness, Harness]> {
+  // The tests poll every few milliseconds: no rate limit in the way.
+  const env = { ...redisEnv, ORDERLY_RATE_LIMIT_RPS: "1000000", ORDERLY_RATE_LIMIT_BURST: "1000000" };
   const database = await openTestPostgres({ max: 5 });
   const second = openPostgres(database.url, { max: 5, lockTimeoutMs: 10_000 });
   const a = await createHarness(database, { env });
@@ -70,7 +75,10 @@ describe.runIf(postgresUrl())("the cache across two replicas", () => {
 
       if (redis) {
         // B never read MUG: its first read comes from A's entry in Redis, not from the database.
-        await sleep(200); // A writes Redis after answering
+        // A writes Redis after answering: wait until the entry is there.
+        const redis = new Redis(redisUrl() as string);
+        const key = `orderly:cache:${await databaseScope(a.services.database)}:catalogue:v:${cacheKey(tenant, "MUG")}`;
+        await msUntil(async () => (await redis.exists(key)) === 1, 5_000).finally(() => redis.disconnect());
         expect((await b.call("GET", "/api/v1/products/MUG", { token: adminB })).body.price).toBe(1000);
         const metricsB = (await b.call("GET", "/metrics")).body as string;
         expect(metric(metricsB, "orderly_cache_requests_total", 'cache="catalogue",level="redis",result="hit"')).toBe(1);
