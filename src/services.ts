@@ -14,6 +14,7 @@ import type { Placement } from "./flows/placement.ts";
 import { createSagaPlacement, type SagaPlacement } from "./flows/saga-placement.ts";
 import type { StepModules } from "./flows/steps.ts";
 import { createBarrier } from "./kit/barrier.ts";
+import { type Caching, createCaching } from "./kit/cache.ts";
 import { type Bus, createInProcessBus } from "./kit/bus.ts";
 import { type Clock, systemClock } from "./kit/clock.ts";
 import { createDeadLetters, type DeadLetters } from "./kit/dead-letters.ts";
@@ -24,8 +25,10 @@ import { createOutbox } from "./kit/outbox.ts";
 import { createMemoryRateLimiter, createRedisRateLimiter, type RateLimiter } from "./kit/rate-limiter.ts";
 import { createRelay, type Relay } from "./kit/relay.ts";
 import { createSagaRunner, type SagaRunner } from "./kit/saga.ts";
-import { type Coupons, createCoupons } from "./modules/coupons/coupons.ts";
-import { createInventory, type Inventory } from "./modules/inventory/inventory.ts";
+import { type CachedCouponTerms, createCachedCouponTerms } from "./modules/coupons/cached-coupon-terms.ts";
+import { type Coupons, type CouponTerms, createCoupons } from "./modules/coupons/coupons.ts";
+import { type CachedCatalogue, createCachedCatalogue } from "./modules/inventory/cached-catalogue.ts";
+import { type CatalogueEntry, createInventory, type Inventory } from "./modules/inventory/inventory.ts";
 import { createTransitionHooks, type TransitionHooks } from "./modules/orders/hooks.ts";
 import { createOrders, type Orders } from "./modules/orders/orders.ts";
 import { createPayments, type Payments } from "./modules/payments/payments.ts";
@@ -55,6 +58,12 @@ export interface Services {
   shipping: Shipping;
   payments: Payments;
   orders: Orders;
+  /** The caches' Redis connection and invalidation listener (src/kit/cache.ts). */
+  caching: Caching;
+  /** Product names, prices and currency through the cache; never stock. */
+  catalogue: CachedCatalogue;
+  /** Coupon terms through the cache; never whether a coupon may still be redeemed. */
+  couponTerms: CachedCouponTerms;
   /** The services this process runs. */
   roles: ReadonlySet<ServiceName>;
   /** Local: one transaction per placement (all-in-one). Saga: messages between services over `bus`. */
@@ -117,13 +126,19 @@ export function createServices(deps: ServiceDeps): Services {
   });
 
   const outbox = createOutbox({ clock, newId });
+  const caching = createCaching({ database, redisUrl: config.redisUrl, metrics: metrics.cache });
   const inventory = createInventory({
     currency: config.currency,
-    // Other services keep copies of names and prices from these events.
-    onProductChanged: async (tx, product) => void (await outbox.enqueue(tx, { tenantId: product.tenantId, topic: PRODUCT_CHANGED_TOPIC, payload: product })),
+    // Other services keep copies of names and prices from these events; every replica drops its cached copy when it commits.
+    onProductChanged: async (tx, product) => {
+      await outbox.enqueue(tx, { tenantId: product.tenantId, topic: PRODUCT_CHANGED_TOPIC, payload: product });
+      await catalogue.changed(tx, product.tenantId, [product.sku]);
+    },
   });
+  const catalogue = createCachedCatalogue({ inventory, cache: caching.define<CatalogueEntry>({ name: "catalogue", ttlMs: 60_000, max: 20_000 }) });
   const wallets = createWallets({ currency: config.currency });
-  const coupons = createCoupons();
+  const coupons = createCoupons({ onCouponChanged: (tx, coupon) => couponTerms.changed(tx, coupon.tenantId, coupon.code) });
+  const couponTerms = createCachedCouponTerms({ coupons, cache: caching.define<CouponTerms>({ name: "coupon_terms", ttlMs: 60_000, max: 5_000 }) });
   const shipping = createShipping({ newId });
   const payments = createPayments();
   const orders = createOrders({ hooks, clock, outbox });
@@ -193,6 +208,9 @@ export function createServices(deps: ServiceDeps): Services {
     shipping,
     payments,
     orders,
+    caching,
+    catalogue,
+    couponTerms,
     roles,
     strategy: saga ? "saga" : "local",
     placement,
@@ -206,6 +224,7 @@ export function createServices(deps: ServiceDeps): Services {
     deadLetters,
     operations: createOperations({ database, orders, clock }),
     async start() {
+      await caching.start();
       for (const subscription of subscriptions) await bus.subscribe(subscription);
       await sagaPlacement?.start();
       await relay.start();
@@ -215,6 +234,7 @@ export function createServices(deps: ServiceDeps): Services {
       await sagaPlacement?.stop();
       await bus.close();
       await rateLimiter.close();
+      await caching.close();
     },
   };
 }

@@ -45,6 +45,7 @@ export function createMetrics(sources: { poolStats?: () => PoolStats | undefined
       labelNames: ["outcome"] as const,
       registers: [registry],
     }),
+    ...cacheMetrics(registry),
     transitions: new Counter({
       name: "orderly_order_transitions_total",
       help: "Committed order state moves, by target status",
@@ -138,5 +139,50 @@ export function timedHandler(metrics: Metrics, consumer: string, handler: BusHan
       end({ outcome: "error" });
       throw error;
     }
+  };
+}
+
+/** The caches' counters (src/kit/cache.ts), and their hit ratio since start, for a glance without PromQL. */
+function cacheMetrics(registry: Registry) {
+  const requests = new Counter({
+    name: "orderly_cache_requests_total",
+    help: "Cache lookups per key, by cache, level (memory, redis) and result (hit, miss, error; bypass: the cache was not trusted, the database was read)",
+    labelNames: ["cache", "level", "result"] as const,
+    registers: [registry],
+  });
+  return {
+    cache: {
+      requests,
+      loads: new Counter({
+        name: "orderly_cache_loads_total",
+        help: "Reads of the source of truth after a miss, by cache and result; concurrent misses of one key share one",
+        labelNames: ["cache", "result"] as const,
+        registers: [registry],
+      }),
+      invalidations: new Counter({
+        name: "orderly_cache_invalidations_total",
+        help: "Keys dropped because their data changed (told by NOTIFY), by cache",
+        labelNames: ["cache"] as const,
+        registers: [registry],
+      }),
+      hitRatio: new Gauge({
+        name: "orderly_cache_hit_ratio",
+        help: "Share of lookups answered from memory or Redis since the process started, by cache",
+        labelNames: ["cache"] as const,
+        registers: [registry],
+        async collect() {
+          const totals = new Map<string, { lookups: number; hits: number }>();
+          for (const { labels, value } of (await requests.get()).values) {
+            const cache = String(labels.cache);
+            const total = totals.get(cache) ?? { lookups: 0, hits: 0 };
+            if (labels.level === "memory") total.lookups += value;
+            if (labels.result === "hit") total.hits += value;
+            totals.set(cache, total);
+          }
+          this.reset();
+          for (const [cache, { lookups, hits }] of totals) if (lookups > 0) this.set({ cache }, hits / lookups);
+        },
+      }),
+    },
   };
 }

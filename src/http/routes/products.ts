@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { decodeCursor } from "../../kit/cursor.ts";
 import { AppError } from "../../kit/errors.ts";
 import type { Database } from "../../db/client.ts";
+import type { CachedCatalogue } from "../../modules/inventory/cached-catalogue.ts";
 import type { Inventory } from "../../modules/inventory/inventory.ts";
 import { requireAdmin } from "../context.ts";
 import { ListQuery, Product, ProductPage, problems, PutProductBody, SkuParams, StockAdjustmentBody } from "../schemas.ts";
@@ -13,8 +14,8 @@ export const cursorOf = (text: string | undefined) => {
   return cursor;
 };
 
-export function productRoutes(deps: { database: Database; inventory: Inventory }): FastifyPluginAsyncZod {
-  const { inventory, database } = deps;
+export function productRoutes(deps: { database: Database; inventory: Inventory; catalogue: CachedCatalogue }): FastifyPluginAsyncZod {
+  const { inventory, database, catalogue } = deps;
   return async (app) => {
     app.put(
       "/products/:sku",
@@ -73,8 +74,14 @@ export function productRoutes(deps: { database: Database; inventory: Inventory }
       { schema: { tags: ["products"], summary: "Get a product", params: SkuParams, response: { 200: Product, ...problems(400, 401, 404) } } },
       async (request) => {
         const { tenantId } = request.identity!;
-        const product = await database.tenant(tenantId, (tx) => inventory.getProduct(tx, tenantId, request.params.sku));
-        if (!product) throw new AppError("PRODUCT_NOT_FOUND", `no product ${request.params.sku}`);
+        const { sku } = request.params;
+        // Name, price and currency from the cache; the stock count always from the database.
+        const product = await database.tenant(tenantId, async (tx) => {
+          const entry = (await catalogue.entries(tx, tenantId, [sku])).get(sku);
+          const available = entry && (await inventory.availableOf(tx, tenantId, sku));
+          return entry && available !== undefined ? { sku, ...entry, available } : undefined;
+        });
+        if (!product) throw new AppError("PRODUCT_NOT_FOUND", `no product ${sku}`);
         return product;
       },
     );

@@ -34,8 +34,14 @@ const view = (row: CouponRow): Coupon => ({
   redemptions: row.redemptions,
 });
 
+/** A coupon's terms: what a price preview needs, without the redemption count that changes with every order. */
+export type CouponTerms = Omit<Coupon, "redemptions">;
+
+/** Told in the writing transaction whenever a coupon's terms change (e.g. to drop cached copies). */
+export type CouponChanged = (tx: Tx, coupon: { tenantId: string; code: string }) => Promise<void>;
+
 /** The coupons module's front door: definitions and redemptions. */
-export function createCoupons() {
+export function createCoupons(options: { onCouponChanged?: CouponChanged } = {}) {
   async function getCoupon(q: Queryable, tenantId: string, code: string): Promise<Coupon | undefined> {
     const [row] = await q.select().from(coupons).where(and(eq(coupons.tenantId, tenantId), eq(coupons.code, code)));
     return row && view(row);
@@ -72,6 +78,7 @@ export function createCoupons() {
         .values({ tenantId, code, ...terms })
         .onConflictDoUpdate({ target: [coupons.tenantId, coupons.code], set: { ...terms, updatedAt: sql`now()` } })
         .returning();
+      await options.onCouponChanged?.(tx, { tenantId, code });
       return ok({ coupon: view(row as CouponRow), created: !existing });
     },
 

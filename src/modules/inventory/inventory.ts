@@ -20,6 +20,7 @@ export interface StockLine {
 export interface CatalogueEntry {
   name: string;
   price: number;
+  currency: string;
 }
 
 const productColumns = {
@@ -135,10 +136,19 @@ export function createInventory(options: { currency: string; onProductChanged?: 
     /** Names and current prices of the given SKUs; a SKU missing from the map is unknown. */
     async catalogue(q: Queryable, tenantId: string, skus: string[]): Promise<Map<string, CatalogueEntry>> {
       const rows = await q
-        .select({ sku: products.sku, name: products.name, price: products.price })
+        .select({ sku: products.sku, name: products.name, price: products.price, currency: products.currency })
         .from(products)
         .where(and(eq(products.tenantId, tenantId), inArray(products.sku, skus)));
-      return new Map(rows.map((r) => [r.sku, { name: r.name, price: r.price }]));
+      return new Map(rows.map((r) => [r.sku, { name: r.name, price: r.price, currency: r.currency }]));
+    },
+
+    /** Units of a SKU on sale now (undefined: no such product). Read live, never cached. */
+    async availableOf(q: Queryable, tenantId: string, sku: string): Promise<number | undefined> {
+      const [row] = await q
+        .select({ available: stockLevels.available })
+        .from(stockLevels)
+        .where(and(eq(stockLevels.tenantId, tenantId), eq(stockLevels.sku, sku)));
+      return row?.available;
     },
 
     /**
