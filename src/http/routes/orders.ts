@@ -63,6 +63,7 @@ export function orderRoutes(deps: {
             "Headers: `Idempotency-Key` (recommended), `Prefer: respond-async` or `Prefer: wait=N` (seconds, default 3). " +
             "201 with the order PAID (balance) or CREATED (external); 202 with the order still PENDING. " +
             "409 OUT_OF_STOCK, INSUFFICIENT_FUNDS or COUPON_UNAVAILABLE: nothing taken (in the split deployment the order recorded PENDING ends CANCELLED; its id is `orderId`); " +
+            "OUT_OF_STOCK comes before any other check, with no order recorded, for a SKU refused for lack of stock a moment ago with no stock back since (the sold-out gate); " +
             "409 PLACEMENT_FAILED with `orderId` when a placement ended for another reason (a service did not answer in time), nothing taken. " +
             "The same Idempotency-Key with the same body answers the first answer again (header Idempotent-Replayed: true); " +
             "with another body 422 IDEMPOTENCY_KEY_REUSED; while the first still runs 409 IDEMPOTENCY_KEY_IN_USE. Keys are kept at least 24 h.",
