@@ -25,6 +25,15 @@ import { createOutbox } from "./kit/outbox.ts";
 import { createMemoryRateLimiter, createRedisRateLimiter, type RateLimiter } from "./kit/rate-limiter.ts";
 import { createRelay, type Relay } from "./kit/relay.ts";
 import { createSagaRunner, type SagaRunner } from "./kit/saga.ts";
+import {
+  announceStockReturned,
+  availableKey,
+  createMemoryMarkStore,
+  createRedisMarkStore,
+  createSoldOutGate,
+  listenForStockReturns,
+  type SoldOutGate,
+} from "./kit/sold-out-gate.ts";
 import { type CachedCouponTerms, createCachedCouponTerms } from "./modules/coupons/cached-coupon-terms.ts";
 import { type Coupons, type CouponTerms, createCoupons } from "./modules/coupons/coupons.ts";
 import { type CachedCatalogue, createCachedCatalogue } from "./modules/inventory/cached-catalogue.ts";
@@ -82,6 +91,8 @@ export interface Services {
   deadLetters: DeadLetters;
   /** What operators read: order timelines, sagas by state (the admin API and the CLI). */
   operations: Operations;
+  /** Refuses orders for SKUs the database just refused for lack of stock (see sold-out-gate.ts); undefined when this process cannot keep one. */
+  soldOutGate: SoldOutGate | undefined;
   /** Subscribes this process's consumers and starts its relay. */
   start(): Promise<void>;
   /** Stops what start() started and closes what the services opened besides the database. */
@@ -125,10 +136,32 @@ export function createServices(deps: ServiceDeps): Services {
     log.info({ orderId: event.orderId, tenantId: event.tenantId, from: event.from, to: event.to, reason: event.reason, version: event.version }, "order moved");
   });
 
+  // The sold-out gate: marks shared in Redis; without Redis, in this process's memory, but only where
+  // it both places orders and returns stock (all-in-one), as it must hear of every return of stock.
+  const gateStore = config.redisUrl
+    ? roles.has("orders") || roles.has("inventory")
+      ? createRedisMarkStore({ url: config.redisUrl })
+      : undefined
+    : roles.has("orders") && roles.has("inventory")
+      ? createMemoryMarkStore()
+      : undefined;
+  const soldOutGate =
+    gateStore &&
+    createSoldOutGate({
+      store: gateStore,
+      // Only where the stock tables are: the reconciliation reads them across tenants.
+      readAvailable: roles.has("inventory")
+        ? async (keys) => new Map((await inventory.availableOfMany(database.db, keys)).map((r) => [availableKey(r.tenantId, r.sku), r.available]))
+        : undefined,
+      onStoreError: (_error, during) => metrics.soldOutGateErrors.inc({ during }),
+    });
+
   const outbox = createOutbox({ clock, newId });
   const caching = createCaching({ database, redisUrl: config.redisUrl, metrics: metrics.cache });
   const inventory = createInventory({
     currency: config.currency,
+    // Every replica hears of it when the transaction commits, and clears the gate's marks (sold-out-gate.ts).
+    onStockReturned: soldOutGate ? announceStockReturned : undefined,
     // Other services keep copies of names and prices from these events; every replica drops its cached copy when it commits.
     onProductChanged: async (tx, product) => {
       await outbox.enqueue(tx, { tenantId: product.tenantId, topic: PRODUCT_CHANGED_TOPIC, payload: product });
@@ -189,6 +222,7 @@ export function createServices(deps: ServiceDeps): Services {
       })
     : [];
 
+  let stopStockListener: (() => Promise<void>) | undefined;
   const limits = { rps: config.rateLimitRps, burst: config.rateLimitBurst };
   const rateLimiter = config.redisUrl ? createRedisRateLimiter({ url: config.redisUrl, ...limits }) : createMemoryRateLimiter(limits);
   return {
@@ -223,13 +257,21 @@ export function createServices(deps: ServiceDeps): Services {
     paymentTimeouts: createPaymentTimeouts({ database, orders, effects, clock }),
     deadLetters,
     operations: createOperations({ database, orders, clock }),
+    soldOutGate,
     async start() {
       await caching.start();
+      // Until Redis answers, the gate admits everything; a short wait spares the first requests that.
+      await soldOutGate?.ready();
+      if (soldOutGate && roles.has("inventory")) {
+        stopStockListener = await listenForStockReturns(database, soldOutGate, (error) => log.warn({ err: error }, "clearing sold-out marks failed"));
+      }
       for (const subscription of subscriptions) await bus.subscribe(subscription);
       await sagaPlacement?.start();
       await relay.start();
     },
     async close() {
+      await stopStockListener?.();
+      await soldOutGate?.close();
       await relay.stop();
       await sagaPlacement?.stop();
       await bus.close();

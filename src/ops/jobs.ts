@@ -28,10 +28,10 @@ export async function refreshBacklogGauges(deps: Pick<Services, "database" | "cl
  * a run never overlaps the previous run of the same job.
  */
 export function startJobs(
-  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "config" | "metrics">,
+  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "config" | "metrics" | "soldOutGate">,
   options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number } = {},
 ): () => Promise<void> {
-  const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log } = deps;
+  const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log, soldOutGate } = deps;
   const jobs: Job[] = [
     // Backlog gauges: fresh within seconds, which is all an alert on minutes-long trends needs.
     { name: "backlog-gauges", everyMs: options.backlogMs ?? 5_000, atStart: true, run: () => refreshBacklogGauges(deps) },
@@ -39,6 +39,8 @@ export function startJobs(
     // Sagas whose step has not answered are resent, then aborted and compensated (saga strategy).
     ...(runner ? [{ name: "saga-resume", everyMs: options.sagaResumeMs ?? 500, run: () => runner.resumeDue(database) }] : []),
     ...(deps.roles.has("orders") ? [{ name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() }] : []),
+    // Sold-out marks re-checked against PostgreSQL where the stock tables are; one replica a period (the store's lead).
+    ...(soldOutGate && deps.roles.has("inventory") ? [{ name: "sold-out-gate-reconcile", everyMs: soldOutGate.reconcileEveryMs, run: () => soldOutGate.reconcile() }] : []),
     // Keys are kept at least 24 h (api-contract.md §4); a day's margin beyond that.
     { name: "idempotency-purge", everyMs: options.purgeMs ?? 3_600_000, run: () => idempotency.purge(database.db, new Date(clock.now().getTime() - 2 * DAY_MS)) },
     // Sent messages, inbox rows, barriers, finished sagas (ORDERLY_RETENTION_HOURS) and closed dead

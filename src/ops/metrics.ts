@@ -46,6 +46,17 @@ export function createMetrics(sources: { poolStats?: () => PoolStats | undefined
       registers: [registry],
     }),
     ...cacheMetrics(registry),
+    soldOutRefusals: new Counter({
+      name: "orderly_sold_out_gate_refusals_total",
+      help: "Orders refused OUT_OF_STOCK by the sold-out gate, without reaching the database",
+      registers: [registry],
+    }),
+    soldOutGateErrors: new Counter({
+      name: "orderly_sold_out_gate_errors_total",
+      help: "Sold-out gate calls its store (Redis) could not answer, by what was being done (check: the request was admitted)",
+      labelNames: ["during"] as const,
+      registers: [registry],
+    }),
     transitions: new Counter({
       name: "orderly_order_transitions_total",
       help: "Committed order state moves, by target status",

@@ -5,6 +5,8 @@ import type { Database } from "../../db/client.ts";
 import type { OrderMoves } from "../../flows/order-moves.ts";
 import { DEFAULT_WAIT_MS, type Placement, type PlacementResult } from "../../flows/placement.ts";
 import type { Idempotency } from "../../kit/idempotency.ts";
+import type { SoldOutGate } from "../../kit/sold-out-gate.ts";
+import { outOfStockDetail, skusShortIn } from "../../modules/inventory/inventory.ts";
 import type { Orders, OrderView } from "../../modules/orders/orders.ts";
 import type { Metrics } from "../../ops/metrics.ts";
 import { etagOf, expectedVersion, requireAdmin, viewerOf } from "../context.ts";
@@ -45,8 +47,9 @@ export function orderRoutes(deps: {
   moves: OrderMoves;
   metrics: Metrics;
   idempotency: Idempotency;
+  soldOutGate: SoldOutGate | undefined;
 }): FastifyPluginAsyncZod {
-  const { orders, placement, moves, metrics, database, idempotency } = deps;
+  const { orders, placement, moves, metrics, database, idempotency, soldOutGate } = deps;
   return async (app) => {
     app.post(
       "/orders",
@@ -60,6 +63,7 @@ export function orderRoutes(deps: {
             "Headers: `Idempotency-Key` (recommended), `Prefer: respond-async` or `Prefer: wait=N` (seconds, default 3). " +
             "201 with the order PAID (balance) or CREATED (external); 202 with the order still PENDING. " +
             "409 OUT_OF_STOCK, INSUFFICIENT_FUNDS or COUPON_UNAVAILABLE: nothing taken (in the split deployment the order recorded PENDING ends CANCELLED; its id is `orderId`); " +
+            "OUT_OF_STOCK comes before any other check, with no order recorded, for a SKU refused for lack of stock a moment ago with no stock back since (the sold-out gate); " +
             "409 PLACEMENT_FAILED with `orderId` when a placement ended for another reason (a service did not answer in time), nothing taken. " +
             "The same Idempotency-Key with the same body answers the first answer again (header Idempotent-Replayed: true); " +
             "with another body 422 IDEMPOTENCY_KEY_REUSED; while the first still runs 409 IDEMPOTENCY_KEY_IN_USE. Keys are kept at least 24 h.",
@@ -70,6 +74,13 @@ export function orderRoutes(deps: {
       async (request, reply) => {
         const { tenantId, userId } = request.identity!;
         const { items, couponCode, payment, shippingAddress } = request.body;
+        // A SKU the database refused a moment ago, with no stock back since, is refused without a transaction.
+        const gate = await soldOutGate?.check(tenantId, items);
+        if (gate?.kind === "sold-out") {
+          metrics.soldOutRefusals.inc();
+          metrics.placements.inc({ outcome: "OUT_OF_STOCK" });
+          throw new AppError("OUT_OF_STOCK", outOfStockDetail([gate.sku]));
+        }
         const answer = answerOf(request, idempotency);
         const result = await placement.place(
           { tenantId, userId, items, couponCode, paymentMethod: payment.method, shippingAddress },
@@ -84,6 +95,7 @@ export function orderRoutes(deps: {
           }
           case "refused":
             metrics.placements.inc({ outcome: result.reason });
+            if (result.reason === "OUT_OF_STOCK" && gate) await soldOutGate?.learn(gate.ticket, skusShortIn(result.detail));
             throw new AppError(result.reason, result.detail, result.orderId ? { orderId: result.orderId } : {});
           case "invalid":
             metrics.placements.inc({ outcome: result.code });
@@ -142,7 +154,13 @@ export function orderRoutes(deps: {
             'neither can one whose payment was captured. Accepts `If-Match: W/"<version>"`; a stale version answers 412 VERSION_MISMATCH.',
         },
       },
-      async (request, reply) => sendOrder(reply, await moves.cancel(viewerOf(request), request.params.id, expectedVersion(request))),
+      async (request, reply) => {
+        const order = await moves.cancel(viewerOf(request), request.params.id, expectedVersion(request));
+        // Its stock is back (committed): clear the gate before answering, so the next order sees it.
+        // Every other return of stock clears it when its announcement arrives (sold-out-gate.ts).
+        await soldOutGate?.stockReturned(order.tenantId, order.items.map((i) => i.sku));
+        return sendOrder(reply, order);
+      },
     );
 
     app.post(

@@ -3,6 +3,7 @@ import { decodeCursor } from "../../kit/cursor.ts";
 import { AppError } from "../../kit/errors.ts";
 import type { Database } from "../../db/client.ts";
 import type { CachedCatalogue } from "../../modules/inventory/cached-catalogue.ts";
+import type { SoldOutGate } from "../../kit/sold-out-gate.ts";
 import type { Inventory } from "../../modules/inventory/inventory.ts";
 import { requireAdmin } from "../context.ts";
 import { ListQuery, Product, ProductPage, problems, PutProductBody, SkuParams, StockAdjustmentBody } from "../schemas.ts";
@@ -14,8 +15,8 @@ export const cursorOf = (text: string | undefined) => {
   return cursor;
 };
 
-export function productRoutes(deps: { database: Database; inventory: Inventory; catalogue: CachedCatalogue }): FastifyPluginAsyncZod {
-  const { inventory, database, catalogue } = deps;
+export function productRoutes(deps: { database: Database; inventory: Inventory; catalogue: CachedCatalogue; soldOutGate: SoldOutGate | undefined }): FastifyPluginAsyncZod {
+  const { inventory, database, catalogue, soldOutGate } = deps;
   return async (app) => {
     app.put(
       "/products/:sku",
@@ -52,7 +53,11 @@ export function productRoutes(deps: { database: Database; inventory: Inventory; 
       async (request) => {
         const { tenantId } = request.identity!;
         const result = await database.tenant(tenantId, (tx) => inventory.adjustStock(tx, { tenantId, sku: request.params.sku, delta: request.body.delta }));
-        if (result.ok) return result.value;
+        if (result.ok) {
+          // Committed: clear the gate before answering (the announcement clears it too, a moment later).
+          if (request.body.delta > 0) await soldOutGate?.stockReturned(tenantId, [request.params.sku]);
+          return result.value;
+        }
         throw result.reason === "PRODUCT_NOT_FOUND"
           ? new AppError("PRODUCT_NOT_FOUND", `no product ${request.params.sku}`)
           : new AppError("INSUFFICIENT_STOCK", result.detail ?? "stock cannot go below what is reserved");

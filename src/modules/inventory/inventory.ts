@@ -44,8 +44,23 @@ export interface ProductChange {
   version: number;
 }
 
+/**
+ * Told in the writing transaction whenever units become available again (a restock, a new product's
+ * stock, a released reservation), e.g. to clear the sold-out gate's marks once it commits.
+ */
+export type StockReturned = (tx: Tx, change: { tenantId: string; skus: string[] }) => Promise<void>;
+
+/** The refusal detail of a reservation short of these SKUs; `skusShortIn` reads it back. */
+export const outOfStockDetail = (skus: readonly string[]) => `not enough stock of ${skus.join(", ")}`;
+
+/** The SKUs an OUT_OF_STOCK detail names (none if it is not one of outOfStockDetail's). */
+export function skusShortIn(detail: string): string[] {
+  const named = /^not enough stock of (.+)$/.exec(detail)?.[1];
+  return named ? named.split(", ") : [];
+}
+
 /** The inventory module's front door: catalogue, stock levels and reservations. */
-export function createInventory(options: { currency: string; onProductChanged?: ProductChanged }) {
+export function createInventory(options: { currency: string; onProductChanged?: ProductChanged; onStockReturned?: StockReturned }) {
   const { currency } = options;
 
   async function findProduct(q: Queryable, tenantId: string, sku: string) {
@@ -100,6 +115,7 @@ export function createInventory(options: { currency: string; onProductChanged?: 
       if (version !== undefined) {
         const stock = args.stock ?? 0;
         await tx.insert(stockLevels).values({ tenantId, sku, initial: stock, available: stock });
+        if (stock > 0) await options.onStockReturned?.(tx, { tenantId, skus: [sku] });
       } else {
         if (args.stock !== undefined) return refuse("USE_STOCK_ADJUSTMENT");
         const [updated] = await tx
@@ -130,7 +146,18 @@ export function createInventory(options: { currency: string; onProductChanged?: 
         return exists ? refuse("INSUFFICIENT_STOCK", `only ${exists.available} unreserved units of ${sku}`) : refuse("PRODUCT_NOT_FOUND");
       }
       await tx.insert(stockAdjustments).values({ tenantId, sku, delta });
+      if (delta > 0) await options.onStockReturned?.(tx, { tenantId, skus: [sku] });
       return ok((await getProduct(tx, tenantId, sku)) as Product);
+    },
+
+    /** Available units of these (tenant, sku) pairs, on any tenant's rows (the owner's handle): the sold-out gate's re-check. */
+    async availableOfMany(q: Queryable, keys: readonly { tenantId: string; sku: string }[]): Promise<{ tenantId: string; sku: string; available: number }[]> {
+      if (keys.length === 0) return [];
+      const wanted = JSON.stringify(keys.map((k) => ({ tenant_id: k.tenantId, sku: k.sku })));
+      const found = await rows<{ tenant_id: string; sku: string; available: string | number }>(q, sql`
+        select s.tenant_id, s.sku, s.available from stock_levels s
+        join jsonb_to_recordset(${wanted}::jsonb) as k(tenant_id text, sku text) on s.tenant_id = k.tenant_id and s.sku = k.sku`);
+      return found.map((r) => ({ tenantId: r.tenant_id, sku: r.sku, available: Number(r.available) }));
     },
 
     /** Names and current prices of the given SKUs; a SKU missing from the map is unknown. */
@@ -201,12 +228,13 @@ export function createInventory(options: { currency: string; onProductChanged?: 
         // Cannot happen: every row was locked and checked first. Throwing rolls the caller back.
         throw new Error(`reservation of order ${orderId} took ${result.taken} of ${lines.length} lines`);
       }
-      return refuse("OUT_OF_STOCK", `not enough stock of ${(result?.short ?? lines.map((l) => l.sku)).join(", ")}`);
+      return refuse("OUT_OF_STOCK", outOfStockDetail(result?.short ?? lines.map((l) => l.sku)));
     },
 
     /** Returns an order's reserved units to `available`. Idempotent; a no-op for sold units. */
     async release(tx: Tx, args: { tenantId: string; orderId: string }): Promise<void> {
-      await moveReservation(tx, args, "reserved", "released");
+      const skus = await moveReservation(tx, args, "reserved", "released");
+      if (skus.length > 0) await options.onStockReturned?.(tx, { tenantId: args.tenantId, skus });
     },
 
     /** Turns an order's reservation into a sale (the order was paid). Idempotent. */
@@ -221,8 +249,8 @@ async function moveReservation(
   { tenantId, orderId }: { tenantId: string; orderId: string },
   from: "reserved",
   to: "released" | "sold",
-): Promise<void> {
-  await tx.execute(sql`
+): Promise<string[]> {
+  const moved = await rows<{ sku: string }>(tx, sql`
     with moved as (
       update stock_reservations set status = ${to}, updated_at = now()
       where tenant_id = ${tenantId} and order_id = ${orderId} and status = ${from}
@@ -238,7 +266,9 @@ async function moveReservation(
         available = s.available + case when ${to} = 'released' then moved.quantity else 0 end,
         sold = s.sold + case when ${to} = 'sold' then moved.quantity else 0 end
     from moved
-    where s.tenant_id = ${tenantId} and s.sku = moved.sku and s.sku in (select sku from locked)`);
+    where s.tenant_id = ${tenantId} and s.sku = moved.sku and s.sku in (select sku from locked)
+    returning s.sku`);
+  return moved.map((m) => m.sku);
 }
 
 export type Inventory = ReturnType<typeof createInventory>;
