@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, inArray, lt, lte, or, sql } from "drizzle-orm";
-import type { Database, Queryable, TenantOptions, Tx } from "../../db/client.ts";
+import { type Database, type Queryable, type TenantOptions, transaction, type Tx } from "../../db/client.ts";
 import type { Clock } from "../../kit/clock.ts";
 import { type Cursor, encodeCursor, page } from "../../kit/cursor.ts";
 import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
@@ -364,7 +364,7 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
     /** Like withMoves, across tenants: the owner's transaction, for system jobs only. */
     async withSystemMoves<T>(database: Database, work: (tx: Tx, moves: TransitionEvent[]) => Promise<T>): Promise<T> {
       const moves: TransitionEvent[] = [];
-      const result = await database.db.transaction((tx) => work(tx, moves));
+      const result = await transaction(database.db, (tx) => work(tx, moves));
       await hooks.runAfter(moves);
       return result;
     },
