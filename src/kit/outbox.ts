@@ -13,9 +13,17 @@ export function onOutboxCommitted(listener: () => void): () => void {
   return () => committedListeners.delete(listener);
 }
 
-const announceCommitted = () => {
+/** Wakes this process's relays: called once a transaction that queued messages has committed. */
+export function outboxCommitted(): void {
   for (const listener of committedListeners) listener();
-};
+}
+
+/** A message as outbox_enqueue takes it inside a composed statement (src/flows/composed.ts). */
+export interface OutboxDraft {
+  id: string;
+  topic: string;
+  payload: unknown;
+}
 
 /** Writes messages in the caller's transaction: they exist exactly when the change they announce does. */
 export function createOutbox(deps: { clock: Clock; newId: IdGenerator }) {
@@ -32,15 +40,16 @@ export function createOutbox(deps: { clock: Clock; newId: IdGenerator }) {
       options: { notify?: boolean } = {},
     ): Promise<string> {
       const id = deps.newId("msg");
-      const now = deps.clock.now().toISOString();
       await tx.execute(sql`
-        insert into outbox_messages (id, tenant_id, topic, payload, consumer, redrive_of, status, next_attempt_at, created_at)
-        values (${id}, ${message.tenantId}, ${message.topic}, ${JSON.stringify(message.payload)}::jsonb, ${message.consumer ?? null}, ${message.redriveOf ?? null},
-                'pending', ${now}::timestamptz, ${now}::timestamptz)`);
+        select outbox_enqueue(${id}, ${message.tenantId}, ${message.topic}, ${JSON.stringify(message.payload)}::jsonb,
+                              ${message.consumer ?? null}, ${message.redriveOf ?? null}, ${deps.clock.now().toISOString()}::timestamptz)`);
       if (options.notify) await tx.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
-      afterCommit(tx, announceCommitted);
+      afterCommit(tx, outboxCommitted);
       return id;
     },
+
+    /** A message for a statement that enqueues it itself (outbox_enqueue); whoever commits it calls outboxCommitted(). */
+    draft: (topic: string, payload: unknown): OutboxDraft => ({ id: deps.newId("msg"), topic, payload }),
   };
 }
 
