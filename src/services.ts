@@ -140,7 +140,9 @@ export function createServices(deps: ServiceDeps): Services {
         database,
         orders,
         steps,
-        catalogue: (q, tenantId, skus) => inventory.catalogue(q, tenantId, skus),
+        // Read as the owner with the tenant in the query: one statement, no transaction to open.
+        prices: (tenantId, skus) => inventory.catalogue(database.db, tenantId, skus),
+        couponRule: async (tenantId, code) => (await coupons.getCoupon(database.db, tenantId, code))?.discount,
         clock,
         newId,
         log,
