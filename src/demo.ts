@@ -1,4 +1,5 @@
 import { eq } from "drizzle-orm";
+import { transaction } from "./db/client.ts";
 import { products } from "./modules/inventory/schema.ts";
 import type { Services } from "./services.ts";
 
@@ -20,7 +21,7 @@ export async function loadDemo(services: Services): Promise<boolean> {
   const { database, inventory, wallets, coupons } = services;
   const [existing] = await database.db.select({ sku: products.sku }).from(products).where(eq(products.tenantId, DEMO_TENANT)).limit(1);
   if (existing) return false;
-  await database.db.transaction(async (tx) => {
+  await transaction(database.db, async (tx) => {
     for (const product of DEMO_PRODUCTS) await inventory.putProduct(tx, { tenantId: DEMO_TENANT, ...product });
     for (const { userId, balance } of DEMO_CUSTOMERS) await wallets.credit(tx, { tenantId: DEMO_TENANT, userId, amount: balance });
     await coupons.putCoupon(tx, DEMO_TENANT, "WELCOME5", { discount: { type: "amount", value: 500 }, maxRedemptions: 1000 });

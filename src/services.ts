@@ -194,7 +194,14 @@ export function createServices(deps: ServiceDeps): Services {
         database,
         orders,
         steps,
-        catalogue: (q, tenantId, skus) => inventory.catalogue(q, tenantId, skus),
+        // From the caches; a miss is read as the owner with the tenant in the query (one statement,
+        // no transaction). The placement's statement checks both against the tables.
+        prices: (tenantId, skus) => catalogue.entries(database.db, tenantId, skus),
+        couponRule: async (tenantId, code) => (await couponTerms.terms(database.db, tenantId, code))?.discount,
+        forget: async (tenantId, skus, couponCode) => {
+          await catalogue.forget(tenantId, skus);
+          if (couponCode) await couponTerms.forget(tenantId, couponCode);
+        },
         clock,
         newId,
         log,

@@ -216,7 +216,7 @@ describe.each(buses)("outbox, relay and inbox over the $name bus", ({ name }) =>
 });
 
 describe.runIf(postgresUrl())("two relays on PostgreSQL", () => {
-  it("publish each outbox row once between them, woken by NOTIFY", async () => {
+  it("publish each outbox row once between them, woken at once by the commits of their process", async () => {
     const first = await openTestPostgres();
     const second = openPostgres(first.url);
     const published = new Map<string, number>();
@@ -238,7 +238,7 @@ describe.runIf(postgresUrl())("two relays on PostgreSQL", () => {
           for (let j = 0; j < 10; j++) await outbox.enqueue(tx, { tenantId: "t1", topic: "order.placed", payload: { i, j } });
         });
       }
-      // The relays poll only once a minute here: everything they send within the wait came through NOTIFY.
+      // The relays poll only once a minute here: everything they send within the wait came through the commit signal.
       await waitFor(async () => published.size === 200, "200 published messages");
       expect([...published.values()].every((n) => n === 1)).toBe(true);
     } finally {

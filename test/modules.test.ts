@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Database, Tx } from "../src/db/client.ts";
+import { type Database, transaction, type Tx } from "../src/db/client.ts";
 import { createCoupons } from "../src/modules/coupons/coupons.ts";
 import { createInventory } from "../src/modules/inventory/inventory.ts";
 import { createWallets } from "../src/modules/payments/wallets.ts";
@@ -15,7 +15,7 @@ describe.each(testDatabases())("modules on $name", (target) => {
   const coupons = createCoupons();
   const shipping = createShipping({ newId });
   const tenantId = "mod";
-  const tx = <T>(work: (t: Tx) => Promise<T>) => database.db.transaction(work);
+  const tx = <T>(work: (t: Tx) => Promise<T>) => transaction(database.db, work);
 
   beforeAll(async () => {
     database = await target.open();

@@ -36,11 +36,38 @@ export interface TenantOptions {
  * set, so row-level security applies on top of the queries' own tenant filters. One round trip.
  */
 export function inTenant<T>(db: Db, tenantId: string, work: (tx: Tx) => Promise<T>, options: TenantOptions = {}): Promise<T> {
-  return db.transaction(async (tx) => {
+  return transaction(db, async (tx) => {
     const lockTimeout = options.lockTimeoutMs === undefined ? sql`` : sql`, set_config('lock_timeout', ${`${options.lockTimeoutMs}ms`}, true)`;
     await tx.execute(sql`select set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', ${tenantId}, true)${lockTimeout}`);
     return work(tx);
   });
+}
+
+const commitCallbacks = new WeakMap<Tx, (() => void)[]>();
+
+/**
+ * Runs work in one transaction and, once it committed, what it asked for with afterCommit (nothing
+ * if it rolled back). Every transaction of the code base is opened here or by inTenant.
+ */
+export async function transaction<T>(db: Db, work: (tx: Tx) => Promise<T>): Promise<T> {
+  const callbacks: (() => void)[] = [];
+  const result = await db.transaction((tx) => {
+    commitCallbacks.set(tx, callbacks);
+    return work(tx);
+  });
+  for (const callback of callbacks) callback();
+  return result;
+}
+
+/**
+ * Calls `callback` in this process once tx has committed, e.g. to wake the outbox relay at once
+ * instead of sending a NOTIFY, which every commit of the database would wait on. A transaction not
+ * opened by transaction() or inTenant() is an error: its callbacks would never run.
+ */
+export function afterCommit(tx: Tx, callback: () => void): void {
+  const callbacks = commitCallbacks.get(tx);
+  if (!callbacks) throw new Error("afterCommit needs a transaction opened by transaction() or inTenant()");
+  callbacks.push(callback);
 }
 
 export interface Database {

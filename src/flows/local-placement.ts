@@ -1,15 +1,18 @@
 import type { Logger } from "pino";
-import type { Database, Queryable, Tx } from "../db/client.ts";
-import { sqlState } from "../db/errors.ts";
+import type { Database, Tx } from "../db/client.ts";
 import type { Clock } from "../kit/clock.ts";
 import type { IdGenerator } from "../kit/ids.ts";
 import { ok } from "../kit/outcome.ts";
+import { outboxCommitted } from "../kit/outbox.ts";
+import { type Discount, discountFor } from "../modules/coupons/pricing.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
 import { type OrderRow, type Orders, type OrderView, systemViewer } from "../modules/orders/orders.ts";
+import { type ComposedArgs, type ComposedOutcome, composedRunner } from "./composed.ts";
 import { runSteps } from "./executors.ts";
 import {
   newOrder,
   PLACEMENT,
+  type PlaceOptions,
   type Placement,
   type PlacementContext,
   type PlacementRefusal,
@@ -19,7 +22,7 @@ import {
   refusedMove,
   settlementOf,
 } from "./placement.ts";
-import type { StepModules } from "./steps.ts";
+import { createShipment, type StepModules } from "./steps.ts";
 
 /** Thrown inside the placement's transaction to roll every step back; never leaves this file. */
 class Refused extends Error {
@@ -31,14 +34,26 @@ class Refused extends Error {
   }
 }
 
-const LOCK_TIMEOUT = "55P03";
+/** A placement whose prices keep changing under it is tried this often before it fails. */
+const MAX_PRICING_ATTEMPTS = 3;
+
+/** Carries a composed statement's refusal or lock timeout out of the transaction it rolls back. */
+class RolledBack extends Error {
+  constructor(readonly outcome: Exclude<ComposedOutcome, { kind: "recorded" }>) {
+    super(outcome.kind);
+  }
+}
 
 export interface LocalPlacementDeps {
   database: Database;
   orders: Orders;
   steps: StepModules;
-  /** Names and prices of SKUs, from the inventory module in the same database. */
-  catalogue(q: Queryable, tenantId: string, skus: string[]): Promise<Map<string, { name: string; price: number }>>;
+  /** Names and prices of SKUs (a SKU missing is unknown); the statement checks them against the catalogue. */
+  prices(tenantId: string, skus: string[]): Promise<Map<string, { name: string; price: number }>>;
+  /** A coupon's discount rule (undefined: no such coupon); the redemption checks it is still the rule. */
+  couponRule(tenantId: string, code: string): Promise<Discount | undefined>;
+  /** Told when prices or a coupon read for an order had changed, so a cache forgets them. */
+  forget?(tenantId: string, skus: string[], couponCode: string | undefined): Promise<void>;
   clock: Clock;
   newId: IdGenerator;
   currency: string;
@@ -56,6 +71,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
 } {
   const { database, orders, clock, newId, log } = deps;
   const inFlight = new Set<Promise<void>>();
+  const composed = composedRunner(database, PLACEMENT);
 
   /** Runs the steps and records the placed order; the order row is written before the hot stock rows are locked. */
   async function settle(tx: Tx, moves: TransitionEvent[], tenantId: string, context: PlacementContext, pending?: OrderRow): Promise<void> {
@@ -76,8 +92,10 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
   async function settlePending(tenantId: string, orderId: string): Promise<void> {
     try {
       await orders.withMoves(database, tenantId, async (tx, moves) => {
-        const order = await orders.lockOrder(tx, systemViewer(tenantId), orderId, { skipLocked: true });
-        if (order?.status !== "PENDING") return; // settled already, or another worker holds it
+        // Waits for a holder of the row (a refused cancel, another worker) rather than skipping it:
+        // skipped, the order would stay PENDING until the recovery sweep.
+        const order = await orders.lockOrder(tx, systemViewer(tenantId), orderId);
+        if (order?.status !== "PENDING") return; // settled already
         const context = await pendingContext(tx, order);
         await settle(tx, moves, tenantId, context, order);
       });
@@ -112,48 +130,102 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     inFlight.add(run);
   }
 
+  /** Records the order PENDING (nothing taken yet) and settles it in the background. */
+  async function placeLater(tenantId: string, context: PlacementContext, options: PlaceOptions): Promise<PlacementResult> {
+    const result = await orders.withMoves(database, tenantId, async (tx, moves) => {
+      const written = await orders.insertOrder(tx, moves, newOrder(tenantId, context, deps.currency));
+      if (!written.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: written.detail ?? written.reason } as const;
+      const pending = { kind: "pending", order: (await orders.getOrder(tx, systemViewer(tenantId), context.orderId)) as OrderView } as const;
+      await options.record?.(tx, pending);
+      return pending;
+    });
+    if (result.kind === "pending") settleInBackground(tenantId, context.orderId);
+    return result;
+  }
+
+  /**
+   * Places a priced order in one statement (composed from the flow's steps), or, with an answer to
+   * store (idempotency key), in one transaction with that answer. "repriced": a price or the coupon
+   * changed since they were read, nothing was taken. A row lock held past `waitMs` makes it PENDING.
+   */
+  async function placeAtOnce(tenantId: string, context: PlacementContext, options: PlaceOptions): Promise<PlacementResult | "repriced"> {
+    const confirm = context.paymentMethod === "balance";
+    const calls: Record<string, object> = {};
+    const results: Record<string, unknown> = {};
+    for (const { step, command } of PLACEMENT.steps) {
+      const payload = command(context, results);
+      if (payload === undefined) continue;
+      calls[step.id] = step.call(deps.steps, payload, { confirm }).input;
+    }
+    // The new document's waybill is made before the statement (createDocumentCall): the order records it.
+    const shipment = calls[createShipment.id] as { waybill: string } | undefined;
+    if (shipment) results[createShipment.id] = { waybill: shipment.waybill, status: "pending" };
+    const prepared = await orders.prepareOrder(newOrder(tenantId, context, deps.currency, settlementOf(context, results, deps.paymentTimeoutMs)));
+    if (!prepared.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: prepared.detail ?? prepared.reason };
+    const args: ComposedArgs = {
+      tenantId,
+      lockTimeoutMs: options.waitMs,
+      prices: context.lines.map(({ sku, unitPrice }) => ({ sku, unitPrice })),
+      calls,
+      order: prepared.value.record,
+    };
+    await composed.ready();
+    let ran: ComposedOutcome;
+    const record = options.record;
+    if (record) {
+      ran = await database
+        .tenant(tenantId, async (tx) => {
+          const outcome = await composed.run(args, tx);
+          if (outcome.kind !== "recorded") throw new RolledBack(outcome);
+          await record(tx, { kind: "placed", order: prepared.value.view(outcome.orderNumber) });
+          return outcome;
+        })
+        .catch((error: unknown) => {
+          if (error instanceof RolledBack) return error.outcome;
+          throw error;
+        });
+    } else {
+      ran = await composed.run(args);
+    }
+    switch (ran.kind) {
+      case "recorded":
+        outboxCommitted();
+        await orders.runAfterHooks(prepared.value.events);
+        return { kind: "placed", order: prepared.value.view(ran.orderNumber) };
+      case "lock-timeout":
+        return placeLater(tenantId, context, options);
+      case "refused":
+        if (ran.reason === "PRICE_CHANGED" || ran.reason === "COUPON_CHANGED") return "repriced";
+        return { kind: "refused", reason: ran.reason as PlacementRefusal, detail: ran.detail };
+    }
+  }
+
   return {
     /**
-     * Places an order in one tenant transaction: priced, then settled (PAID or CREATED), or with
-     * `respondAsync` recorded PENDING and settled in the background. If the settlement waits on a row
-     * lock longer than `waitMs`, it is rolled back and the order is recorded PENDING instead (202).
-     * `record` runs inside the transaction with the result, so what it stores commits with the order.
+     * Places an order: priced first (prices and coupon as read, perhaps from a cache), then in one
+     * statement settled (PAID or CREATED) or refused with nothing taken; with `respondAsync`
+     * recorded PENDING and settled in the background. If the statement waits on a row lock longer
+     * than `waitMs`, it is rolled back and the order is recorded PENDING instead (202). `record` runs
+     * in the order's transaction with the result, so what it stores commits with the order.
      */
     async place(input, options) {
-      let context: PlacementContext | undefined;
-      const keep = async (tx: Tx, result: Extract<PlacementResult, { kind: "placed" | "pending" }>) => {
-        await options.record?.(tx, result);
-        return result;
-      };
-      const view = async (tx: Tx, orderId: string) => (await orders.getOrder(tx, systemViewer(input.tenantId), orderId)) as OrderView;
-      const recordPending = async (tx: Tx, moves: TransitionEvent[], c: PlacementContext) => {
-        const written = await orders.insertOrder(tx, moves, newOrder(input.tenantId, c, deps.currency));
-        if (!written.ok) throw new Refused("TRANSITION_VETOED", written.detail ?? written.reason);
-        return keep(tx, { kind: "pending", order: await view(tx, c.orderId) });
-      };
-      let result: PlacementResult;
-      try {
-        result = await orders.withMoves(
-          database,
-          input.tenantId,
-          async (tx, moves) => {
-            const priced = priceItems(await deps.catalogue(tx, input.tenantId, input.items.map((i) => i.sku)), input.items);
-            if ("kind" in priced) return priced;
-            context = placementContext(input, priced, newId("ord"), clock.now());
-            if (options.respondAsync) return recordPending(tx, moves, context);
-            await settle(tx, moves, input.tenantId, context);
-            return keep(tx, { kind: "placed", order: await view(tx, context.orderId) });
-          },
-          { lockTimeoutMs: options.waitMs },
-        );
-      } catch (error) {
-        if (error instanceof Refused) return { kind: "refused", reason: error.reason, detail: error.detail };
-        if (sqlState(error) !== LOCK_TIMEOUT || !context) throw error;
-        const late = context;
-        result = await orders.withMoves(database, input.tenantId, (tx, moves) => recordPending(tx, moves, late));
+      for (let attempt = 1; ; attempt++) {
+        const catalogue = await deps.prices(input.tenantId, input.items.map((i) => i.sku));
+        const priced = priceItems(catalogue, input.items);
+        if ("kind" in priced) return priced;
+        const rule = input.couponCode ? await deps.couponRule(input.tenantId, input.couponCode) : undefined;
+        if (input.couponCode && !rule) return { kind: "refused", reason: "COUPON_UNAVAILABLE", detail: `no coupon ${input.couponCode}` };
+        const context: PlacementContext = {
+          ...placementContext(input, priced, newId("ord"), clock.now()),
+          priced: rule && { rule, discount: discountFor(priced.subtotal, rule) },
+        };
+        if (options.respondAsync) return placeLater(input.tenantId, context, options);
+        const placed = await placeAtOnce(input.tenantId, context, options);
+        if (placed !== "repriced") return placed;
+        // A price or the coupon changed since it was read: read them again (a cache forgets them).
+        await deps.forget?.(input.tenantId, input.items.map((i) => i.sku), input.couponCode);
+        if (attempt === MAX_PRICING_ATTEMPTS) throw new Error(`the prices of order ${context.orderId} kept changing during ${attempt} placements`);
       }
-      if (result.kind === "pending") settleInBackground(result.order.tenantId, result.order.id);
-      return result;
     },
 
     /** Settles orders left PENDING by a crash or a failed background run. Safe on many replicas. */

@@ -1,5 +1,5 @@
 import type { Tx } from "../db/client.ts";
-import { type PricedLine, subtotalOf } from "../modules/coupons/pricing.ts";
+import { type Discount, type PricedLine, subtotalOf } from "../modules/coupons/pricing.ts";
 import type { Move, NewOrder, OrderPatch, OrderView } from "../modules/orders/orders.ts";
 import { CANCEL_REASONS, type CancelReason, type OrderStatus, type PaymentMethod, type PaymentStatus } from "../modules/orders/schema.ts";
 import type { Address } from "../modules/shipping/schema.ts";
@@ -69,9 +69,15 @@ export interface PlacementContext {
   address: Address;
   /** ISO time the order was recorded: its payment is due a timeout after it. */
   createdAt: string;
+  /**
+   * The coupon's discount rule and the discount, when the order was priced before its steps run
+   * (local executor): the debit need not wait for the redemption, which refuses a rule changed since.
+   */
+  priced?: { rule: Discount; discount: number } | undefined;
 }
 
-const discountOf = (results: Results) => (results[redeemCoupon.id] as { discount: number } | undefined)?.discount ?? 0;
+const discountOf = (c: PlacementContext, results: Results) =>
+  c.priced?.discount ?? (results[redeemCoupon.id] as { discount: number } | undefined)?.discount ?? 0;
 const paidFromWallet = (c: PlacementContext) => c.paymentMethod === "balance";
 
 /**
@@ -85,12 +91,13 @@ export const PLACEMENT: Flow<PlacementContext> = {
   steps: [
     {
       step: redeemCoupon,
-      command: (c) => (c.couponCode ? { orderId: c.orderId, code: c.couponCode, userId: c.userId, subtotal: c.subtotal } : undefined),
+      command: (c) =>
+        c.couponCode ? { orderId: c.orderId, code: c.couponCode, userId: c.userId, subtotal: c.subtotal, ...(c.priced ? { expected: c.priced.rule } : {}) } : undefined,
     },
     {
       step: debitWallet,
       needs: [redeemCoupon.id],
-      command: (c, results) => (paidFromWallet(c) ? { orderId: c.orderId, userId: c.userId, amount: c.subtotal - discountOf(results) } : undefined),
+      command: (c, results) => (paidFromWallet(c) ? { orderId: c.orderId, userId: c.userId, amount: c.subtotal - discountOf(c, results) } : undefined),
     },
     {
       step: createShipment,
@@ -115,7 +122,7 @@ export interface Settlement {
 }
 
 export function settlementOf(context: PlacementContext, results: Results, paymentTimeoutMs: number): Settlement {
-  const discount = discountOf(results);
+  const discount = discountOf(context, results);
   const paid = paidFromWallet(context);
   const shipment = results[createShipment.id] as { waybill: string; status: "pending" } | undefined;
   return {

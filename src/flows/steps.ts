@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { ServiceName } from "../config.ts";
 import type { Tx } from "../db/client.ts";
+import type { StepCall, StepFunction } from "../db/step-functions.ts";
 import type { Clock } from "../kit/clock.ts";
 import { ok, type Outcome } from "../kit/outcome.ts";
 import type { Coupons } from "../modules/coupons/coupons.ts";
@@ -34,6 +35,9 @@ export interface Step<P, R> {
   payload: z.ZodType<P>;
   /** The try. `confirm` asks for try and confirm at once, when both happen in one transaction (local executor). */
   try(m: StepModules, tx: Tx, tenantId: string, payload: P, options: { confirm: boolean }): Promise<Outcome<R, string>>;
+  /** The owner's SQL function that is this step's try, and the call of it for a payload: what the composed placement runs (src/flows/composed.ts). */
+  fn: StepFunction;
+  call(m: StepModules, payload: P, options: { confirm: boolean }): StepCall;
   cancel(m: StepModules, tx: Tx, tenantId: string, orderId: string): Promise<void>;
   /** For a try that holds something until the order is paid (TCC): makes it final. */
   confirm?(m: StepModules, tx: Tx, tenantId: string, orderId: string): Promise<void>;
@@ -62,17 +66,29 @@ export const reserveStock: Step<z.infer<typeof ReserveStock>, null> = {
     const reserved = await m.inventory.reserve(tx, { tenantId, orderId: p.orderId, lines: p.lines, sold: confirm });
     return reserved.ok ? ok(null) : reserved;
   },
+  fn: "inventory_reserve",
+  call: (m, p, { confirm }) => m.inventory.reserveCall({ orderId: p.orderId, lines: p.lines, sold: confirm }),
   cancel: (m, tx, tenantId, orderId) => m.inventory.release(tx, { tenantId, orderId }),
   // The order was paid: its reservation becomes a sale.
   confirm: (m, tx, tenantId, orderId) => m.inventory.sell(tx, { tenantId, orderId }),
 };
 
-const RedeemCoupon = z.object({ orderId: OrderId, code: z.string(), userId: z.string(), subtotal: z.number().int().nonnegative() });
+const RedeemCoupon = z.object({
+  orderId: OrderId,
+  code: z.string(),
+  userId: z.string(),
+  subtotal: z.number().int().nonnegative(),
+  /** The discount rule the order was priced with (local executor): a coupon changed since is refused. */
+  expected: z.object({ type: z.enum(["amount", "percent"]), value: z.number().int().nonnegative() }).optional(),
+});
+const redeemArgs = (m: StepModules, p: z.infer<typeof RedeemCoupon>) => ({ orderId: p.orderId, code: p.code, userId: p.userId, subtotal: p.subtotal, now: m.clock.now(), expected: p.expected });
 export const redeemCoupon: Step<z.infer<typeof RedeemCoupon>, { discount: number }> = {
   id: "redeem-coupon",
   owner: "coupons",
   payload: RedeemCoupon,
-  try: (m, tx, tenantId, p) => m.coupons.redeem(tx, { tenantId, orderId: p.orderId, code: p.code, userId: p.userId, subtotal: p.subtotal, now: m.clock.now() }),
+  try: (m, tx, tenantId, p) => m.coupons.redeem(tx, { tenantId, ...redeemArgs(m, p) }),
+  fn: "coupons_redeem",
+  call: (m, p) => m.coupons.redeemCall(redeemArgs(m, p)),
   cancel: (m, tx, tenantId, orderId) => m.coupons.restore(tx, { tenantId, orderId }),
 };
 
@@ -85,6 +101,8 @@ export const debitWallet: Step<z.infer<typeof DebitWallet>, null> = {
     const debited = await m.wallets.debit(tx, { tenantId, orderId: p.orderId, userId: p.userId, amount: p.amount });
     return debited.ok ? ok(null) : debited;
   },
+  fn: "wallets_debit",
+  call: (m, p) => m.wallets.debitCall(p),
   cancel: (m, tx, tenantId, orderId) => m.wallets.refund(tx, { tenantId, orderId }),
 };
 
@@ -97,6 +115,8 @@ export const createShipment: Step<z.infer<typeof CreateShipment>, { waybill: str
     const document = await m.shipping.createDocument(tx, { tenantId, orderId: p.orderId, address: p.address });
     return ok({ waybill: document.waybill, status: document.status });
   },
+  fn: "shipping_create_document",
+  call: (m, p) => m.shipping.createDocumentCall(p),
   cancel: (m, tx, tenantId, orderId) => m.shipping.cancelDocument(tx, { tenantId, orderId }),
 };
 

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { and, desc, eq, sql } from "drizzle-orm";
-import type { Db, Queryable, Tx } from "../db/client.ts";
+import { type Db, type Queryable, transaction, type Tx } from "../db/client.ts";
 import type { BusMessage } from "./bus.ts";
 import type { Clock } from "./clock.ts";
 import type { IdGenerator } from "./ids.ts";
@@ -68,14 +68,14 @@ export function createDeadLetters(deps: { clock: Clock; newId: IdGenerator }) {
           return refuse("NOTHING_TO_REDRIVE", `dead letter ${letter.id} keeps no copy of its message; nothing to re-drive — resolve or skip it`);
         }
         // To the consumer that failed only, under the original id: its inbox still de-duplicates.
-        await outbox.enqueue(tx, { tenantId: letter.tenantId, topic: letter.topic, payload: letter.payload, consumer: letter.consumer, redriveOf: letter.reference });
+        await outbox.enqueue(tx, { tenantId: letter.tenantId, topic: letter.topic, payload: letter.payload, consumer: letter.consumer, redriveOf: letter.reference }, { notify: true });
         return undefined;
       }
     }
   }
 
   async function act(db: Db, id: string, action: DeadLetterAction, actor: string, note: string | null): Promise<DeadLetterOutcome> {
-    return db.transaction(async (tx) => {
+    return transaction(db, async (tx) => {
       const [letter] = await tx.select().from(deadLetters).where(eq(deadLetters.id, id)).for("update");
       if (!letter) return refuse("NOT_FOUND", `no dead letter ${id}`);
       if (letter.status !== "open") return refuse("NOT_OPEN", `dead letter ${id} is already ${letter.status}`);

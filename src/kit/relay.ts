@@ -1,10 +1,10 @@
 import { sql } from "drizzle-orm";
 import type { Logger } from "pino";
-import { type Database, rows } from "../db/client.ts";
+import { type Database, rows, transaction } from "../db/client.ts";
 import { type Bus, type BusMessage, MessageRejected } from "./bus.ts";
 import type { Clock } from "./clock.ts";
 import type { DeadLetters } from "./dead-letters.ts";
-import { OUTBOX_CHANNEL } from "./outbox.ts";
+import { OUTBOX_CHANNEL, onOutboxCommitted } from "./outbox.ts";
 
 export const DEFAULT_RETRY_DELAYS_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
 /** The longest a message waits between two tries while the bus cannot be reached. */
@@ -157,7 +157,7 @@ export function createRelay(options: RelayOptions) {
       }
       const attempts = row.attempts + 1;
       if (attempts > delays.length) {
-        await db.transaction(async (tx) => {
+        await transaction(db, async (tx) => {
           await tx.execute(sql`update outbox_messages set status = 'dead', attempts = ${attempts}, claimed_until = null, last_error = ${reason} where id = ${row.id}`);
           await deadLetters.record(tx, { tenantId: row.tenant_id, source: "outbox", reference: row.id, topic: row.topic, payload: row.payload, reason });
         });
@@ -190,7 +190,12 @@ export function createRelay(options: RelayOptions) {
     async start(): Promise<void> {
       if (running) return;
       running = true;
-      unlisten = await database.listen(OUTBOX_CHANNEL, onNotify);
+      const stopListening = await database.listen(OUTBOX_CHANNEL, onNotify);
+      const stopHearingCommits = onOutboxCommitted(onNotify);
+      unlisten = async () => {
+        stopHearingCommits();
+        await stopListening();
+      };
       // A row in backoff for a rejection is due early too: one more try, counted as usual, right after a reconnect.
       stopWatchingBus = bus.onReady?.(() => {
         sendWaiting().catch((error: unknown) => log.warn({ err: error }, "could not make waiting outbox messages due"));

@@ -1,6 +1,6 @@
 import { and, asc, eq, inArray, lte, sql } from "drizzle-orm";
 import type { Logger } from "pino";
-import { type Database, rows, type Tx } from "../db/client.ts";
+import { type Database, rows, transaction, type Tx } from "../db/client.ts";
 import type { Barrier, BarrierOp } from "./barrier.ts";
 import type { BusMessage } from "./bus.ts";
 import type { Clock } from "./clock.ts";
@@ -340,7 +340,7 @@ export function createSagaRunner(deps: {
       let resumed = 0;
       for (; resumed < batch; resumed++) {
         const work: (() => Promise<void>)[] = [];
-        const more = await database.db.transaction(async (tx) => {
+        const more = await transaction(database.db, async (tx) => {
           const [row] = await tx
             .select()
             .from(sagas)

@@ -20,6 +20,11 @@ export function createCachedCouponTerms(deps: { cache: Cache<CouponTerms>; coupo
       });
     },
 
+    /** Drops terms found stale (a placement's redemption saw another rule), here and in every replica. */
+    forget(tenantId: string, code: string): Promise<void> {
+      return cache.invalidate([cacheKey(tenantId, code)]);
+    },
+
     /** Called in the transaction that changes a coupon's terms: every replica drops it when it commits. */
     changed(tx: Tx, tenantId: string, code: string): Promise<void> {
       return cache.invalidateOnCommit(tx, [cacheKey(tenantId, code)]);

@@ -1,5 +1,6 @@
 import { and, eq, sql } from "drizzle-orm";
-import { type Queryable, rows, type Tx } from "../../db/client.ts";
+import type { Queryable, Tx } from "../../db/client.ts";
+import { callStep, type StepCall } from "../../db/step-functions.ts";
 import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
 import { type Discount, discountFor } from "./pricing.ts";
 import { coupons } from "./schema.ts";
@@ -39,6 +40,28 @@ export type CouponTerms = Omit<Coupon, "redemptions">;
 
 /** Told in the writing transaction whenever a coupon's terms change (e.g. to drop cached copies). */
 export type CouponChanged = (tx: Tx, coupon: { tenantId: string; code: string }) => Promise<void>;
+
+export interface RedeemArgs {
+  orderId: string;
+  code: string;
+  userId: string;
+  subtotal: number;
+  now: Date;
+  /** The discount rule the order was priced with, when it was priced before the redemption. */
+  expected?: Discount | undefined;
+}
+
+const redeemCall = (args: RedeemArgs): StepCall => ({
+  fn: "coupons_redeem",
+  input: {
+    orderId: args.orderId,
+    code: args.code,
+    userId: args.userId,
+    subtotal: args.subtotal,
+    now: args.now.toISOString(),
+    ...(args.expected ? { expected: args.expected } : {}),
+  },
+});
 
 /** The coupons module's front door: definitions and redemptions. */
 export function createCoupons(options: { onCouponChanged?: CouponChanged } = {}) {
@@ -86,34 +109,18 @@ export function createCoupons(options: { onCouponChanged?: CouponChanged } = {})
      * Redeems a coupon for one order if every term allows it (owner, minimum subtotal, expiry, limit),
      * in one conditional update, so concurrent orders never pass maxRedemptions. Idempotent per order.
      */
-    async redeem(
-      tx: Tx,
-      args: { tenantId: string; orderId: string; code: string; userId: string; subtotal: number; now: Date },
-    ): Promise<Outcome<{ discount: number }, "COUPON_UNAVAILABLE">> {
-      const { tenantId, orderId, code, userId, subtotal, now } = args;
-      const result = await rows<{ discount_type: "amount" | "percent"; discount_value: string }>(tx, sql`
-        with c as (
-          update coupons set redemptions = redemptions + 1, updated_at = now()
-          where tenant_id = ${tenantId} and code = ${code}
-            and redemptions < max_redemptions
-            and (user_id is null or user_id = ${userId})
-            and (min_subtotal is null or min_subtotal <= ${subtotal})
-            and (expires_at is null or expires_at > ${now.toISOString()}::timestamptz)
-            and not exists (select 1 from coupon_redemptions where tenant_id = ${tenantId} and order_id = ${orderId})
-          returning discount_type, discount_value
-        ),
-        r as (
-          insert into coupon_redemptions (tenant_id, order_id, code, user_id, status)
-          select ${tenantId}, ${orderId}, ${code}, ${userId}, 'redeemed' from c
-        )
-        select discount_type, discount_value from c`);
-      const row = result[0];
-      if (row) return ok({ discount: discountFor(subtotal, { type: row.discount_type, value: Number(row.discount_value) }) });
-      const coupon = await getCoupon(tx, tenantId, code);
-      const [held] = await rows(tx, sql`
-        select 1 from coupon_redemptions where tenant_id = ${tenantId} and order_id = ${orderId} and status = 'redeemed'`);
-      if (coupon && held) return ok({ discount: discountFor(subtotal, coupon.discount) });
-      return refuse("COUPON_UNAVAILABLE", coupon ? `coupon ${code} cannot be used for this order` : `no coupon ${code}`);
+    redeemCall,
+
+    /**
+     * Redeems a coupon for an order, once per order, within its limits, and answers the discount
+     * (coupons_redeem in the module's migrations). With `expected`, a coupon whose discount rule
+     * is no longer that one is refused COUPON_CHANGED.
+     */
+    async redeem(tx: Tx, args: RedeemArgs & { tenantId: string }): Promise<Outcome<{ discount: number }, "COUPON_UNAVAILABLE" | "COUPON_CHANGED">> {
+      const reply = await callStep(tx, args.tenantId, redeemCall(args));
+      if (reply.refused) return refuse(reply.refused as "COUPON_UNAVAILABLE" | "COUPON_CHANGED", reply.detail);
+      const rule = { type: reply.discountType as Discount["type"], value: Number(reply.discountValue) };
+      return ok({ discount: discountFor(args.subtotal, rule) });
     },
 
     /** Gives back an order's redemption (the order was cancelled). Idempotent. */

@@ -22,6 +22,11 @@ export function createCachedCatalogue(deps: { cache: Cache<CatalogueEntry>; inve
       return new Map([...found].map(([key, entry]) => [skuOf.get(key) as string, entry]));
     },
 
+    /** Drops entries found stale (a placement's statement saw other prices), here and in every replica. */
+    forget(tenantId: string, skus: readonly string[]): Promise<void> {
+      return cache.invalidate(skus.map((sku) => cacheKey(tenantId, sku)));
+    },
+
     /** Called in the transaction that changes a product's name or price: every replica drops it when it commits. */
     changed(tx: Tx, tenantId: string, skus: readonly string[]): Promise<void> {
       return cache.invalidateOnCommit(

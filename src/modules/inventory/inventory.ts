@@ -1,5 +1,6 @@
 import { and, desc, eq, inArray, lt, or, sql } from "drizzle-orm";
 import { type Queryable, rows, type Tx } from "../../db/client.ts";
+import { callStep, type StepCall } from "../../db/step-functions.ts";
 import { type Cursor, encodeCursor, page } from "../../kit/cursor.ts";
 import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
 import { products, stockAdjustments, stockLevels } from "./schema.ts";
@@ -78,6 +79,11 @@ export function createInventory(options: { currency: string; onProductChanged?: 
     const row = await findProduct(q, tenantId, sku);
     return row && view(row);
   }
+
+  const reserveCall = (args: { orderId: string; lines: StockLine[]; sold: boolean }): StepCall => ({
+    fn: "inventory_reserve",
+    input: { orderId: args.orderId, lines: args.lines.map(({ sku, quantity }) => ({ sku, quantity })), sold: args.sold },
+  });
 
   return {
     getProduct,
@@ -180,55 +186,18 @@ export function createInventory(options: { currency: string; onProductChanged?: 
 
     /**
      * Takes the order's units off `available`, into `reserved` (awaiting payment) or straight into
-     * `sold`, for every line or for none. One statement: the rows are locked in SKU order (no deadlock
-     * between two orders of the same SKUs), every line is checked against the locked counts, and the
-     * decrement is conditional as well, so stock can never go negative. Idempotent per order.
+     * `sold`, for every line or for none, in SKU order, never below zero; idempotent per order
+     * (inventory_reserve in the module's migrations).
      */
+    reserveCall,
+
     async reserve(
       tx: Tx,
       args: { tenantId: string; orderId: string; lines: StockLine[]; sold: boolean },
     ): Promise<Outcome<void, "OUT_OF_STOCK">> {
-      const { tenantId, orderId, lines, sold } = args;
-      const request = JSON.stringify(lines.map((l) => ({ sku: l.sku, qty: l.quantity })));
-      const status = sold ? "sold" : "reserved";
-      const [result] = await rows<{ taken: number; short: string[] | null; held: boolean }>(tx, sql`
-        with req as (
-          select r.sku, r.qty from jsonb_to_recordset(${request}::jsonb) as r(sku text, qty bigint)
-        ),
-        held as (
-          select exists (select 1 from stock_reservations x where x.tenant_id = ${tenantId} and x.order_id = ${orderId}) as yes
-        ),
-        locked as (
-          select s.sku, s.available from stock_levels s
-          where s.tenant_id = ${tenantId} and s.sku in (select sku from req) and not (select yes from held)
-          order by s.sku for update
-        ),
-        short as (
-          select array_agg(req.sku order by req.sku) as skus from req left join locked l on l.sku = req.sku
-          where l.sku is null or l.available < req.qty
-        ),
-        taken as (
-          update stock_levels s
-          set available = s.available - req.qty,
-              reserved = s.reserved + case when ${sold} then 0 else req.qty end,
-              sold = s.sold + case when ${sold} then req.qty else 0 end
-          from req
-          where s.tenant_id = ${tenantId} and s.sku = req.sku and s.available >= req.qty
-            and s.sku in (select sku from locked) and (select skus from short) is null
-          returning s.sku, req.qty
-        ),
-        recorded as (
-          insert into stock_reservations (tenant_id, order_id, sku, quantity, status)
-          select ${tenantId}, ${orderId}, sku, qty, ${status} from taken
-          returning sku
-        )
-        select (select count(*) from recorded)::int as taken, (select skus from short) as short, (select yes from held) as held`);
-      if (result?.held || result?.taken === lines.length) return ok(undefined);
-      if (result && result.taken > 0) {
-        // Cannot happen: every row was locked and checked first. Throwing rolls the caller back.
-        throw new Error(`reservation of order ${orderId} took ${result.taken} of ${lines.length} lines`);
-      }
-      return refuse("OUT_OF_STOCK", outOfStockDetail(result?.short ?? lines.map((l) => l.sku)));
+      const reply = await callStep(tx, args.tenantId, reserveCall(args));
+      // The detail is outOfStockDetail's, written by inventory_reserve (the sold-out gate reads it back).
+      return reply.refused ? refuse("OUT_OF_STOCK", reply.detail) : ok(undefined);
     },
 
     /** Returns an order's reserved units to `available`. Idempotent; a no-op for sold units. */

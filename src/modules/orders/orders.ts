@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, inArray, lt, lte, or, sql } from "drizzle-orm";
-import type { Database, Queryable, TenantOptions, Tx } from "../../db/client.ts";
+import { type Database, type Queryable, type TenantOptions, transaction, type Tx } from "../../db/client.ts";
 import type { Clock } from "../../kit/clock.ts";
 import { type Cursor, encodeCursor, page } from "../../kit/cursor.ts";
 import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
@@ -133,6 +133,13 @@ function snapshotOf(row: OrderRow): OrderSnapshot {
   };
 }
 
+/** A new order ready for orders_record (see prepareOrder). */
+export interface PreparedOrder {
+  record: object;
+  events: TransitionEvent[];
+  view(orderNumber: string): OrderView;
+}
+
 /** One move of an order: a status move, a payment move, or both, made on behalf of `by`. */
 export interface Move {
   order: OrderRow;
@@ -198,6 +205,63 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
   const announce = (tx: Tx, row: OrderRow, status: OrderStatus | null) =>
     outbox.enqueue(tx, { tenantId: row.tenantId, topic: orderEventTopic(status), payload: snapshotOf(row) });
 
+  /**
+   * A new order as orders_record (the module's SQL function) records it, once no hook vetoes the moves
+   * that lead to its status: the record, the moves (for the after-hooks once it committed), and its
+   * view as the API shows it once the database has given it a number.
+   */
+  async function prepareOrder(draft: NewOrder): Promise<Outcome<PreparedOrder, "TRANSITION_VETOED">> {
+    const at = clock.now();
+    const events: TransitionEvent[] = draft.path.map((step, i) => ({
+      tenantId: draft.tenantId,
+      orderId: draft.id,
+      from: i === 0 ? null : (draft.path[i - 1] as { to: OrderStatus }).to,
+      to: step.to,
+      reason: step.reason,
+      version: i + 1,
+      at,
+    }));
+    for (const event of events) {
+      const veto = await hooks.vetoOf(event);
+      if (veto) return refuse("TRANSITION_VETOED", veto);
+    }
+    const row: Omit<LoadedOrder, "orderNumber"> = {
+      id: draft.id,
+      tenantId: draft.tenantId,
+      userId: draft.userId,
+      status: draft.status,
+      version: draft.path.length,
+      subtotal: draft.subtotal,
+      discount: draft.discount,
+      total: draft.total,
+      currency: draft.currency,
+      couponCode: draft.couponCode,
+      paymentMethod: draft.paymentMethod,
+      paymentStatus: draft.paymentStatus,
+      externalTxnId: null,
+      shippingAddress: draft.shippingAddress,
+      shipmentWaybill: draft.shipment?.waybill ?? null,
+      shipmentCarrier: null,
+      shipmentTrackingNumber: null,
+      shipmentStatus: draft.shipment?.status ?? null,
+      cancelReason: null,
+      paymentDueAt: draft.paymentDueAt,
+      createdAt: at,
+      updatedAt: at,
+      items: draft.lines.map((l) => ({ tenantId: draft.tenantId, orderId: draft.id, ...l })),
+      history: events.map((e, i) => ({ id: i, tenantId: e.tenantId, orderId: e.orderId, from: e.from, to: e.to, reason: e.reason, at })),
+    };
+    const { items: _items, history: _history, createdAt: _createdAt, updatedAt: _updatedAt, ...columns } = row;
+    const record = {
+      ...columns,
+      at: at.toISOString(),
+      lines: draft.lines,
+      history: events.map((e) => ({ from: e.from, to: e.to, reason: e.reason })),
+      event: outbox.draft(orderEventTopic(draft.status), snapshotOf({ ...row, orderNumber: "" })),
+    };
+    return ok({ record, events, view: (orderNumber) => toView({ ...row, orderNumber }) });
+  }
+
   async function getOrder(q: Queryable, viewer: Viewer, orderId: string): Promise<OrderView | undefined> {
     const row = await q.query.orders.findFirst({ where: and(eq(orders.id, orderId), visibleTo(viewer)), with: withRelations });
     return row && toView(row);
@@ -227,52 +291,14 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
       return { data: result.data.map(toView), nextCursor: result.nextCursor };
     },
 
+    prepareOrder,
+
     /** Records a new order with its lines and the moves that led to its status, vetoable by hooks. */
     async insertOrder(tx: Tx, moves: TransitionEvent[], draft: NewOrder): Promise<Outcome<void, "TRANSITION_VETOED">> {
-      const at = clock.now();
-      const events: TransitionEvent[] = draft.path.map((step, i) => ({
-        tenantId: draft.tenantId,
-        orderId: draft.id,
-        from: i === 0 ? null : (draft.path[i - 1] as { to: OrderStatus }).to,
-        to: step.to,
-        reason: step.reason,
-        version: i + 1,
-        at,
-      }));
-      for (const event of events) {
-        const veto = await hooks.vetoOf(event);
-        if (veto) return refuse("TRANSITION_VETOED", veto);
-      }
-      const [row] = await tx
-        .insert(orders)
-        .values({
-        id: draft.id,
-        tenantId: draft.tenantId,
-        orderNumber: sql`'ORD-' || nextval('order_number_seq')`,
-        userId: draft.userId,
-        status: draft.status,
-        version: draft.path.length,
-        subtotal: draft.subtotal,
-        discount: draft.discount,
-        total: draft.total,
-        currency: draft.currency,
-        couponCode: draft.couponCode,
-        paymentMethod: draft.paymentMethod,
-        paymentStatus: draft.paymentStatus,
-        paymentDueAt: draft.paymentDueAt,
-        shippingAddress: draft.shippingAddress,
-        shipmentWaybill: draft.shipment?.waybill ?? null,
-        shipmentStatus: draft.shipment?.status ?? null,
-        createdAt: at,
-        updatedAt: at,
-      })
-        .returning();
-      await tx.insert(orderItems).values(draft.lines.map((l) => ({ tenantId: draft.tenantId, orderId: draft.id, ...l })));
-      await tx.insert(orderHistory).values(
-        events.map((e) => ({ tenantId: e.tenantId, orderId: e.orderId, from: e.from, to: e.to, reason: e.reason, at })),
-      );
-      await announce(tx, row as OrderRow, draft.status);
-      moves.push(...events);
+      const prepared = await prepareOrder(draft);
+      if (!prepared.ok) return prepared;
+      await tx.execute(sql`select orders_record(${draft.tenantId}, ${JSON.stringify(prepared.value.record)}::jsonb)`);
+      moves.push(...prepared.value.events);
       return ok(undefined);
     },
 
@@ -364,7 +390,7 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
     /** Like withMoves, across tenants: the owner's transaction, for system jobs only. */
     async withSystemMoves<T>(database: Database, work: (tx: Tx, moves: TransitionEvent[]) => Promise<T>): Promise<T> {
       const moves: TransitionEvent[] = [];
-      const result = await database.db.transaction((tx) => work(tx, moves));
+      const result = await transaction(database.db, (tx) => work(tx, moves));
       await hooks.runAfter(moves);
       return result;
     },

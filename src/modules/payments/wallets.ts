@@ -1,5 +1,6 @@
 import { and, eq, sql } from "drizzle-orm";
 import { type Queryable, rows, type Tx } from "../../db/client.ts";
+import { callStep, type StepCall } from "../../db/step-functions.ts";
 import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
 import { wallets } from "./schema.ts";
 
@@ -15,6 +16,11 @@ const MAX_BALANCE = Number.MAX_SAFE_INTEGER;
 /** The payments module's wallet side: credits, debits through the ledger, balances. */
 export function createWallets(options: { currency: string }) {
   const { currency } = options;
+
+  const debitCall = (args: { userId: string; orderId: string; amount: number }): StepCall => ({
+    fn: "wallets_debit",
+    input: { orderId: args.orderId, userId: args.userId, amount: args.amount },
+  });
 
   return {
     async getWallet(q: Queryable, tenantId: string, userId: string): Promise<Wallet> {
@@ -45,26 +51,15 @@ export function createWallets(options: { currency: string }) {
       return ok({ userId, balance: Number(row.balance), currency });
     },
 
-    /** Takes an order's total from the wallet, once per order, never below zero. */
+    debitCall,
+
+    /** Takes an order's total from the wallet, once per order, never below zero (wallets_debit in the module's migrations). */
     async debit(
       tx: Tx,
       args: { tenantId: string; userId: string; orderId: string; amount: number },
     ): Promise<Outcome<void, "INSUFFICIENT_FUNDS">> {
-      const { tenantId, userId, orderId, amount } = args;
-      const result = await rows(tx, sql`
-        with w as (
-          update wallets set balance = balance - ${amount}, updated_at = now()
-          where tenant_id = ${tenantId} and user_id = ${userId} and balance >= ${amount}
-            and not exists (select 1 from wallet_entries where tenant_id = ${tenantId} and order_id = ${orderId} and kind = 'debit')
-          returning user_id
-        )
-        insert into wallet_entries (tenant_id, user_id, kind, amount, order_id)
-        select ${tenantId}, user_id, 'debit', ${-amount}, ${orderId} from w
-        returning id`);
-      if (result.length === 1 || amount === 0) return ok(undefined);
-      const done = await rows(tx, sql`
-        select 1 from wallet_entries where tenant_id = ${tenantId} and order_id = ${orderId} and kind = 'debit'`);
-      return done.length > 0 ? ok(undefined) : refuse("INSUFFICIENT_FUNDS");
+      const reply = await callStep(tx, args.tenantId, debitCall(args));
+      return reply.refused ? refuse("INSUFFICIENT_FUNDS", reply.detail) : ok(undefined);
     },
 
     /** Gives an order's debit back (the order's saga compensates). Once per order; nothing if it was never debited. */

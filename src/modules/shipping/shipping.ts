@@ -1,5 +1,6 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { Tx } from "../../db/client.ts";
+import { callStep, type StepCall } from "../../db/step-functions.ts";
 import type { IdGenerator } from "../../kit/ids.ts";
 import { type Address, shipments } from "./schema.ts";
 
@@ -19,16 +20,18 @@ const documentColumns = {
 
 /** The shipping module's front door: shipment documents and their waybills. */
 export function createShipping(options: { newId: IdGenerator }) {
+  const createDocumentCall = (args: { orderId: string; address: Address }): StepCall => ({
+    fn: "shipping_create_document",
+    input: { orderId: args.orderId, waybill: options.newId("wb").toUpperCase(), address: args.address },
+  });
+
   return {
-    /** Creates the order's shipment document, or returns the one it already has. */
+    /** The new document's waybill is made here, before the call, so the composed placement makes it alike. */
+    createDocumentCall,
+
+    /** Creates the order's shipment document, or returns the one it already has (shipping_create_document in the module's migrations). */
     async createDocument(tx: Tx, args: { tenantId: string; orderId: string; address: Address }): Promise<ShipmentDocument> {
-      const waybill = options.newId("wb").toUpperCase();
-      const [row] = await tx
-        .insert(shipments)
-        .values({ tenantId: args.tenantId, orderId: args.orderId, waybill, status: "pending", address: args.address })
-        .onConflictDoUpdate({ target: [shipments.tenantId, shipments.orderId], set: { orderId: sql`excluded.order_id` } })
-        .returning(documentColumns);
-      return row as ShipmentDocument;
+      return (await callStep(tx, args.tenantId, createDocumentCall(args))) as unknown as ShipmentDocument;
     },
 
     async markShipped(tx: Tx, args: { tenantId: string; orderId: string; carrier: string; trackingNumber: string | null }) {

@@ -1,0 +1,114 @@
+import { createHash } from "node:crypto";
+import { sql } from "drizzle-orm";
+import { type Database, type Queryable, rows, transaction } from "../db/client.ts";
+import { sqlState } from "../db/errors.ts";
+import type { OrderContext } from "./steps.ts";
+import type { Flow } from "./executors.ts";
+
+/** SQLSTATE of a step's refusal raised inside the composed statement: its message is the reason, its detail the detail. */
+const REFUSED = "OR001";
+const LOCK_TIMEOUT = "55P03";
+
+/** What one run of the composed statement is given: each step's call, the prices to check, the order record. */
+export interface ComposedArgs {
+  tenantId: string;
+  lockTimeoutMs: number;
+  /** The lines' unit prices as priced before the statement: a price changed since refuses PRICE_CHANGED. */
+  prices: { sku: string; unitPrice: number }[];
+  /** By step id, the input of the step's SQL function; a step absent here does not run. */
+  calls: Record<string, object>;
+  /** The order as orders_record takes it (PreparedOrder.record). */
+  order: object;
+}
+
+export type ComposedOutcome =
+  | { kind: "recorded"; orderNumber: string }
+  | { kind: "refused"; reason: string; detail: string }
+  | { kind: "lock-timeout" };
+
+const quote = (text: string) => `'${text.replaceAll("'", "''")}'`;
+
+/**
+ * The local executor in one round trip: a PL/pgSQL function generated from a flow, calling each
+ * step's own SQL function (defined by its module's migrations) in the flow's order, the order record
+ * (orders_record) before the hot steps, and raising on the first refusal so nothing remains. It sets
+ * the tenant role, tenant id and lock timeout itself, so one autocommit statement places an order.
+ * Its name carries a hash of its text: processes of different versions never replace each other's.
+ */
+export function composeFlow<C extends OrderContext>(flow: Flow<C>) {
+  const refuseUnless = `IF r ? 'refused' THEN RAISE EXCEPTION USING ERRCODE = ${quote(REFUSED)}, MESSAGE = r->>'refused', DETAIL = coalesce(r->>'detail', ''); END IF;`;
+  const stepCall = ({ step }: Flow<C>["steps"][number]) =>
+    `  IF p_calls ? ${quote(step.id)} THEN\n    r := ${step.fn}(p_tenant, p_calls->${quote(step.id)});\n    ${refuseUnless}\n  END IF;`;
+  const body = [
+    "  PERFORM set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', p_tenant, true), set_config('lock_timeout', p_lock_timeout, true);",
+    `  r := inventory_prices_match(p_tenant, p_prices);\n  ${refuseUnless}`,
+    ...flow.steps.filter((s) => !s.hot).map(stepCall),
+    "  v_number := orders_record(p_tenant, p_order);",
+    ...flow.steps.filter((s) => s.hot).map(stepCall),
+    "  RETURN v_number;",
+  ].join("\n");
+  const hash = createHash("sha256").update(body).digest("hex").slice(0, 12);
+  const name = `orderly_${flow.type.replaceAll("-", "_")}_${hash}`;
+  const ddl = `CREATE OR REPLACE FUNCTION ${name}(p_tenant text, p_lock_timeout text, p_prices jsonb, p_calls jsonb, p_order jsonb)
+RETURNS text LANGUAGE plpgsql AS $composed$
+DECLARE
+  r jsonb;
+  v_number text;
+BEGIN
+${body}
+END $composed$`;
+  return { name, ddl };
+}
+
+/** Runs a flow's composed function, creating it first if this database does not have it yet. */
+export function composedRunner<C extends OrderContext>(database: Database, flow: Flow<C>) {
+  const { name, ddl } = composeFlow(flow);
+  let created: Promise<void> | undefined;
+  const create = async () => {
+    const [found] = await rows(database.db, sql`select 1 from pg_proc where proname = ${name}`);
+    if (found) return;
+    await transaction(database.db, async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${name}))`);
+      await tx.execute(sql.raw(ddl));
+    });
+  };
+
+  return {
+    name,
+    ddl,
+    /** Creates the function if this database lacks it; before run(), outside any transaction (PGlite has one connection). */
+    async ready(): Promise<void> {
+      created ??= create().catch((error: unknown) => {
+        created = undefined;
+        throw error;
+      });
+      await created;
+    },
+    /**
+     * One statement: every step, the order record and its outbox event commit together or not at all.
+     * On the database handle it is its own transaction; on a transaction it joins it.
+     */
+    async run(args: ComposedArgs, q: Queryable = database.db): Promise<ComposedOutcome> {
+      try {
+        const [row] = await rows<{ number: string }>(q, sql`
+          select ${sql.raw(name)}(${args.tenantId}, ${`${args.lockTimeoutMs}ms`}, ${JSON.stringify(args.prices)}::jsonb,
+                                  ${JSON.stringify(args.calls)}::jsonb, ${JSON.stringify(args.order)}::jsonb) as number`);
+        return { kind: "recorded", orderNumber: (row as { number: string }).number };
+      } catch (error) {
+        const state = sqlState(error);
+        if (state === LOCK_TIMEOUT) return { kind: "lock-timeout" };
+        if (state !== REFUSED) throw error;
+        const raised = raisedBy(error);
+        return { kind: "refused", reason: raised.message, detail: raised.detail ?? "" };
+      }
+    },
+  };
+}
+
+/** The database's error raised for a refusal (drizzle wraps it): its message is the reason. */
+function raisedBy(error: unknown): { message: string; detail?: string } {
+  for (let e: unknown = error; e && typeof e === "object"; e = (e as { cause?: unknown }).cause) {
+    if ((e as { code?: unknown }).code === REFUSED) return e as { message: string; detail?: string };
+  }
+  return { message: "PLACEMENT_FAILED" };
+}
