@@ -27,7 +27,8 @@ async function cpuSeconds(url: string): Promise<number> {
   return Number(line[1]);
 }
 
-const catalogue = { skus: 1_000, users: 200 };
+// PROFILE_SKUS / PROFILE_USERS: the bench's own uniform phase seeds 10,000 of each.
+const catalogue = { skus: Number(process.env.PROFILE_SKUS ?? 1_000), users: Number(process.env.PROFILE_USERS ?? 200) };
 const tenant = "profile";
 const stamp = new Date().toISOString().replace(/[:.]/g, "-");
 const workDir = resolve(import.meta.dirname, "results", `profile-${stamp}`);

@@ -205,7 +205,7 @@ async function order(args: string[]) {
   try {
     const outbox = createOutbox({ clock: systemClock, newId });
     const orders = createOrders({ hooks: createTransitionHooks(() => {}), clock: systemClock, outbox });
-    const operations = createOperations({ database, orders, clock: systemClock });
+    const operations = createOperations({ database, orders, clock: systemClock, payments: "if-present" });
     const tenantId = values.tenant ?? (await operations.tenantOfOrder(id));
     const timeline = tenantId === undefined ? undefined : await operations.timeline(tenantId, id);
     if (!timeline) throw new ConfigError("order", `no order ${id}${values.tenant ? ` in tenant ${values.tenant}` : ""} in this database`);

@@ -17,8 +17,8 @@ const DEMO_CUSTOMERS = [
 ];
 
 /** Loads the demo tenant once (a second start finds it and changes nothing). */
-export async function loadDemo(services: Services): Promise<boolean> {
-  const { database, inventory, wallets, coupons } = services;
+export async function loadDemo(deps: Pick<Services, "database" | "inventory" | "wallets" | "coupons">): Promise<boolean> {
+  const { database, inventory, wallets, coupons } = deps;
   const [existing] = await database.db.select({ sku: products.sku }).from(products).where(eq(products.tenantId, DEMO_TENANT)).limit(1);
   if (existing) return false;
   await transaction(database.db, async (tx) => {

@@ -110,7 +110,7 @@ export async function startServer(config: Config, options: { demo: boolean; role
   return { app, services, url, close };
 }
 
-async function printDemoBanner(services: Services, url: string, loadedNow: boolean) {
+async function printDemoBanner(services: Pick<Services, "tokens" | "wallets" | "database">, url: string, loadedNow: boolean) {
   const customer = await services.tokens.sign({ tenantId: DEMO_TENANT, userId: "alice", roles: ["customer"] }, 12 * 3600);
   const admin = await services.tokens.sign({ tenantId: DEMO_TENANT, userId: "admin", roles: ["admin"] }, 12 * 3600);
   const body = JSON.stringify({

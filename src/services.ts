@@ -263,7 +263,7 @@ export function createServices(deps: ServiceDeps): Services {
     handlePaymentReport,
     paymentTimeouts: createPaymentTimeouts({ database, orders, effects, clock }),
     deadLetters,
-    operations: createOperations({ database, orders, clock }),
+    operations: createOperations({ database, orders, clock, payments: roles.has("payments") }),
     soldOutGate,
     async start() {
       await caching.start();

@@ -20,8 +20,11 @@ async function seed(database: Database, now: Date) {
     await q(sql`insert into saga_barriers (tenant_id, saga_id, step, op, created_at) values ('t', ${`saga_old${i}`}, 's', 'try', ${ago(200)})`);
     await q(sql`insert into sagas (id, tenant_id, type, status, context, steps, next_attempt_at, created_at, updated_at)
                 values (${`saga_old${i}`}, 't', 'x', ${i % 2 ? "completed" : "compensated"}, '{}', '{}', ${ago(300)}, ${ago(300)}, ${ago(200)})`);
+    // The dead outbox row a closed letter was about goes with the letter.
+    await q(sql`insert into outbox_messages (id, tenant_id, topic, payload, status, next_attempt_at, created_at)
+                values (${`msg_dlq${i}`}, 't', 'order.placed', '{}', 'dead', ${ago(40 * 24)}, ${ago(40 * 24)})`);
     await q(sql`insert into dead_letters (id, tenant_id, source, reference, reason, status, created_at, updated_at)
-                values (${`dlq_old${i}`}, 't', 'outbox', 'msg', 'r', 'resolved', ${ago(40 * 24)}, ${ago(31 * 24)})`);
+                values (${`dlq_old${i}`}, 't', 'outbox', ${`msg_dlq${i}`}, 'r', 'resolved', ${ago(40 * 24)}, ${ago(31 * 24)})`);
     await q(sql`insert into dead_letter_actions (dead_letter_id, action, actor, note, at) values (${`dlq_old${i}`}, 'resolve', 'ops', 'done', ${ago(31 * 24)})`);
   }
   // Kept: younger than the retention, or not finished, or an open dead letter however old.
@@ -72,7 +75,7 @@ describe.each(testDatabases())("retention on $name", ({ name, open }) => {
       // One statement per kind, two rows each: every kind loses exactly two of its five old rows.
       expect(await purgeExpired(database.db, clock.now(), { ...week, batch: 2, maxBatches: 1 })).toEqual({ outbox: 2, inbox: 2, barriers: 2, sagas: 2, deadLetters: 2 });
       const partly = await left(database);
-      expect(partly.outbox).toHaveLength(KEPT.outbox.length + 3);
+      expect(partly.outbox).toHaveLength(KEPT.outbox.length + 3 + 3); // published rows, and the dead rows of letters still there
       expect(partly.actions).toHaveLength(KEPT.actions.length + 3); // the audit goes with its letter
 
       expect(await purgeExpired(database.db, clock.now(), { ...week, batch: 2 })).toEqual({ outbox: 3, inbox: 3, barriers: 3, sagas: 3, deadLetters: 3 });

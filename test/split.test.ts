@@ -20,7 +20,10 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
 
   beforeAll(async () => {
     d = await startDeployment({ layout });
-    for (const service of SERVICES) await d.start(service);
+    // A product made before the orders service first ran: its event must wait for that service's queue.
+    await d.start("inventory");
+    expect((await d.call("inventory", "PUT", "/products/EARLY", await admin(), { name: "Early bird", price: 300, stock: 5 })).status).toBe(201);
+    for (const service of SERVICES.filter((s) => s !== "inventory")) await d.start(service);
   }, 120_000);
 
   afterEach((context) => {
@@ -38,7 +41,7 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
     for (let i = 0; i < 5; i++) await d.call("inventory", "PUT", `/products/S${i}`, root, { name: `S${i}`, price: 100 + i, stock: 60 });
     for (let i = 0; i < 40; i++) await d.call("payments", "POST", `/accounts/b${i}/credits`, root, { amount: 2_500 });
     await d.call("coupons", "PUT", "/coupons/SPLIT", root, { discount: { type: "percent", value: 10 }, maxRedemptions: 30 });
-    await waitFor(async () => (await rows(d.db("orders"), sql`select 1 from order_catalogue where tenant_id = 'split'`)).length === 6, "the catalogue copy", 15_000);
+    await waitFor(async () => (await rows(d.db("orders"), sql`select 1 from order_catalogue where tenant_id = 'split' and sku <> 'EARLY'`)).length === 6, "the catalogue copy", 15_000);
 
     const body = (i: number) => ({
       items: i % 2 ? [{ sku: "HOT", quantity: 1 + (i % 2) }] : [{ sku: `S${i % 5}`, quantity: 2 }, { sku: "HOT", quantity: 1 }],
@@ -102,6 +105,15 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
     await d.kill("orders", "-2", "SIGTERM");
   });
 
+  it("sells a product created before the orders service ever started", { timeout: 60_000 }, async () => {
+    const early = await buyer("early");
+    await d.call("payments", "POST", "/accounts/early/credits", await admin(), { amount: 1_000 });
+    const placed = await d.call("orders", "POST", "/orders", early, { ...order, items: [{ sku: "EARLY", quantity: 2 }] }, { prefer: "wait=10" });
+    expect(placed.status).toBe(201);
+    expect(placed.body).toMatchObject({ status: "PAID", total: 600, items: [{ sku: "EARLY", name: "Early bird", unitPrice: 300 }] });
+    expect(await d.settle()).toEqual([]);
+  });
+
   it("takes the payment callback at the payments service and pays the order at the orders service", { timeout: 60_000 }, async () => {
     const ext = await buyer("ext");
     const placed = await d.call("orders", "POST", "/orders", ext, { ...order, items: [{ sku: "S2", quantity: 1 }], payment: { method: "external" } });
@@ -115,6 +127,13 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
     const view = (await d.call("orders", "GET", `/orders/${placed.body.id}`, ext)).body;
     expect(view).toMatchObject({ status: "PAID", payment: { status: "captured", externalTxnId: "txn-split-1" } });
     expect(view.shipment.waybill).toMatch(/^WB/);
+    // Its timeline at the orders service shows the payment as the orders service heard of it, never the
+    // payments service's own table, even where both share one database (invariant 6).
+    const timeline = await d.call("orders", "GET", `/admin/orders/${placed.body.id}/timeline`, await admin());
+    expect(timeline.status).toBe(200);
+    const events = timeline.body.events as { kind: string; title: string }[];
+    expect(events.filter((e) => e.kind === "state").map((e) => e.title)).toContainEqual(expect.stringMatching(/^CREATED → PAID/));
+    expect(events.map((e) => e.kind)).not.toContain("payment");
     expect(await d.settle()).toEqual([]);
   });
 

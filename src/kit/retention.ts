@@ -9,7 +9,7 @@ export const DEFAULT_RETENTION_HOURS = 168;
 export const CLOSED_DEAD_LETTER_RETENTION_MS = 30 * 24 * HOUR_MS;
 
 export interface RetentionOptions {
-  /** Published outbox rows, inbox rows, saga barriers and finished sagas older than this are purged. */
+  /** Published outbox rows, inbox rows, saga barriers and finished sagas older than this are purged (dead outbox rows go with their closed letter). */
   retentionMs: number;
   closedDeadLettersMs?: number;
   /** Rows one statement deletes at most (short statements, short locks). */
@@ -52,13 +52,16 @@ export async function purgeExpired(db: Db, now: Date, options: RetentionOptions)
     barriers: deleteBatch("saga_barriers", sql`created_at < ${cutoff}::timestamptz`),
     sagas: deleteBatch("sagas", sql`status in ('completed', 'compensated') and updated_at < ${cutoff}::timestamptz`),
     // A closed letter goes with its audit trail (dead_letter_actions has no index of its own: the
-    // actions of a batch are found by a scan, fine for a table that grows by operator actions only).
+    // actions of a batch are found by a scan, fine for a table that grows by operator actions only),
+    // and an outbox letter with the dead row it was about (a retried letter's row is pending again, not dead).
     deadLetters: sql`
       with gone as (
         delete from dead_letters where ctid in (${victims("dead_letters", sql`status <> 'open' and updated_at < ${closedCutoff}::timestamptz`)})
-        returning id
+        returning id, source, reference
       ), audit as (
         delete from dead_letter_actions where dead_letter_id in (select id from gone)
+      ), dead_rows as (
+        delete from outbox_messages where status = 'dead' and id in (select reference from gone where source = 'outbox')
       )
       select count(*)::int as n from gone`,
   };

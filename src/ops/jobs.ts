@@ -1,5 +1,6 @@
 import { backlogOf } from "../kit/backlog.ts";
 import { purgeExpired } from "../kit/retention.ts";
+import type { Config } from "../config.ts";
 import type { Services } from "../services.ts";
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -28,7 +29,9 @@ export async function refreshBacklogGauges(deps: Pick<Services, "database" | "cl
  * a run never overlaps the previous run of the same job.
  */
 export function startJobs(
-  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "config" | "metrics" | "soldOutGate">,
+  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "metrics" | "soldOutGate"> & {
+    config: Pick<Config, "retentionHours">;
+  },
   options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number } = {},
 ): () => Promise<void> {
   const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log, soldOutGate } = deps;

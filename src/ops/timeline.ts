@@ -76,11 +76,13 @@ async function hasTable(q: Queryable, table: string): Promise<boolean> {
 
 /**
  * Reads what an operator needs to see and fix orders. Read-only, one tenant at a time. It reads the
- * tx kit's tables and, for the timeline, the payments recorded in this database when it holds them
- * (the all-in-one, or split services sharing one database); a split orders service with its own
- * database shows what that database knows.
+ * orders module's and the tx kit's tables and, for the timeline, the payments table where `payments`
+ * says so: a process that runs the payments service too (the all-in-one) reads it; a split orders
+ * service never does, even on a database it shares with the payments service (each service reads
+ * only its own tables), and shows the payment as it heard of it (messages, the order's payment
+ * status). "if-present": the CLI's operator, who may point it at any database.
  */
-export function createOperations(deps: { database: Database; orders: Orders; clock: { now(): Date } }) {
+export function createOperations(deps: { database: Database; orders: Orders; clock: { now(): Date }; payments: boolean | "if-present" }) {
   const { database, orders, clock } = deps;
 
   /**
@@ -125,7 +127,8 @@ export function createOperations(deps: { database: Database; orders: Orders; clo
         sql`select consumer, message_id, processed_at from inbox_messages
             where tenant_id = ${tenantId} and message_id in (select jsonb_array_elements_text(${JSON.stringify(messages.map((m) => m.id))}::jsonb))`,
       );
-      const payments = (await hasTable(tx, "payments"))
+      const readsPayments = deps.payments === "if-present" ? await hasTable(tx, "payments") : deps.payments;
+      const payments = readsPayments
         ? await rows<{ external_txn_id: string; outcome: string; status: string; amount: number | string; currency: string; created_at: Date | string }>(
             tx,
             sql`select external_txn_id, outcome, status, amount, currency, created_at from payments where tenant_id = ${tenantId} and order_id = ${orderId} order by created_at`,

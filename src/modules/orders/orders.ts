@@ -211,6 +211,15 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
    * view as the API shows it once the database has given it a number.
    */
   async function prepareOrder(draft: NewOrder): Promise<Outcome<PreparedOrder, "TRANSITION_VETOED">> {
+    // The moves that lead to a new order's status are the placement's moves of the table, like any other.
+    const [first, ...later] = draft.path;
+    if (first?.to !== "PENDING") throw new Error(`a new order starts PENDING, not ${first?.to}`);
+    let from: OrderStatus = first.to;
+    for (const { to } of later) {
+      if (!canMove(from, to, "placement")) throw new Error(`a new order cannot be recorded as moved from ${from} to ${to}`);
+      from = to;
+    }
+    if (from !== draft.status) throw new Error(`a new order's moves end at ${from}, not at its status ${draft.status}`);
     const at = clock.now();
     const events: TransitionEvent[] = draft.path.map((step, i) => ({
       tenantId: draft.tenantId,
