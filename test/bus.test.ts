@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { sql } from "drizzle-orm";
 import { pino } from "pino";
+import { Connection } from "rabbitmq-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Database, openPostgres, rows } from "../src/db/client.ts";
 import { type Bus, type BusMessage, createInProcessBus, MessageRejected, topicMatches } from "../src/kit/bus.ts";
@@ -211,6 +212,33 @@ describe.each(buses)("outbox, relay and inbox over the $name bus", ({ name }) =>
       await producer.purge();
       await consumer?.close();
       await producer.close();
+    }
+  });
+
+  it.runIf(name === "RabbitMQ")("treats a topology it could not declare as an outage: the message waits, then goes once it is declared", async () => {
+    const prefix = `orderly-test-${randomBytes(4).toString("hex")}`;
+    // A queue of that name with other arguments (left by another version, say) makes the declaration fail.
+    const raw = new Connection(amqpUrl() as string);
+    const ch = await raw.acquire();
+    await ch.queueDeclare({ queue: `${prefix}.late`, durable: true, arguments: { "x-max-length": 1000 } });
+    const bus = createRabbitBus({ url: amqpUrl() as string, log, retryDelaysMs: DELAYS, prefix, topology: [{ consumer: "late", topics: ["order.*"] }], onDeadLetter: async () => {} });
+    try {
+      await bus.connection.onConnect(5_000);
+      const message = { id: "msg_waits", tenantId: "t1", topic: "order.placed", payload: {} };
+      const failed = await bus.publish(message).then(() => undefined, (error: unknown) => error);
+      // Not a rejection (which the relay dead-letters past its retries): an outage, which it retries for as long as it lasts.
+      expect(failed).toBeInstanceOf(Error);
+      expect(failed).not.toBeInstanceOf(MessageRejected);
+      await ch.queueDelete({ queue: `${prefix}.late` });
+      await bus.publish(message); // declared now, and routed to the consumer's queue
+      const received: BusMessage[] = [];
+      await bus.subscribe({ consumer: "late", topics: ["order.*"], handler: async (m) => void received.push(m) });
+      await waitFor(async () => received.length === 1, "the message");
+    } finally {
+      await bus.purge();
+      await bus.close();
+      await ch.close();
+      await raw.close();
     }
   });
 });

@@ -36,7 +36,8 @@ describe.each(databaseStrategyCases())("an order being placed, on $name", ({ dat
 });
 
 describe("a saga whose order left PENDING some other way", () => {
-  it("compensates every step that ran, and the waiting request gets 409 PLACEMENT_FAILED, not a 500", async () => {
+  // A reason that is not a placement refusal (CUSTOMER_CANCELLED) once reached the waiting request as a status it had no code for: a 500.
+  it.each([null, "CUSTOMER_CANCELLED"] as const)("compensates every step that ran, and the waiting request gets 409 PLACEMENT_FAILED, not a 500 (cancel reason %s)", async (cancelReason) => {
     const bus = gatedBus();
     const h = await createHarness(await databaseStrategyCases()[0]!.database.open(), { bus });
     try {
@@ -53,7 +54,7 @@ describe("a saga whose order left PENDING some other way", () => {
       // Something other than the saga ends the order (an operator, a bug): it moves as the placement would.
       await h.services.orders.withMoves(h.services.database, "odd", async (tx, moves) => {
         const order = await h.services.orders.lockOrder(tx, systemViewer("odd"), orderId as string);
-        expect((await h.services.orders.move(tx, moves, { order: order!, by: "placement", to: "CANCELLED", payment: "voided", reason: "ended by hand" })).ok).toBe(true);
+        expect((await h.services.orders.move(tx, moves, { order: order!, by: "placement", to: "CANCELLED", payment: "voided", reason: "ended by hand", patch: { cancelReason } })).ok).toBe(true);
       });
       bus.release(); // every step now runs, and the saga finds its order gone from PENDING
       const r = await answer;

@@ -121,16 +121,34 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
       for (const [consumer, topics] of topology) await declareConsumer(ch, consumer, topics);
     });
 
-  /** The topology declaration of the current connection; publishes wait for it. */
-  let declared: Promise<void> = Promise.resolve();
+  /**
+   * The topology declaration of the current connection (true once it succeeded); publishes wait for
+   * it. Until it succeeds a publish fails as an outage, never as a rejection: a message the broker
+   * returns because a queue was not declared yet must wait, not be dead-lettered.
+   */
+  let declared: Promise<boolean> = Promise.resolve(true);
+  const declare = () =>
+    declareTopology().then(
+      () => true,
+      (error: unknown) => {
+        log.error({ err: error }, "could not declare the RabbitMQ topology; publishes wait until it is declared");
+        return false;
+      },
+    );
   const readyListeners = new Set<() => void>();
   connection.on("connection", () => {
-    declared = declareTopology()
-      .catch((error: unknown) => log.error({ err: error }, "could not declare the RabbitMQ topology"))
-      .then(() => {
-        for (const listener of readyListeners) listener();
-      });
+    declared = declare().then((ok) => {
+      for (const listener of readyListeners) listener();
+      return ok;
+    });
   });
+  /** Declares the topology again if the last declaration failed (once for all publishes waiting on it). */
+  async function topologyDeclared(timeoutMs: number): Promise<void> {
+    const last = declared;
+    if (await withTimeout(last, timeoutMs, "RabbitMQ topology declaration")) return;
+    if (declared === last) declared = declare();
+    if (!(await withTimeout(declared, timeoutMs, "RabbitMQ topology declaration"))) throw new Error("the RabbitMQ topology could not be declared");
+  }
 
   // basic.return reaches us on a later tick than the confirm of the same message (the client emits
   // it from setImmediate); a send registers its key here, waits one tick after its confirm, then looks.
@@ -236,7 +254,7 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
       if (!connection.ready) throw new Error("RabbitMQ is not connected");
       // One deadline for both, shorter than a relay's claim on the row.
       const started = Date.now();
-      await withTimeout(declared, publishTimeoutMs, "RabbitMQ topology declaration");
+      await topologyDeclared(publishTimeoutMs);
       // A re-drive goes to its one consumer's queue through the default exchange.
       const target = message.consumer === undefined ? { exchange, routingKey: message.topic } : { exchange: "", routingKey: queueOf(message.consumer) };
       await send(target, message, {}, publishTimeoutMs - (Date.now() - started));
