@@ -1,3 +1,4 @@
+import pLimit from "p-limit";
 import type { Logger } from "pino";
 import type { Database, Tx } from "../db/client.ts";
 import type { Clock } from "../kit/clock.ts";
@@ -6,7 +7,7 @@ import { ok } from "../kit/outcome.ts";
 import { outboxCommitted } from "../kit/outbox.ts";
 import { type Discount, discountFor } from "../modules/coupons/pricing.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
-import { type OrderRow, type Orders, type OrderView, systemViewer } from "../modules/orders/orders.ts";
+import { type OrderRow, type Orders, systemViewer } from "../modules/orders/orders.ts";
 import { type ComposedArgs, type ComposedOutcome, composedRunner } from "./composed.ts";
 import { runSteps } from "./executors.ts";
 import {
@@ -33,6 +34,9 @@ class Refused extends Error {
     super(reason);
   }
 }
+
+/** Settlements waiting in memory before a request that records one more waits for its own (a few seconds of work). */
+const MAX_SETTLEMENT_BACKLOG = 1_000;
 
 /** A placement whose prices keep changing under it is tried this often before it fails. */
 const MAX_PRICING_ATTEMPTS = 3;
@@ -123,24 +127,54 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     };
   }
 
-  function settleInBackground(tenantId: string, orderId: string): void {
-    const run = settlePending(tenantId, orderId)
+  // Background settlements take at most half the pool, so requests (the 202s among them) always
+  // find connections; the others wait in memory, and the recovery sweep settles what a crash loses.
+  const poolMax = database.poolStats()?.max ?? 1;
+  const settling = pLimit(Math.max(1, Math.floor(poolMax / 2)));
+
+  function settleInBackground(tenantId: string, orderId: string): Promise<void> {
+    const run = settling(() => settlePending(tenantId, orderId))
       .catch((error) => log.error({ err: error, orderId }, "settling a pending order failed; the recovery sweep will retry"))
       .finally(() => inFlight.delete(run));
     inFlight.add(run);
+    return run;
   }
 
-  /** Records the order PENDING (nothing taken yet) and settles it in the background. */
+  /**
+   * Records the order PENDING (nothing taken yet) and settles it in the background. The record is
+   * the composed statement with no step to run: one round trip, or with an answer to store, one
+   * transaction with that answer.
+   */
   async function placeLater(tenantId: string, context: PlacementContext, options: PlaceOptions): Promise<PlacementResult> {
-    const result = await orders.withMoves(database, tenantId, async (tx, moves) => {
-      const written = await orders.insertOrder(tx, moves, newOrder(tenantId, context, deps.currency));
-      if (!written.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: written.detail ?? written.reason } as const;
-      const pending = { kind: "pending", order: (await orders.getOrder(tx, systemViewer(tenantId), context.orderId)) as OrderView } as const;
-      await options.record?.(tx, pending);
-      return pending;
-    });
-    if (result.kind === "pending") settleInBackground(tenantId, context.orderId);
-    return result;
+    const prepared = await orders.prepareOrder(newOrder(tenantId, context, deps.currency));
+    if (!prepared.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: prepared.detail ?? prepared.reason };
+    const args: ComposedArgs = { tenantId, lockTimeoutMs: options.waitMs, prices: [], calls: {}, order: prepared.value.record };
+    const ran = await runComposed(tenantId, args, options.record && ((tx, orderNumber) => options.record!(tx, { kind: "pending", order: prepared.value.view(orderNumber) })));
+    if (ran.kind !== "recorded") throw new Error(`recording pending order ${context.orderId} failed: ${ran.kind}`);
+    outboxCommitted();
+    await orders.runAfterHooks(prepared.value.events);
+    const settled = settleInBackground(tenantId, context.orderId);
+    // Backpressure: past MAX_SETTLEMENT_BACKLOG waiting settlements a request waits for its own, so
+    // accepting never outruns settling for long and an order stays PENDING seconds, not minutes.
+    if (settling.pendingCount > MAX_SETTLEMENT_BACKLOG) await settled;
+    return { kind: "pending", order: prepared.value.view(ran.orderNumber) };
+  }
+
+  /** Runs the composed statement on its own, or with `record` in one transaction with it (rolled back unless it recorded the order). */
+  async function runComposed(tenantId: string, args: ComposedArgs, record?: (tx: Tx, orderNumber: string) => Promise<void>): Promise<ComposedOutcome> {
+    await composed.ready();
+    if (!record) return composed.run(args);
+    return database
+      .tenant(tenantId, async (tx) => {
+        const outcome = await composed.run(args, tx);
+        if (outcome.kind !== "recorded") throw new RolledBack(outcome);
+        await record(tx, outcome.orderNumber);
+        return outcome;
+      })
+      .catch((error: unknown) => {
+        if (error instanceof RolledBack) return error.outcome;
+        throw error;
+      });
   }
 
   /**
@@ -169,24 +203,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
       calls,
       order: prepared.value.record,
     };
-    await composed.ready();
-    let ran: ComposedOutcome;
-    const record = options.record;
-    if (record) {
-      ran = await database
-        .tenant(tenantId, async (tx) => {
-          const outcome = await composed.run(args, tx);
-          if (outcome.kind !== "recorded") throw new RolledBack(outcome);
-          await record(tx, { kind: "placed", order: prepared.value.view(outcome.orderNumber) });
-          return outcome;
-        })
-        .catch((error: unknown) => {
-          if (error instanceof RolledBack) return error.outcome;
-          throw error;
-        });
-    } else {
-      ran = await composed.run(args);
-    }
+    const ran = await runComposed(tenantId, args, options.record && ((tx, orderNumber) => options.record!(tx, { kind: "placed", order: prepared.value.view(orderNumber) })));
     switch (ran.kind) {
       case "recorded":
         outboxCommitted();
