@@ -421,6 +421,22 @@ describe.each(testDatabases())("HTTP API v1 on $name", (database) => {
       const settled = await h.call("GET", r.headers.location as string, { token: bob });
       expect(settled.body).toMatchObject({ status: "CANCELLED", cancelReason: "INSUFFICIENT_FUNDS" });
     });
+
+    it("settles with its coupon's discount, and an external order as awaiting its payment", async () => {
+      await h.call("PUT", "/api/v1/coupons/LATER", { token: admin, body: { discount: { type: "amount", value: 300 }, maxRedemptions: 5 } });
+      const before = (await h.call("GET", "/api/v1/accounts/me", { token: alice })).body.balance;
+      const r = await h.call("POST", "/api/v1/orders", { token: alice, body: h.orderBody([["MUG", 1]], { couponCode: "LATER" }), headers: { prefer: "respond-async" } });
+      expect(r.status).toBe(202);
+      const external = await h.call("POST", "/api/v1/orders", { token: alice, body: h.orderBody([["TEA", 1]], { payment: { method: "external" } }), headers: { prefer: "respond-async" } });
+      await h.services.localPlacement?.drain();
+      const settled = (await h.call("GET", r.headers.location as string, { token: alice })).body;
+      expect(settled).toMatchObject({ status: "PAID", subtotal: 3900, discount: 300, total: 3600, couponCode: "LATER" });
+      expect(settled.history.map((m: { to: string }) => m.to)).toEqual(["PENDING", "PAID"]);
+      expect((await h.call("GET", "/api/v1/accounts/me", { token: alice })).body.balance).toBe(before - 3600);
+      expect((await h.call("GET", "/api/v1/coupons/LATER", { token: admin })).body.redemptions).toBe(1);
+      const awaiting = (await h.call("GET", external.headers.location as string, { token: alice })).body;
+      expect(awaiting).toMatchObject({ status: "CREATED", payment: { method: "external", status: "pending" }, shipment: null });
+    });
   });
 
   it("keeps invariants 1-3 after everything above", async () => {

@@ -17,7 +17,7 @@ export interface ComposedArgs {
   prices: { sku: string; unitPrice: number }[];
   /** By step id, the input of the step's SQL function; a step absent here does not run. */
   calls: Record<string, object>;
-  /** The order as orders_record takes it (PreparedOrder.record). */
+  /** The order as its writer takes it (see OrderWriter). */
   order: object;
 }
 
@@ -25,6 +25,13 @@ export type ComposedOutcome =
   | { kind: "recorded"; orderNumber: string }
   | { kind: "refused"; reason: string; detail: string }
   | { kind: "lock-timeout" };
+
+/**
+ * What the statement does with the order, between its steps and the hot ones: records a new one
+ * (orders_record, PreparedOrder.record) or settles one recorded PENDING (orders_settle, PreparedSettlement.record).
+ */
+export type OrderWriter = "record" | "settle";
+const ORDER_WRITERS: Record<OrderWriter, string> = { record: "orders_record", settle: "orders_settle" };
 
 const quote = (text: string) => `'${text.replaceAll("'", "''")}'`;
 
@@ -35,7 +42,7 @@ const quote = (text: string) => `'${text.replaceAll("'", "''")}'`;
  * the tenant role, tenant id and lock timeout itself, so one autocommit statement places an order.
  * Its name carries a hash of its text: processes of different versions never replace each other's.
  */
-export function composeFlow<C extends OrderContext>(flow: Flow<C>) {
+export function composeFlow<C extends OrderContext>(flow: Flow<C>, order: OrderWriter = "record") {
   const refuseUnless = `IF r ? 'refused' THEN RAISE EXCEPTION USING ERRCODE = ${quote(REFUSED)}, MESSAGE = r->>'refused', DETAIL = coalesce(r->>'detail', ''); END IF;`;
   const stepCall = ({ step }: Flow<C>["steps"][number]) =>
     `  IF p_calls ? ${quote(step.id)} THEN\n    r := ${step.fn}(p_tenant, p_calls->${quote(step.id)});\n    ${refuseUnless}\n  END IF;`;
@@ -43,12 +50,12 @@ export function composeFlow<C extends OrderContext>(flow: Flow<C>) {
     "  PERFORM set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', p_tenant, true), set_config('lock_timeout', p_lock_timeout, true);",
     `  r := inventory_prices_match(p_tenant, p_prices);\n  ${refuseUnless}`,
     ...flow.steps.filter((s) => !s.hot).map(stepCall),
-    "  v_number := orders_record(p_tenant, p_order);",
+    `  v_number := ${ORDER_WRITERS[order]}(p_tenant, p_order);`,
     ...flow.steps.filter((s) => s.hot).map(stepCall),
     "  RETURN v_number;",
   ].join("\n");
   const hash = createHash("sha256").update(body).digest("hex").slice(0, 12);
-  const name = `orderly_${flow.type.replaceAll("-", "_")}_${hash}`;
+  const name = `orderly_${flow.type.replaceAll("-", "_")}${order === "record" ? "" : `_${order}`}_${hash}`;
   const ddl = `CREATE OR REPLACE FUNCTION ${name}(p_tenant text, p_lock_timeout text, p_prices jsonb, p_calls jsonb, p_order jsonb)
 RETURNS text LANGUAGE plpgsql AS $composed$
 DECLARE
@@ -61,8 +68,8 @@ END $composed$`;
 }
 
 /** Runs a flow's composed function, creating it first if this database does not have it yet. */
-export function composedRunner<C extends OrderContext>(database: Database, flow: Flow<C>) {
-  const { name, ddl } = composeFlow(flow);
+export function composedRunner<C extends OrderContext>(database: Database, flow: Flow<C>, order: OrderWriter = "record") {
+  const { name, ddl } = composeFlow(flow, order);
   let created: Promise<void> | undefined;
   const create = async () => {
     const [found] = await rows(database.db, sql`select 1 from pg_proc where proname = ${name}`);

@@ -3,13 +3,10 @@ import type { Logger } from "pino";
 import type { Database, Tx } from "../db/client.ts";
 import type { Clock } from "../kit/clock.ts";
 import type { IdGenerator } from "../kit/ids.ts";
-import { ok } from "../kit/outcome.ts";
 import { outboxCommitted } from "../kit/outbox.ts";
-import { type Discount, discountFor } from "../modules/coupons/pricing.ts";
-import type { TransitionEvent } from "../modules/orders/hooks.ts";
+import { type Discount, discountFor, type PricedLine } from "../modules/coupons/pricing.ts";
 import { type OrderRow, type Orders, systemViewer } from "../modules/orders/orders.ts";
 import { type ComposedArgs, type ComposedOutcome, composedRunner } from "./composed.ts";
-import { runSteps } from "./executors.ts";
 import {
   newOrder,
   PLACEMENT,
@@ -25,15 +22,8 @@ import {
 } from "./placement.ts";
 import { createShipment, type StepModules } from "./steps.ts";
 
-/** Thrown inside the placement's transaction to roll every step back; never leaves this file. */
-class Refused extends Error {
-  constructor(
-    readonly reason: Exclude<PlacementRefusal, "PLACEMENT_FAILED">,
-    readonly detail: string,
-  ) {
-    super(reason);
-  }
-}
+/** How long a background settlement waits on a row lock before it is left to the recovery sweep. */
+const SETTLEMENT_LOCK_TIMEOUT_MS = 10_000;
 
 /** Settlements waiting in memory before a request that records one more waits for its own (a few seconds of work). */
 const MAX_SETTLEMENT_BACKLOG = 1_000;
@@ -77,55 +67,82 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
   const inFlight = new Set<Promise<void>>();
   const composed = composedRunner(database, PLACEMENT);
 
-  /** Runs the steps and records the placed order; the order row is written before the hot stock rows are locked. */
-  async function settle(tx: Tx, moves: TransitionEvent[], tenantId: string, context: PlacementContext, pending?: OrderRow): Promise<void> {
-    const ran = await runSteps(deps.steps, PLACEMENT, tx, tenantId, context, {
-      confirm: context.paymentMethod === "balance",
-      beforeHot: async (results) => {
-        const settlement = settlementOf(context, results, deps.paymentTimeoutMs);
-        const written = pending
-          ? await orders.move(tx, moves, { order: pending, by: "placement", to: settlement.status, payment: settlement.paymentStatus, reason: "placement", patch: settlement.patch })
-          : await orders.insertOrder(tx, moves, newOrder(tenantId, context, deps.currency, settlement));
-        return written.ok ? ok(undefined) : { ok: false, reason: "TRANSITION_VETOED", detail: written.detail ?? written.reason };
-      },
-    });
-    if (!ran.ok) throw new Refused(ran.reason as Refused["reason"], ran.detail ?? ran.reason);
-  }
+  const settleComposed = composedRunner(database, PLACEMENT, "settle");
 
-  /** Finishes a PENDING order: placed, or cancelled with the refusal as its reason. */
-  async function settlePending(tenantId: string, orderId: string): Promise<void> {
-    try {
-      await orders.withMoves(database, tenantId, async (tx, moves) => {
-        // Waits for a holder of the row (a refused cancel, another worker) rather than skipping it:
-        // skipped, the order would stay PENDING until the recovery sweep.
-        const order = await orders.lockOrder(tx, systemViewer(tenantId), orderId);
-        if (order?.status !== "PENDING") return; // settled already
-        const context = await pendingContext(tx, order);
-        await settle(tx, moves, tenantId, context, order);
-      });
-    } catch (error) {
-      if (!(error instanceof Refused)) throw error;
-      await orders.withMoves(database, tenantId, async (tx, moves) => {
-        const order = await orders.lockOrder(tx, systemViewer(tenantId), orderId);
-        if (order?.status !== "PENDING") return;
-        await orders.move(tx, moves, { order, by: "placement", ...refusedMove(error.reason) });
-      });
+  /**
+   * Each step's input for the composed statement, and the results known before it runs (the new
+   * shipment document's waybill, made in TypeScript): what the settlement is computed from.
+   */
+  function stepCalls(context: PlacementContext): { calls: Record<string, object>; results: Record<string, unknown> } {
+    const confirm = context.paymentMethod === "balance";
+    const calls: Record<string, object> = {};
+    const results: Record<string, unknown> = {};
+    for (const { step, command } of PLACEMENT.steps) {
+      const payload = command(context, results);
+      if (payload === undefined) continue;
+      calls[step.id] = step.call(deps.steps, payload, { confirm }).input;
     }
+    const shipment = calls[createShipment.id] as { waybill: string } | undefined;
+    if (shipment) results[createShipment.id] = { waybill: shipment.waybill, status: "pending" };
+    return { calls, results };
   }
 
-  async function pendingContext(tx: Tx, order: OrderRow): Promise<PlacementContext> {
-    const lines = await orders.orderLines(tx, order.tenantId, order.id);
-    return {
-      orderId: order.id,
-      userId: order.userId,
-      lines,
-      subtotal: order.subtotal,
-      couponCode: order.couponCode,
-      paymentMethod: order.paymentMethod,
-      address: order.shippingAddress,
-      createdAt: order.createdAt.toISOString(),
-    };
+  /**
+   * Finishes a PENDING order in one statement, the composed placement settling it: its steps and its
+   * move to PAID or CREATED at the version read, or nothing. A refusal cancels it with the refusal as
+   * its reason. Prices are the order's own (it was priced when recorded); the coupon's rule is read
+   * again and checked by the redemption.
+   */
+  async function settlePending(tenantId: string, orderId: string): Promise<void> {
+    for (let attempt = 1; attempt <= MAX_PRICING_ATTEMPTS; attempt++) {
+      const order = await orders.orderWithLines(database.db, tenantId, orderId);
+      if (order?.status !== "PENDING") return; // settled already
+      const rule = order.couponCode ? await deps.couponRule(tenantId, order.couponCode) : undefined;
+      if (order.couponCode && !rule) return cancelPending(tenantId, orderId, "COUPON_UNAVAILABLE");
+      const context: PlacementContext = { ...pendingContext(order), priced: rule && { rule, discount: discountFor(order.subtotal, rule) } };
+      const { calls, results } = stepCalls(context);
+      const prepared = await orders.prepareSettlement(order, settlementOf(context, results, deps.paymentTimeoutMs));
+      if (!prepared.ok) return cancelPending(tenantId, orderId, "TRANSITION_VETOED");
+      await settleComposed.ready();
+      const ran = await settleComposed.run({ tenantId, lockTimeoutMs: SETTLEMENT_LOCK_TIMEOUT_MS, prices: [], calls, order: prepared.value.record });
+      switch (ran.kind) {
+        case "recorded":
+          outboxCommitted();
+          await orders.runAfterHooks(prepared.value.events);
+          return;
+        case "lock-timeout":
+          throw new Error(`settling order ${orderId} waited on a row lock longer than ${SETTLEMENT_LOCK_TIMEOUT_MS} ms`);
+        case "refused":
+          if (ran.reason === "ORDER_NOT_PENDING") continue; // moved meanwhile: look again
+          if (ran.reason === "COUPON_CHANGED") {
+            await deps.forget?.(tenantId, [], order.couponCode ?? undefined);
+            continue;
+          }
+          return cancelPending(tenantId, orderId, ran.reason);
+      }
+    }
+    throw new Error(`order ${orderId} changed under ${MAX_PRICING_ATTEMPTS} settlements`);
   }
+
+  /** A PENDING order that could not be placed: CANCELLED, with the refusal as its reason. */
+  async function cancelPending(tenantId: string, orderId: string, reason: string): Promise<void> {
+    await orders.withMoves(database, tenantId, async (tx, moves) => {
+      const order = await orders.lockOrder(tx, systemViewer(tenantId), orderId);
+      if (order?.status !== "PENDING") return;
+      await orders.move(tx, moves, { order, by: "placement", ...refusedMove(reason) });
+    });
+  }
+
+  const pendingContext = (order: OrderRow & { lines: PricedLine[] }): PlacementContext => ({
+    orderId: order.id,
+    userId: order.userId,
+    lines: order.lines,
+    subtotal: order.subtotal,
+    couponCode: order.couponCode,
+    paymentMethod: order.paymentMethod,
+    address: order.shippingAddress,
+    createdAt: order.createdAt.toISOString(),
+  });
 
   // Background settlements take at most half the pool, so requests (the 202s among them) always
   // find connections; the others wait in memory, and the recovery sweep settles what a crash loses.
@@ -183,17 +200,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
    * changed since they were read, nothing was taken. A row lock held past `waitMs` makes it PENDING.
    */
   async function placeAtOnce(tenantId: string, context: PlacementContext, options: PlaceOptions): Promise<PlacementResult | "repriced"> {
-    const confirm = context.paymentMethod === "balance";
-    const calls: Record<string, object> = {};
-    const results: Record<string, unknown> = {};
-    for (const { step, command } of PLACEMENT.steps) {
-      const payload = command(context, results);
-      if (payload === undefined) continue;
-      calls[step.id] = step.call(deps.steps, payload, { confirm }).input;
-    }
-    // The new document's waybill is made before the statement (createDocumentCall): the order records it.
-    const shipment = calls[createShipment.id] as { waybill: string } | undefined;
-    if (shipment) results[createShipment.id] = { waybill: shipment.waybill, status: "pending" };
+    const { calls, results } = stepCalls(context);
     const prepared = await orders.prepareOrder(newOrder(tenantId, context, deps.currency, settlementOf(context, results, deps.paymentTimeoutMs)));
     if (!prepared.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: prepared.detail ?? prepared.reason };
     const args: ComposedArgs = {

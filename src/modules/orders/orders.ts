@@ -140,6 +140,12 @@ export interface PreparedOrder {
   view(orderNumber: string): OrderView;
 }
 
+/** A PENDING order's settlement ready for orders_settle (see prepareSettlement). */
+export interface PreparedSettlement {
+  record: object;
+  events: TransitionEvent[];
+}
+
 /** One move of an order: a status move, a payment move, or both, made on behalf of `by`. */
 export interface Move {
   order: OrderRow;
@@ -271,6 +277,27 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
     return ok({ record, events, view: (orderNumber) => toView({ ...row, orderNumber }) });
   }
 
+  /**
+   * The checks every move passes before it is written: who may make it, the payment's own moves, the
+   * expected version, the before-hooks. The event it makes, or the refusal.
+   */
+  async function checkMove(order: OrderRow, args: Omit<Move, "order" | "patch">, at: Date): Promise<Outcome<TransitionEvent | undefined, TransitionRefusal>> {
+    const { to, payment, reason, by } = args;
+    if (args.expectedVersion !== undefined && args.expectedVersion !== order.version) {
+      return refuse("VERSION_MISMATCH", `the order is at version ${order.version}`);
+    }
+    if (to !== undefined && !canMove(order.status, to, by)) {
+      return refuse("INVALID_TRANSITION", `an order cannot move from ${order.status} to ${to}${to === order.status ? "" : ` on behalf of ${by}`}`);
+    }
+    if (payment !== undefined && payment !== order.paymentStatus && !canMovePayment(order.paymentStatus, payment)) {
+      return refuse("INVALID_TRANSITION", `the order's payment cannot move from ${order.paymentStatus} to ${payment}`);
+    }
+    const event: TransitionEvent | undefined =
+      to === undefined ? undefined : { tenantId: order.tenantId, orderId: order.id, from: order.status, to, reason, version: order.version + 1, at };
+    const veto = event && (await hooks.vetoOf(event));
+    return veto ? refuse("TRANSITION_VETOED", veto) : ok(event);
+  }
+
   async function getOrder(q: Queryable, viewer: Viewer, orderId: string): Promise<OrderView | undefined> {
     const row = await q.query.orders.findFirst({ where: and(eq(orders.id, orderId), visibleTo(viewer)), with: withRelations });
     return row && toView(row);
@@ -311,6 +338,37 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
       return ok(undefined);
     },
 
+    /**
+     * The placement's move of a PENDING order (read, not locked) to its settlement, checked as move()
+     * checks every move, ready for orders_settle: the composed placement writes it in the same
+     * statement as the steps, compared and set at the order's version.
+     */
+    async prepareSettlement(
+      order: OrderRow,
+      settlement: { status: OrderStatus; paymentStatus: PaymentStatus; patch: Required<Pick<OrderPatch, "discount" | "total" | "paymentDueAt" | "shipmentWaybill" | "shipmentStatus">> },
+    ): Promise<Outcome<PreparedSettlement, TransitionRefusal>> {
+      const at = clock.now();
+      const checked = await checkMove(order, { by: "placement", to: settlement.status, payment: settlement.paymentStatus, reason: "placement" }, at);
+      if (!checked.ok) return checked;
+      const settled: OrderRow = { ...order, ...settlement.patch, status: settlement.status, paymentStatus: settlement.paymentStatus, version: order.version + 1, updatedAt: at };
+      const { patch } = settlement;
+      const record = {
+        id: order.id,
+        version: settled.version,
+        status: settled.status,
+        paymentStatus: settled.paymentStatus,
+        discount: patch.discount,
+        total: patch.total,
+        paymentDueAt: patch.paymentDueAt?.toISOString() ?? null,
+        shipmentWaybill: patch.shipmentWaybill,
+        shipmentStatus: patch.shipmentStatus,
+        reason: "placement",
+        at: at.toISOString(),
+        event: outbox.draft(orderEventTopic(settled.status), snapshotOf(settled)),
+      };
+      return ok({ record, events: checked.value ? [checked.value] : [] });
+    },
+
     /** Locks an order row for a move; undefined when it does not exist or is not the viewer's. */
     async lockOrder(tx: Tx, viewer: Viewer, orderId: string, options: { skipLocked?: boolean } = {}): Promise<OrderRow | undefined> {
       const [row] = await tx
@@ -328,21 +386,11 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
      * outbox, all in the caller's transaction (which holds the row lock: lockOrder).
      */
     async move(tx: Tx, moves: TransitionEvent[], args: Move): Promise<Outcome<OrderRow, TransitionRefusal>> {
-      const { order, to, payment, reason, by } = args;
-      if (args.expectedVersion !== undefined && args.expectedVersion !== order.version) {
-        return refuse("VERSION_MISMATCH", `the order is at version ${order.version}`);
-      }
-      if (to !== undefined && !canMove(order.status, to, by)) {
-        return refuse("INVALID_TRANSITION", `an order cannot move from ${order.status} to ${to}${to === order.status ? "" : ` on behalf of ${by}`}`);
-      }
-      if (payment !== undefined && payment !== order.paymentStatus && !canMovePayment(order.paymentStatus, payment)) {
-        return refuse("INVALID_TRANSITION", `the order's payment cannot move from ${order.paymentStatus} to ${payment}`);
-      }
+      const { order, to, payment, reason } = args;
       const at = clock.now();
-      const event: TransitionEvent | undefined =
-        to === undefined ? undefined : { tenantId: order.tenantId, orderId: order.id, from: order.status, to, reason, version: order.version + 1, at };
-      const veto = event && (await hooks.vetoOf(event));
-      if (veto) return refuse("TRANSITION_VETOED", veto);
+      const checked = await checkMove(order, args, at);
+      if (!checked.ok) return checked;
+      const event = checked.value;
       const [updated] = await tx
         .update(orders)
         .set({ ...args.patch, status: to ?? order.status, paymentStatus: payment ?? order.paymentStatus, version: order.version + 1, updatedAt: at })
@@ -417,12 +465,12 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
       return result;
     },
 
-    async orderLines(q: Queryable, tenantId: string, orderId: string): Promise<PricedLine[]> {
-      return q
-        .select({ sku: orderItems.sku, name: orderItems.name, quantity: orderItems.quantity, unitPrice: orderItems.unitPrice, lineTotal: orderItems.lineTotal })
-        .from(orderItems)
-        .where(and(eq(orderItems.tenantId, tenantId), eq(orderItems.orderId, orderId)))
-        .orderBy(asc(orderItems.sku));
+    /** An order's row with its lines, in one statement; undefined when there is none. Across tenants' rows: system work only. */
+    async orderWithLines(q: Queryable, tenantId: string, orderId: string): Promise<(OrderRow & { lines: PricedLine[] }) | undefined> {
+      const found = await q.query.orders.findFirst({ where: and(eq(orders.id, orderId), eq(orders.tenantId, tenantId)), with: { items: withRelations.items } });
+      if (!found) return undefined;
+      const { items, ...row } = found;
+      return { ...row, lines: items.map((i) => ({ sku: i.sku, name: i.name, quantity: i.quantity, unitPrice: i.unitPrice, lineTotal: i.lineTotal })) };
     },
 
     /** Orders still PENDING since before `olderThan`, oldest first. */
