@@ -31,9 +31,9 @@ export interface Flow<C extends OrderContext> {
 }
 
 /**
- * The local executor: runs the flow's steps in the caller's transaction, in list order, the hot ones
- * last, after `beforeHot` (which records what the hot rows' lock need not wait for). A refusal is
- * returned; the caller rolls the transaction back, so nothing a step did remains.
+ * The local executor as TypeScript: runs the flow's steps in the caller's transaction, in list order,
+ * the hot ones last. A refusal is returned; the caller rolls the transaction back, so nothing a step
+ * did remains. (The placement runs as one composed statement instead: src/flows/composed.ts.)
  */
 export async function runSteps<C extends OrderContext>(
   m: StepModules,
@@ -41,7 +41,7 @@ export async function runSteps<C extends OrderContext>(
   tx: Tx,
   tenantId: string,
   context: C,
-  options: { confirm: boolean; beforeHot?: (results: Results) => Promise<Outcome<void, string>> },
+  options: { confirm: boolean },
 ): Promise<Outcome<Results, string>> {
   const results: Record<string, unknown> = {};
   const run = async (steps: readonly FlowStep<C>[]): Promise<Outcome<void, string>> => {
@@ -56,8 +56,6 @@ export async function runSteps<C extends OrderContext>(
   };
   const first = await run(flow.steps.filter((s) => !s.hot));
   if (!first.ok) return first;
-  const recorded = (await options.beforeHot?.(results)) ?? ok(undefined);
-  if (!recorded.ok) return recorded;
   const hot = await run(flow.steps.filter((s) => s.hot));
   return hot.ok ? ok(results) : hot;
 }
