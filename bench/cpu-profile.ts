@@ -37,14 +37,15 @@ export interface ProfileSummary {
   areas: Entry[];
 }
 
-/** `node_modules/fastify/lib/reply.js` → `fastify`; `src/http/context.ts` → `src/http`; `node:internal/…` → `node`. */
+/** `node_modules/fastify/lib/reply.js` → `fastify`; `src/http/context.ts` (or `dist/http/context.js`) → `src/http`; `node:internal/…` → `node`. */
 export function areaOf(frame: CallFrame): string {
   const { url, functionName } = frame;
   if (url === "") return functionName.startsWith("(") ? functionName : "(native)";
   if (url.startsWith("node:")) return "node";
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (pkg) return pkg[1] as string;
-  const src = /\/(src|bench|test)\/(.*)$/.exec(url);
+  // The compiled server (dist/) is named after its source folders.
+  const src = /\/(src|bench|test)\/(.*)$/.exec(url.replace(/\/dist\//, "/src/"));
   if (src) {
     const folder = (src[2] as string).split("/").slice(0, -1).join("/");
     return folder ? `${src[1]}/${folder}` : `${src[1]}/${(src[2] as string).split("/").pop()}`;
@@ -52,7 +53,7 @@ export function areaOf(frame: CallFrame): string {
   return url;
 }
 
-const shortUrl = (url: string) => url.replace(/^file:\/\/.*?\/(node_modules|src|bench|test)\//, "$1/").replace(/^node_modules\//, "");
+const shortUrl = (url: string) => url.replace(/^file:\/\/.*?\/(node_modules|src|dist|bench|test)\//, "$1/").replace(/^node_modules\//, "");
 
 /**
  * Self time of each sample: V8 stores the gap before each sample, so sample i lasts until sample i+1.

@@ -9,7 +9,7 @@ import { type CpuProfile, formatSummary, summarise } from "./cpu-profile.ts";
 import { scratchDatabase } from "./databases.ts";
 import { fmt } from "./figures.ts";
 import { cleanUp, guardExits, progress } from "./lifecycle.ts";
-import { startServer } from "./servers.ts";
+import { buildServer, startServer } from "./servers.ts";
 import { customerTokens, placeOrders, seedShop, uniformOrder } from "./workloads.ts";
 
 const seconds = Number(process.argv[3] ?? 15);
@@ -36,6 +36,7 @@ mkdirSync(workDir, { recursive: true });
 guardExits(5 * 60_000);
 
 try {
+  buildServer();
   const databaseUrl = await scratchDatabase(base, `orderly_profile_${process.pid}`);
   const server = await startServer({
     name: "profiled",

@@ -15,7 +15,7 @@ import { postgresStartedAt, serverFacts, type ServerFacts } from "./databases.ts
 import { cleanUp, guardExits, onCleanup, progress, stopRequested } from "./lifecycle.ts";
 import { asyncPhase, type BenchConfig, embeddedPhase, footprintPhase, hotPhase, openShop, POSTGRES_CATALOGUE, splitPhase, uniformPhase } from "./phases.ts";
 import { preparePgbenchDatabase, textbookDrift } from "./pgbench.ts";
-import { passedSettings } from "./servers.ts";
+import { buildServer, passedSettings } from "./servers.ts";
 import { ratioTable, type Results, verdicts, writeReport } from "./report.ts";
 import { customerTokens } from "./workloads.ts";
 
@@ -74,6 +74,8 @@ async function main(): Promise<number> {
   guardExits(limitMs);
   onCleanup(`remove ${scratchDir}`, () => rmSync(scratchDir, { recursive: true, force: true }));
 
+  progress("building the server (npm run build): the bench runs dist/, as production does");
+  buildServer();
   const started = { loadAverage: loadavg() };
   progress(`bench ${stamp}: ${s.phases.join(", ")}; ${s.seconds} s per load at ${s.connections} connections; stops by itself within ${Math.round(limitMs / 60_000)} min`);
   progress(`  logs in ${relative(ROOT, workDir)}/; free memory ${Math.round(freemem() / 2 ** 20)} MiB; load average ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);

@@ -1,13 +1,20 @@
-// Orderly servers as real processes (`node bin/orderly.mjs serve`), each in its own process group
+// Orderly servers as real processes (`node dist/cli.js serve`, built by buildServer()), each in its own process group
 // so that stopping one stops everything it started, on every exit path.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { sleep } from "./figures.ts";
 import { ensureRunning, onCleanup, signalGroup, trackGroup } from "./lifecycle.ts";
 
-const BIN = resolve(import.meta.dirname, "..", "bin", "orderly.mjs");
+const ROOT = resolve(import.meta.dirname, "..");
+/** The servers run as in production: the compiled CLI, no TypeScript toolchain (buildServer() first). */
+const BIN = resolve(ROOT, "dist", "cli.js");
+
+/** `npm run build`: the benchmarks measure dist/, so it must be the code of this checkout. */
+export function buildServer(): void {
+  execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
+}
 export const JWT_SECRET = "bench-secret-bench-secret-bench-secret-0123";
 
 export interface Server {

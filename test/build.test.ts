@@ -1,0 +1,72 @@
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+
+// `npm run build` compiles src/ to dist/, and `node dist/cli.js` is the whole CLI with no TypeScript
+// toolchain at run time (api-contract.md §1): plain Node cannot load a .ts file, so a dist/ that
+// still needed one would fail here.
+const ROOT = join(import.meta.dirname, "..");
+const DIST = join(ROOT, "dist");
+const dataDir = mkdtempSync(join(tmpdir(), "orderly-build-"));
+let child: ChildProcess | undefined;
+
+afterAll(() => {
+  if (child?.exitCode === null) child.kill("SIGKILL");
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+const filesUnder = (dir: string): string[] =>
+  readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : [join(dir, e.name)]));
+
+describe("the built CLI", () => {
+  it("compiles to dist/ with every relative import pointing at a .js file", { timeout: 120_000 }, () => {
+    execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "pipe" });
+    const scripts = filesUnder(DIST).filter((f) => f.endsWith(".js"));
+    expect(scripts.map((f) => f.slice(DIST.length + 1))).toContain("cli.js");
+    expect(scripts.some((f) => f.endsWith(".test.js"))).toBe(false);
+    for (const file of scripts) {
+      const relative = [...readFileSync(file, "utf8").matchAll(/(?:from|import)\s*\(?\s*"(\.{1,2}\/[^"]+)"/g)].map((m) => m[1] as string);
+      expect(relative.filter((specifier) => !specifier.endsWith(".js")), file).toEqual([]);
+    }
+  });
+
+  it("serves the demo shop from dist/ with plain node: ready, an order placed, a clean stop", { timeout: 60_000 }, async () => {
+    const started = spawn(process.execPath, [join(DIST, "cli.js"), "serve", "--demo"], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ORDERLY_DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "info" },
+    });
+    child = started;
+    let output = "";
+    const ready = new Promise<{ url: string; token: string }>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`not ready: ${output}`)), 45_000);
+      const onData = (d: Buffer) => {
+        output += d;
+        const url = /"url":"([^"]+)"[^\n]*"msg":"orderly is ready"/.exec(output)?.[1];
+        const token = /customer token:\s+(\S+)/.exec(output)?.[1];
+        if (url && token) {
+          clearTimeout(timer);
+          resolve({ url, token });
+        }
+      };
+      started.stdout.on("data", onData);
+      started.stderr.on("data", onData);
+      started.on("exit", (code) => reject(new Error(`exited with ${code}: ${output}`)));
+    });
+    const { url, token } = await ready;
+    const placed = await fetch(`${url}/api/v1/orders`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        items: [{ sku: "SKU-1", quantity: 1 }],
+        payment: { method: "balance" },
+        shippingAddress: { name: "Alice", phone: "+86 10 5555 0100", line1: "1 Demo Road", city: "Beijing", country: "CN" },
+      }),
+    });
+    expect(placed.status).toBe(201);
+    expect(await placed.json()).toMatchObject({ status: "PAID", items: [{ sku: "SKU-1", quantity: 1 }] });
+    const exited = new Promise<number | null>((resolve) => started.on("exit", resolve));
+    started.kill("SIGINT");
+    expect(await exited).toBe(0);
+  });
+});
