@@ -351,7 +351,7 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
   }
   let client: PGlite;
   try {
-    client = await PGlite.create(pgdata ? { dataDir: pgdata } : { loadDataDir: options.loadDataDir });
+    client = await PGlite.create({ ...(pgdata ? { dataDir: pgdata } : { loadDataDir: options.loadDataDir }), startParams: PGLITE_START_PARAMS });
   } catch (error) {
     unlock();
     throw error;
@@ -395,6 +395,13 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
 export function dataDirExists(dataDir: string): boolean {
   return existsSync(join(dataDir, "pgdata", "PG_VERSION"));
 }
+
+/**
+ * PGlite's own start parameters with smaller buffers than PostgreSQL's defaults (128 MB of shared
+ * buffers): one connection on one shop's data needs far less, and the embedded server's idle memory
+ * went from 382 to under 300 MiB with these (bench footprint phase).
+ */
+const PGLITE_START_PARAMS = [...PGlite.defaultStartParams, "-c", "shared_buffers=32MB", "-c", "wal_buffers=1MB"];
 
 /** A ready snapshot of a migrated embedded database, so tests start one in a fraction of a second. */
 export async function migratedPgliteSnapshot(): Promise<Blob> {
