@@ -465,7 +465,7 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
       return result;
     },
 
-    /** An order's row with its lines, in one statement; undefined when there is none. Across tenants' rows: system work only. */
+    /** An order's row with its lines, in one statement; undefined when there is none. For system work on the owner's handle: the tenant filter is its only scope. */
     async orderWithLines(q: Queryable, tenantId: string, orderId: string): Promise<(OrderRow & { lines: PricedLine[] }) | undefined> {
       const found = await q.query.orders.findFirst({ where: and(eq(orders.id, orderId), eq(orders.tenantId, tenantId)), with: { items: withRelations.items } });
       if (!found) return undefined;
