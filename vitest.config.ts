@@ -2,8 +2,8 @@ import { defineConfig } from "vitest/config";
 
 // Two projects. "main" runs files two at a time. "faults" runs after it, one file at a time: its tests
 // stop and restart the machine's real RabbitMQ and PostgreSQL, which would break anything beside them.
-// The build test runs there too: the compiler takes both cores for seconds, which starved the
-// timing-bound tests beside it (a Redis command past its 250 ms timeout).
+// The build test runs there too: the compiler takes both cores for seconds, and beside it a
+// timing-bound test (the two-replica cache test, whose Redis commands time out after 250 ms) failed once.
 export default defineConfig({
   test: {
     globalSetup: ["test/support/global-setup.ts"],
