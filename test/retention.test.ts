@@ -41,6 +41,12 @@ async function seed(database: Database, now: Date) {
               ('dlq_young', 't', 'outbox', 'msg', 'r', 'skipped', ${ago(40 * 24)}, ${ago(20 * 24)}),
               ('dlq_open', 't', 'consumer', 'msg', 'r', 'open', ${ago(400 * 24)}, ${ago(400 * 24)})`);
   await q(sql`insert into dead_letter_actions (dead_letter_id, action, actor, at) values ('dlq_young', 'skip', 'ops', ${ago(20 * 24)})`);
+  // A message retried by an operator long ago that died again: its old letter goes, its row stays with the open one.
+  await q(sql`insert into outbox_messages (id, tenant_id, topic, payload, status, next_attempt_at, created_at)
+              values ('msg_died_twice', 't', 'order.placed', '{}', 'dead', ${ago(40 * 24)}, ${ago(40 * 24)})`);
+  await q(sql`insert into dead_letters (id, tenant_id, source, reference, reason, status, created_at, updated_at) values
+              ('dlq_retried', 't', 'outbox', 'msg_died_twice', 'r', 'retried', ${ago(40 * 24)}, ${ago(35 * 24)}),
+              ('dlq_again', 't', 'outbox', 'msg_died_twice', 'r', 'open', ${ago(30 * 24)}, ${ago(30 * 24)})`);
 }
 
 async function left(database: Database) {
@@ -56,11 +62,11 @@ async function left(database: Database) {
 }
 
 const KEPT = {
-  outbox: ["msg_dead", "msg_pending", "msg_young"],
+  outbox: ["msg_dead", "msg_died_twice", "msg_pending", "msg_young"],
   inbox: ["msg_young"],
   barriers: ["saga_young"],
   sagas: ["saga_running", "saga_young"],
-  deadLetters: ["dlq_open", "dlq_young"],
+  deadLetters: ["dlq_again", "dlq_open", "dlq_young"],
   actions: ["dlq_young"],
 };
 
@@ -78,7 +84,7 @@ describe.each(testDatabases())("retention on $name", ({ name, open }) => {
       expect(partly.outbox).toHaveLength(KEPT.outbox.length + 3 + 3); // published rows, and the dead rows of letters still there
       expect(partly.actions).toHaveLength(KEPT.actions.length + 3); // the audit goes with its letter
 
-      expect(await purgeExpired(database.db, clock.now(), { ...week, batch: 2 })).toEqual({ outbox: 3, inbox: 3, barriers: 3, sagas: 3, deadLetters: 3 });
+      expect(await purgeExpired(database.db, clock.now(), { ...week, batch: 2 })).toEqual({ outbox: 3, inbox: 3, barriers: 3, sagas: 3, deadLetters: 4 });
       expect(await left(database)).toEqual(KEPT);
 
       // A day later the young rows are still within a week; a month later they are not (the open letter stays).
@@ -86,7 +92,15 @@ describe.each(testDatabases())("retention on $name", ({ name, open }) => {
       expect(await purgeExpired(database.db, clock.now(), week)).toEqual({ outbox: 0, inbox: 0, barriers: 0, sagas: 0, deadLetters: 0 });
       clock.advance(30 * 24 * HOUR);
       await purgeExpired(database.db, clock.now(), week);
-      expect(await left(database)).toEqual({ ...KEPT, outbox: ["msg_dead", "msg_pending"], inbox: [], barriers: [], sagas: ["saga_running"], deadLetters: ["dlq_open"], actions: [] });
+      expect(await left(database)).toEqual({
+        ...KEPT,
+        outbox: ["msg_dead", "msg_died_twice", "msg_pending"],
+        inbox: [],
+        barriers: [],
+        sagas: ["saga_running"],
+        deadLetters: ["dlq_again", "dlq_open"],
+        actions: [],
+      });
     } finally {
       await database.close();
     }
@@ -100,7 +114,7 @@ describe.each(testDatabases())("retention on $name", ({ name, open }) => {
       await seed(database, now);
       const runs = await Promise.all(replicas.map((replica) => purgeExpired(replica.db, now, { retentionMs: 168 * HOUR, batch: 1 })));
       const total = (kind: keyof (typeof runs)[number]) => runs.reduce((sum, run) => sum + run[kind], 0);
-      expect([total("outbox"), total("inbox"), total("barriers"), total("sagas"), total("deadLetters")]).toEqual([5, 5, 5, 5, 5]);
+      expect([total("outbox"), total("inbox"), total("barriers"), total("sagas"), total("deadLetters")]).toEqual([5, 5, 5, 5, 6]);
       expect(await left(database)).toEqual(KEPT);
     } finally {
       for (const replica of replicas) await replica.close();

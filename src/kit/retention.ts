@@ -53,7 +53,8 @@ export async function purgeExpired(db: Db, now: Date, options: RetentionOptions)
     sagas: deleteBatch("sagas", sql`status in ('completed', 'compensated') and updated_at < ${cutoff}::timestamptz`),
     // A closed letter goes with its audit trail (dead_letter_actions has no index of its own: the
     // actions of a batch are found by a scan, fine for a table that grows by operator actions only),
-    // and an outbox letter with the dead row it was about (a retried letter's row is pending again, not dead).
+    // and an outbox letter with the dead row it was about, unless the row died again after a retry and
+    // a newer letter about it is still open (a retried letter's row is pending again, not dead).
     deadLetters: sql`
       with gone as (
         delete from dead_letters where ctid in (${victims("dead_letters", sql`status <> 'open' and updated_at < ${closedCutoff}::timestamptz`)})
@@ -61,7 +62,8 @@ export async function purgeExpired(db: Db, now: Date, options: RetentionOptions)
       ), audit as (
         delete from dead_letter_actions where dead_letter_id in (select id from gone)
       ), dead_rows as (
-        delete from outbox_messages where status = 'dead' and id in (select reference from gone where source = 'outbox')
+        delete from outbox_messages m where m.status = 'dead' and m.id in (select reference from gone where source = 'outbox')
+          and not exists (select 1 from dead_letters d where d.source = 'outbox' and d.reference = m.id and d.status = 'open')
       )
       select count(*)::int as n from gone`,
   };
