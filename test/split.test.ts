@@ -108,6 +108,7 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
   it("sells a product created before the orders service ever started", { timeout: 60_000 }, async () => {
     const early = await buyer("early");
     await d.call("payments", "POST", "/accounts/early/credits", await admin(), { amount: 1_000 });
+    await waitFor(async () => (await rows(d.db("orders"), sql`select 1 from order_catalogue where tenant_id = 'split' and sku = 'EARLY'`)).length === 1, "EARLY in the catalogue copy", 15_000);
     const placed = await d.call("orders", "POST", "/orders", early, { ...order, items: [{ sku: "EARLY", quantity: 2 }] }, { prefer: "wait=10" });
     expect(placed.status).toBe(201);
     expect(placed.body).toMatchObject({ status: "PAID", total: 600, items: [{ sku: "EARLY", name: "Early bird", unitPrice: 300 }] });

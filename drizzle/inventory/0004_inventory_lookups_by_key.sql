@@ -50,7 +50,7 @@ BEGIN
     RETURNING sku
   )
   SELECT (SELECT count(*) FROM recorded)::int, (SELECT skus FROM short) INTO v_taken, v_short;
-  IF v_short IS NULL AND v_taken = cardinality(v_skus) THEN
+  IF v_short IS NULL AND v_taken = coalesce(cardinality(v_skus), 0) THEN
     RETURN '{}'::jsonb;
   END IF;
   IF v_taken > 0 THEN

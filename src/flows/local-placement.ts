@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import pLimit from "p-limit";
 import type { Logger } from "pino";
 import type { Database, Tx } from "../db/client.ts";
@@ -171,9 +172,10 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     outboxCommitted();
     await orders.runAfterHooks(prepared.value.events);
     const settled = settleInBackground(tenantId, context.orderId);
-    // Backpressure: past MAX_SETTLEMENT_BACKLOG waiting settlements a request waits for its own, so
-    // accepting never outruns settling for long and an order stays PENDING seconds, not minutes.
-    if (settling.pendingCount > MAX_SETTLEMENT_BACKLOG) await settled;
+    // Backpressure: past MAX_SETTLEMENT_BACKLOG waiting settlements a request waits for its own, up to
+    // its wait budget, so accepting does not outrun settling for long and an order stays PENDING
+    // seconds, not minutes; the answer never waits longer than the request asked to.
+    if (settling.pendingCount > MAX_SETTLEMENT_BACKLOG) await Promise.race([settled, sleep(options.waitMs, undefined, { ref: false })]);
     return { kind: "pending", order: prepared.value.view(ran.orderNumber) };
   }
 
@@ -255,7 +257,12 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     /** Settles orders left PENDING by a crash or a failed background run. Safe on many replicas. */
     async recoverPending(olderThanMs = 10_000, batch = 50): Promise<number> {
       const stale = await orders.stalePending(database.db, new Date(clock.now().getTime() - olderThanMs), batch);
-      for (const order of stale) await settlePending(order.tenantId, order.id);
+      // One order that cannot be settled now (a lock held past the timeout) does not hold up the others.
+      for (const order of stale) {
+        await settlePending(order.tenantId, order.id).catch((error: unknown) =>
+          log.error({ err: error, orderId: order.id }, "settling a pending order failed; the next sweep retries it"),
+        );
+      }
       return stale.length;
     },
 
