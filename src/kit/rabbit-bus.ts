@@ -142,12 +142,12 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
       return ok;
     });
   });
-  /** Declares the topology again if the last declaration failed (once for all publishes waiting on it). */
-  async function topologyDeclared(timeoutMs: number): Promise<void> {
+  /** Declares the topology again if the last declaration failed (once for all publishes waiting on it), within the time left. */
+  async function topologyDeclared(timeLeftMs: () => number): Promise<void> {
     const last = declared;
-    if (await withTimeout(last, timeoutMs, "RabbitMQ topology declaration")) return;
+    if (await withTimeout(last, Math.max(timeLeftMs(), 1), "RabbitMQ topology declaration")) return;
     if (declared === last) declared = declare();
-    if (!(await withTimeout(declared, timeoutMs, "RabbitMQ topology declaration"))) throw new Error("the RabbitMQ topology could not be declared");
+    if (!(await withTimeout(declared, Math.max(timeLeftMs(), 1), "RabbitMQ topology declaration"))) throw new Error("the RabbitMQ topology could not be declared");
   }
 
   // basic.return reaches us on a later tick than the confirm of the same message (the client emits
@@ -254,7 +254,7 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
       if (!connection.ready) throw new Error("RabbitMQ is not connected");
       // One deadline for both, shorter than a relay's claim on the row.
       const started = Date.now();
-      await topologyDeclared(publishTimeoutMs);
+      await topologyDeclared(() => publishTimeoutMs - (Date.now() - started));
       // A re-drive goes to its one consumer's queue through the default exchange.
       const target = message.consumer === undefined ? { exchange, routingKey: message.topic } : { exchange: "", routingKey: queueOf(message.consumer) };
       await send(target, message, {}, publishTimeoutMs - (Date.now() - started));
