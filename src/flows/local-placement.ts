@@ -6,6 +6,7 @@ import type { Clock } from "../kit/clock.ts";
 import type { IdGenerator } from "../kit/ids.ts";
 import { outboxCommitted } from "../kit/outbox.ts";
 import { type Discount, discountFor, type PricedLine } from "../modules/coupons/pricing.ts";
+import type { TransitionEvent } from "../modules/orders/hooks.ts";
 import { type OrderRow, type Orders, systemViewer } from "../modules/orders/orders.ts";
 import { type ComposedArgs, type ComposedOutcome, composedRunner } from "./composed.ts";
 import {
@@ -70,6 +71,12 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
 
   const settleComposed = composedRunner(database, PLACEMENT, "settle");
 
+  /** A composed statement committed: this process's relays are woken and its moves' after-hooks run. */
+  async function committed(events: TransitionEvent[]): Promise<void> {
+    outboxCommitted();
+    await orders.runAfterHooks(events);
+  }
+
   /**
    * Each step's input for the composed statement, and the results known before it runs (the new
    * shipment document's waybill, made in TypeScript): what the settlement is computed from.
@@ -108,8 +115,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
       const ran = await settleComposed.run({ tenantId, lockTimeoutMs: SETTLEMENT_LOCK_TIMEOUT_MS, prices: [], calls, order: prepared.value.record });
       switch (ran.kind) {
         case "recorded":
-          outboxCommitted();
-          await orders.runAfterHooks(prepared.value.events);
+          await committed(prepared.value.events);
           return;
         case "lock-timeout":
           throw new Error(`settling order ${orderId} waited on a row lock longer than ${SETTLEMENT_LOCK_TIMEOUT_MS} ms`);
@@ -169,8 +175,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     const args: ComposedArgs = { tenantId, lockTimeoutMs: options.waitMs, prices: [], calls: {}, order: prepared.value.record };
     const ran = await runComposed(tenantId, args, options.record && ((tx, orderNumber) => options.record!(tx, { kind: "pending", order: prepared.value.view(orderNumber) })));
     if (ran.kind !== "recorded") throw new Error(`recording pending order ${context.orderId} failed: ${ran.kind}`);
-    outboxCommitted();
-    await orders.runAfterHooks(prepared.value.events);
+    await committed(prepared.value.events);
     const settled = settleInBackground(tenantId, context.orderId);
     // Backpressure: past MAX_SETTLEMENT_BACKLOG waiting settlements a request waits for its own, up to
     // its wait budget, so accepting does not outrun settling for long and an order stays PENDING
@@ -215,8 +220,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     const ran = await runComposed(tenantId, args, options.record && ((tx, orderNumber) => options.record!(tx, { kind: "placed", order: prepared.value.view(orderNumber) })));
     switch (ran.kind) {
       case "recorded":
-        outboxCommitted();
-        await orders.runAfterHooks(prepared.value.events);
+        await committed(prepared.value.events);
         return { kind: "placed", order: prepared.value.view(ran.orderNumber) };
       case "lock-timeout":
         return placeLater(tenantId, context, options);
