@@ -86,6 +86,8 @@ export function registerIdempotency(app: FastifyInstance, deps: { idempotency: I
 export function answerOf(request: FastifyRequest, idempotency: Idempotency) {
   const state = request.idempotency;
   return {
+    /** Whether the request carries a key, so there is an answer to store (a route may then skip a transaction it needs only for that). */
+    stores: state !== undefined,
     async record(tx: Tx, response: StoredResponse): Promise<void> {
       if (!state) return;
       await idempotency.complete(tx, state.claim, response);

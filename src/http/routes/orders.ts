@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { AppError } from "../../kit/errors.ts";
 import type { Database } from "../../db/client.ts";
 import type { OrderMoves } from "../../flows/order-moves.ts";
-import { DEFAULT_WAIT_MS, type Placement, type PlacementResult } from "../../flows/placement.ts";
+import { DEFAULT_WAIT_MS, type Placement, type PlacementResult, type RecordResult } from "../../flows/placement.ts";
 import type { Idempotency } from "../../kit/idempotency.ts";
 import type { SoldOutGate } from "../../kit/sold-out-gate.ts";
 import { outOfStockDetail, skusShortIn } from "../../modules/inventory/inventory.ts";
@@ -82,9 +82,11 @@ export function orderRoutes(deps: {
           throw new AppError("OUT_OF_STOCK", outOfStockDetail([gate.sku]));
         }
         const answer = answerOf(request, idempotency);
+        // With no key there is no answer to store with the order: the placement is one statement, not a transaction.
+        const record: RecordResult | undefined = answer.stores ? (tx, placed) => answer.record(tx, placedAnswer(placed)) : undefined;
         const result = await placement.place(
           { tenantId, userId, items, couponCode, paymentMethod: payment.method, shippingAddress },
-          { ...parsePrefer(request.headers.prefer), record: (tx, placed) => answer.record(tx, placedAnswer(placed)) },
+          { ...parsePrefer(request.headers.prefer), ...(record ? { record } : {}) },
         );
         switch (result.kind) {
           case "placed":
