@@ -207,6 +207,7 @@ export function createServices(deps: ServiceDeps): Services {
         log,
         currency: config.currency,
         paymentTimeoutMs: config.paymentTimeoutMs,
+        onBatch: (writer, orders) => metrics.placementBatches.observe({ writer }, orders),
       });
   const sagaPlacement: SagaPlacement | undefined = runner
     ? createSagaPlacement({ database, orders, runner, effects, clock, newId, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs, stepDeadlineMs })

@@ -26,6 +26,9 @@ export type ComposedOutcome =
   | { kind: "refused"; reason: string; detail: string }
   | { kind: "lock-timeout" };
 
+/** One order's outcome in a batch; "alone": it deadlocked with another transaction, nothing of it remains, run it on its own. */
+export type BatchOutcome = ComposedOutcome | { kind: "alone" };
+
 /**
  * What the statement does with the order, between its steps and the hot ones: records a new one
  * (orders_record, PreparedOrder.record) or settles one recorded PENDING (orders_settle, PreparedSettlement.record).
@@ -64,19 +67,65 @@ DECLARE
 BEGIN
 ${body}
 END $composed$`;
+  return { name, ddl, batch: composeBatch(name) };
+}
+
+/**
+ * Many orders in one transaction, each all or nothing: the composed function once per order, each
+ * call in its own subtransaction (a PL/pgSQL block with an exception handler), so a refusal, a lock
+ * waited on too long or a deadlock undoes that order only. What the hot-SKU writer runs: the hot row
+ * is locked by the first order and written by every order of the batch, then freed by one commit.
+ * Any other error rolls the whole batch back. p_orders: [{lockTimeout, prices, calls, order}], one
+ * outcome per order in the same order.
+ */
+function composeBatch(single: string) {
+  const body = `DECLARE
+  v_item jsonb;
+  v_out jsonb[] := '{}';
+  v_message text;
+  v_detail text;
+BEGIN
+  FOR v_item IN SELECT value FROM jsonb_array_elements(p_orders) LOOP
+    BEGIN
+      v_out := v_out || jsonb_build_object('number', ${single}(p_tenant, v_item->>'lockTimeout', v_item->'prices', v_item->'calls', v_item->'order'));
+    EXCEPTION
+      WHEN SQLSTATE ${quote(REFUSED)} THEN
+        GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+        v_out := v_out || jsonb_build_object('refused', v_message, 'detail', v_detail);
+      WHEN lock_not_available THEN
+        v_out := v_out || jsonb_build_object('lockTimeout', true);
+      WHEN deadlock_detected THEN
+        v_out := v_out || jsonb_build_object('alone', true);
+    END;
+  END LOOP;
+  RETURN to_jsonb(v_out);
+END`;
+  const name = `${single}_batch_${createHash("sha256").update(body).digest("hex").slice(0, 8)}`;
+  const ddl = `CREATE OR REPLACE FUNCTION ${name}(p_tenant text, p_orders jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $batch$
+${body} $batch$`;
   return { name, ddl };
+}
+
+type BatchRow = { number: string } | { refused: string; detail: string | null } | { lockTimeout: true } | { alone: true };
+
+function batchOutcome(row: BatchRow): BatchOutcome {
+  if ("number" in row) return { kind: "recorded", orderNumber: row.number };
+  if ("refused" in row) return { kind: "refused", reason: row.refused, detail: row.detail ?? "" };
+  return "lockTimeout" in row ? { kind: "lock-timeout" } : { kind: "alone" };
 }
 
 /** Runs a flow's composed function, creating it first if this database does not have it yet. */
 export function composedRunner<C extends OrderContext>(database: Database, flow: Flow<C>, order: OrderWriter = "record") {
-  const { name, ddl } = composeFlow(flow, order);
+  const { name, ddl, batch } = composeFlow(flow, order);
   let created: Promise<void> | undefined;
   const create = async () => {
-    const [found] = await rows(database.db, sql`select 1 from pg_proc where proname = ${name}`);
-    if (found) return;
+    const found = await rows<{ proname: string }>(database.db, sql`select proname from pg_proc where proname in (${name}, ${batch.name})`);
+    if (found.length === 2) return;
     await transaction(database.db, async (tx) => {
       await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${name}))`);
       await tx.execute(sql.raw(ddl));
+      await tx.execute(sql.raw(batch.ddl));
     });
   };
 
@@ -108,6 +157,15 @@ export function composedRunner<C extends OrderContext>(database: Database, flow:
         const raised = raisedBy(error);
         return { kind: "refused", reason: raised.message, detail: raised.detail ?? "" };
       }
+    },
+    /**
+     * Many orders of one tenant in one statement (see composeBatch): one outcome per order, in order.
+     * On the database handle it is its own transaction; on a transaction it joins it.
+     */
+    async runBatch(tenantId: string, batchArgs: Omit<ComposedArgs, "tenantId">[], q: Queryable = database.db): Promise<BatchOutcome[]> {
+      const items = batchArgs.map((a) => ({ lockTimeout: `${a.lockTimeoutMs}ms`, prices: a.prices, calls: a.calls, order: a.order }));
+      const [row] = await rows<{ outcomes: BatchRow[] }>(q, sql`select ${sql.raw(batch.name)}(${tenantId}, ${JSON.stringify(items)}::jsonb) as outcomes`);
+      return (row as { outcomes: BatchRow[] }).outcomes.map(batchOutcome);
     },
   };
 }

@@ -8,7 +8,8 @@ import { outboxCommitted } from "../kit/outbox.ts";
 import { type Discount, discountFor, type PricedLine } from "../modules/coupons/pricing.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
 import { type OrderRow, type Orders, systemViewer } from "../modules/orders/orders.ts";
-import { type ComposedArgs, type ComposedOutcome, composedRunner } from "./composed.ts";
+import { createKeyWriters } from "../kit/key-writers.ts";
+import { type BatchOutcome, type ComposedArgs, type ComposedOutcome, composedRunner } from "./composed.ts";
 import {
   newOrder,
   PLACEMENT,
@@ -29,6 +30,31 @@ const SETTLEMENT_LOCK_TIMEOUT_MS = 10_000;
 
 /** Settlements waiting in memory before a request that records one more waits for its own (a few seconds of work). */
 const MAX_SETTLEMENT_BACKLOG = 1_000;
+
+/**
+ * Placements of one SKU under way in this process from which that SKU is hot: its orders then go
+ * through its writer, which places many in one transaction (see hotWriters).
+ */
+const HOT_AFTER = 4;
+
+/**
+ * Placements of one tenant under way in this process from which its orders with no hot SKU go
+ * through the tenant's writer: under load, many orders per commit pay for one flush, one round trip.
+ */
+const BUSY_AFTER = 8;
+
+/**
+ * How long an order that joined a batch (not its first) may wait for a row lock: past it, it leaves
+ * the batch and is placed on its own. A batch holds the rows of the orders before it, so a long wait
+ * there could close a cycle with another transaction (a deadlock, found only after a second).
+ */
+const JOINED_LOCK_WAIT_MS = 50;
+
+/**
+ * Orders one hot batch takes at most. Each is a subtransaction, and PostgreSQL keeps the ids of 64
+ * per transaction in shared memory before other sessions must look them up on disk.
+ */
+const MAX_HOT_BATCH = 32;
 
 /** A placement whose prices keep changing under it is tried this often before it fails. */
 const MAX_PRICING_ATTEMPTS = 3;
@@ -55,7 +81,11 @@ export interface LocalPlacementDeps {
   currency: string;
   paymentTimeoutMs: number;
   log: Logger;
+  /** Told the size of every batch a writer placed (see writers): a hot SKU's or a busy tenant's. */
+  onBatch?(writer: "sku" | "tenant", orders: number): void;
 }
+
+type RecordOrder = (tx: Tx, orderNumber: string) => Promise<void>;
 
 /**
  * Placement, local executor (all-in-one): the placement's steps as module operations on ONE
@@ -70,6 +100,67 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
   const composed = composedRunner(database, PLACEMENT);
 
   const settleComposed = composedRunner(database, PLACEMENT, "settle");
+
+  /** Placements under way in this process, by tenant and by tenant and SKU: how a busy tenant and a hot SKU are recognised. */
+  const placing = new Map<string, number>();
+  const skuKey = (tenantId: string, sku: string) => `${tenantId}\u0000${sku}`;
+
+  /**
+   * Writers that place many orders per transaction: one per hot SKU, and one per busy tenant for its
+   * other orders. PostgreSQL frees a row lock only once the commit is flushed, so one row takes at
+   * most one order per flush when every order is its own transaction. A writer places what queued
+   * while its last batch ran in ONE transaction, each order still all or nothing (its own
+   * subtransaction): the hot row is locked once and freed by one flush for up to MAX_HOT_BATCH
+   * orders. One writer per key, because two writers batching the same rows would deadlock; the
+   * orders that join a batch wait on a lock briefly and leave it rather than wait long holding rows.
+   */
+  const writers = createKeyWriters<{ args: ComposedArgs; record: RecordOrder | undefined }, BatchOutcome>({
+    maxBatch: MAX_HOT_BATCH,
+    async write(key, items) {
+      const { tenantId } = items[0]!.args;
+      deps.onBatch?.(key === tenantId ? "tenant" : "sku", items.length);
+      const batch = items.map(({ args }, i) => (i === 0 ? args : { ...args, lockTimeoutMs: Math.min(args.lockTimeoutMs, JOINED_LOCK_WAIT_MS) }));
+      await composed.ready();
+      const outcomes = !items.some((i) => i.record)
+        ? await composed.runBatch(tenantId, batch)
+        : // Answers to store: in the batch's transaction, so each commits with its order.
+          await database.tenant(tenantId, async (tx) => {
+            const ran = await composed.runBatch(tenantId, batch, tx);
+            for (const [i, outcome] of ran.entries()) {
+              if (outcome.kind === "recorded") await items[i]!.record?.(tx, outcome.orderNumber);
+            }
+            return ran;
+          });
+      return outcomes.map((outcome, i): BatchOutcome => (i > 0 && outcome.kind === "lock-timeout" ? { kind: "alone" } : outcome));
+    },
+  });
+
+  /** The writer an order goes through: its hottest SKU's if one is hot, else its tenant's if busy. */
+  function writerOf(tenantId: string, lines: { sku: string }[]): string | undefined {
+    let hottest: { key: string; count: number } | undefined;
+    for (const { sku } of lines) {
+      const key = skuKey(tenantId, sku);
+      const count = writers.busy(key) ? Number.POSITIVE_INFINITY : (placing.get(key) ?? 0);
+      if (count >= HOT_AFTER && (!hottest || count > hottest.count)) hottest = { key, count };
+    }
+    if (hottest) return hottest.key;
+    return writers.busy(tenantId) || (placing.get(tenantId) ?? 0) >= BUSY_AFTER ? tenantId : undefined;
+  }
+
+  /** Counts an order's tenant and SKUs as being placed until `work` ends. */
+  async function countedPlacing<T>(tenantId: string, lines: { sku: string }[], work: () => Promise<T>): Promise<T> {
+    const keys = [tenantId, ...lines.map((l) => skuKey(tenantId, l.sku))];
+    for (const key of keys) placing.set(key, (placing.get(key) ?? 0) + 1);
+    try {
+      return await work();
+    } finally {
+      for (const key of keys) {
+        const left = (placing.get(key) ?? 1) - 1;
+        if (left === 0) placing.delete(key);
+        else placing.set(key, left);
+      }
+    }
+  }
 
   /** A composed statement committed: this process's relays are woken and its moves' after-hooks run. */
   async function committed(events: TransitionEvent[]): Promise<void> {
@@ -185,7 +276,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
   }
 
   /** Runs the composed statement on its own, or with `record` in one transaction with it (rolled back unless it recorded the order). */
-  async function runComposed(tenantId: string, args: ComposedArgs, record?: (tx: Tx, orderNumber: string) => Promise<void>): Promise<ComposedOutcome> {
+  async function runComposed(tenantId: string, args: ComposedArgs, record?: RecordOrder): Promise<ComposedOutcome> {
     await composed.ready();
     if (!record) return composed.run(args);
     return database
@@ -199,6 +290,23 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
         if (error instanceof RolledBack) return error.outcome;
         throw error;
       });
+  }
+
+  /**
+   * The statement of placeAtOnce: through a writer (its hot SKU's or its busy tenant's) or on its
+   * own. An order a writer could not place (its batch failed, it deadlocked with another
+   * transaction, or it met a row lock after joining the batch) is placed on its own: nothing of it remained.
+   */
+  async function runPlacement(tenantId: string, args: ComposedArgs, lines: { sku: string }[], record: RecordOrder | undefined): Promise<ComposedOutcome> {
+    const writer = writerOf(tenantId, lines);
+    if (writer) {
+      const batched = await writers.submit(writer, { args, record }).catch((error: unknown): BatchOutcome => {
+        log.warn({ err: error }, "a batch of orders failed; its orders are placed one by one");
+        return { kind: "alone" };
+      });
+      if (batched.kind !== "alone") return batched;
+    }
+    return runComposed(tenantId, args, record);
   }
 
   /**
@@ -217,7 +325,8 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
       calls,
       order: prepared.value.record,
     };
-    const ran = await runComposed(tenantId, args, options.record && ((tx, orderNumber) => options.record!(tx, { kind: "placed", order: prepared.value.view(orderNumber) })));
+    const record: RecordOrder | undefined = options.record && ((tx, orderNumber) => options.record!(tx, { kind: "placed", order: prepared.value.view(orderNumber) }));
+    const ran = await runPlacement(tenantId, args, context.lines, record);
     switch (ran.kind) {
       case "recorded":
         await committed(prepared.value.events);
@@ -250,7 +359,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
           priced: rule && { rule, discount: discountFor(priced.subtotal, rule) },
         };
         if (options.respondAsync) return placeLater(input.tenantId, context, options);
-        const placed = await placeAtOnce(input.tenantId, context, options);
+        const placed = await countedPlacing(input.tenantId, context.lines, () => placeAtOnce(input.tenantId, context, options));
         if (placed !== "repriced") return placed;
         // A price or the coupon changed since it was read: read them again (a cache forgets them).
         await deps.forget?.(input.tenantId, input.items.map((i) => i.sku), input.couponCode);

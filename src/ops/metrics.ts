@@ -70,6 +70,13 @@ export function createMetrics(sources: { poolStats?: () => PoolStats | undefined
       buckets: LONG_BUCKETS,
       registers: [registry],
     }),
+    placementBatches: new Histogram({
+      name: "orderly_placement_batch_orders",
+      help: "Orders per transaction placed by a batching writer (many orders, one commit), by writer (sku: a hot SKU's, tenant: a busy tenant's)",
+      labelNames: ["writer"] as const,
+      buckets: [1, 2, 4, 8, 16, 32],
+      registers: [registry],
+    }),
     publishLag: new Histogram({
       name: "orderly_outbox_publish_lag_seconds",
       help: "From an outbox message's commit to the broker taking it",
