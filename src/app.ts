@@ -21,11 +21,20 @@ import type { Services } from "./services.ts";
 
 const ONE_MIB = 1024 * 1024;
 
+/** Fastify's trustProxy from ORDERLY_TRUST_PROXY; a hop count n trusts the n addresses nearest the server. */
+function trustProxyOption(trust: Services["config"]["trustProxy"]) {
+  if (trust === undefined) return {};
+  if (typeof trust === "number") return { trustProxy: (_address: string, hop: number) => hop < trust };
+  return { trustProxy: trust };
+}
+
 /** Builds the HTTP app on ready services. Never listens: server.ts does, tests call inject(). */
-export async function buildApp(services: Services, options: { logger?: Logger } = {}): Promise<FastifyInstance> {
+export async function buildApp(services: Services, options: { logger?: Logger; stopping?: () => boolean } = {}): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: (options.logger ?? services.log) as FastifyBaseLogger,
     bodyLimit: ONE_MIB,
+    // ORDERLY_TRUST_PROXY: X-Forwarded-For is believed only from these proxies (rate limits by client address).
+    ...trustProxyOption(services.config.trustProxy),
     genReqId: requestIdOf,
     requestIdHeader: false,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
@@ -78,6 +87,7 @@ export async function buildApp(services: Services, options: { logger?: Logger } 
   await app.register(
     opsRoutes({
       metrics: services.metrics,
+      stopping: options.stopping ?? (() => false),
       checks: [
         { name: "database", ping: () => services.database.ping() },
         ...(services.config.redisUrl ? [{ name: "cache", ping: () => services.rateLimiter.ping() }] : []),

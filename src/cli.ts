@@ -1,7 +1,8 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { pino } from "pino";
 import { createTokens, parseTtl, PrintableId, ROLES, type Role } from "./auth/tokens.ts";
-import { ConfigError, loadConfig, parseServices } from "./config.ts";
+import { ConfigError, loadConfig, parseServices, type ServiceName } from "./config.ts";
+import { migrationStatus } from "./db/client.ts";
 import { openDatabase } from "./db/open.ts";
 import { systemClock } from "./kit/clock.ts";
 import { createDeadLetters, type DeadLetterOutcome } from "./kit/dead-letters.ts";
@@ -24,8 +25,8 @@ class UsageError extends Error {
 
 const USAGE = `usage: orderly COMMAND [OPTIONS]   (orderly COMMAND --help for one command)
 
-  serve [--services all|orders,inventory,payments,coupons,shipping] [--demo]
-  migrate
+  serve [--services all|orders,inventory,payments,coupons,shipping] [--demo] [--no-migrate]
+  migrate [--services LIST] [--status]
   token --tenant T --user U --role customer|admin [--ttl 1h]
   dlq list [--status open|retried|skipped|resolved|all] [--json]
   dlq show ID [--json]
@@ -36,18 +37,27 @@ const USAGE = `usage: orderly COMMAND [OPTIONS]   (orderly COMMAND --help for on
 const DATABASE_NOTE = `The database is DATABASE_URL, or the embedded one in ORDERLY_DATA_DIR (default ./.orderly).`;
 
 const HELP: Record<string, string> = {
-  serve: `usage: orderly serve [--services LIST] [--demo]
+  serve: `usage: orderly serve [--services LIST] [--demo] [--no-migrate]
 
 Serves the API. LIST is all (default: every service in one process, one transaction per order) or a
 comma list of orders,inventory,payments,coupons,shipping (split services need DATABASE_URL and AMQP_URL).
+On SIGTERM or SIGINT, /readyz answers 503 for ORDERLY_SHUTDOWN_DELAY_MS (default 0), then the server
+stops accepting and finishes what it has; past ORDERLY_SHUTDOWN_TIMEOUT_MS (default 30000) it exits 1.
 
   --services LIST   which services this process runs
   --demo            load the demo tenant and print ready-made tokens (never in production)
+  --no-migrate      apply no migration (a migration job did): refuse to start if any is missing
   --help            this text
 `,
-  migrate: `usage: orderly migrate
+  migrate: `usage: orderly migrate [--services LIST] [--status]
 
 Applies the database migrations and exits. ${DATABASE_NOTE}
+A service's own database (ORDERLY_<SERVICE>_DATABASE_URL) is migrated with that service's tables
+when LIST names that service alone.
+
+  --services LIST   all (default) or a comma list of services: their tables and the shared kit's
+  --status          apply nothing: print each set's applied and pending migrations; exit 1 if any is pending
+  --json            with --status: print JSON
 `,
   token: `usage: orderly token --tenant T --user U --role customer|admin [--ttl 1h]
 
@@ -95,16 +105,24 @@ function parse<T extends ParseArgsConfig["options"]>(args: string[], options: T,
 }
 
 async function serve(args: string[]) {
-  const { values } = parse(args, { services: { type: "string", default: "all" }, demo: { type: "boolean", default: false } });
+  const { values } = parse(args, {
+    services: { type: "string", default: "all" },
+    demo: { type: "boolean", default: false },
+    "no-migrate": { type: "boolean", default: false },
+  });
   const services = parseServices(values.services);
   const config = loadConfig();
-  const running = await startServer(config, { demo: config.demo ?? values.demo, roles: services });
+  const running = await startServer(config, { demo: config.demo ?? values.demo, roles: services, migrate: !values["no-migrate"] });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) process.exit(130); // a second Ctrl-C does not wait
     stopping = true;
-    running.services.log.info({ signal }, "shutting down");
-    running.close().then(
+    running.services.log.info({ signal, readyzFirstMs: config.shutdownDelayMs }, "shutting down");
+    setTimeout(() => {
+      running.services.log.error({ timeoutMs: config.shutdownTimeoutMs }, "shutdown took longer than ORDERLY_SHUTDOWN_TIMEOUT_MS; exiting");
+      process.exit(1);
+    }, config.shutdownTimeoutMs).unref();
+    running.close({ readyzFirstMs: config.shutdownDelayMs }).then(
       () => process.exit(0),
       (error: unknown) => {
         running.services.log.error({ err: error }, "shutdown failed");
@@ -117,11 +135,28 @@ async function serve(args: string[]) {
 }
 
 async function migrate(args: string[]) {
-  parse(args, {});
+  const { values } = parse(args, { services: { type: "string", default: "all" }, status: { type: "boolean", default: false }, json: { type: "boolean", default: false } });
+  if (values.json && !values.status) throw new UsageError("migrate", "--json goes with --status");
+  const services = parseServices(values.services);
   const config = loadConfig();
-  const database = await openDatabase(config);
-  await database.close();
-  pino().info({ database: database.kind }, "migrations applied");
+  // One service named alone with a database of its own: that database, as `serve --services` opens it.
+  const own = services.length === 1 ? config.serviceDatabaseUrls[services[0] as ServiceName] : undefined;
+  const target = { url: own ?? config.databaseUrl, variable: own ? `ORDERLY_${(services[0] as string).toUpperCase()}_DATABASE_URL` : "DATABASE_URL", sets: services };
+  if (!values.status) {
+    const database = await openDatabase(config, target);
+    await database.close();
+    pino().info({ database: database.kind, services }, "migrations applied");
+    return;
+  }
+  const database = await openDatabase(config, { ...target, migrate: "none" });
+  const statuses = await migrationStatus(database.db, services).finally(() => database.close());
+  if (values.json) process.stdout.write(`${JSON.stringify(statuses, null, 2)}\n`);
+  else {
+    for (const { set, applied, pending } of statuses) {
+      process.stdout.write(`${set.padEnd(10)} ${String(applied).padStart(3)} applied  ${pending.length === 0 ? "up to date" : `${pending.length} pending: ${pending.join(", ")}`}\n`);
+    }
+  }
+  if (statuses.some((s) => s.pending.length > 0)) process.exitCode = 1;
 }
 
 async function token(args: string[]) {
@@ -134,9 +169,10 @@ async function token(args: string[]) {
   }
   const ttl = parseTtl(values.ttl);
   if (!ttl) throw new UsageError("--ttl", "must look like 30s, 15m, 1h or 7d");
-  const { jwtSecret } = resolveSecrets(loadConfig());
+  const config = loadConfig();
+  const { jwtSecret } = resolveSecrets(config);
   if (!jwtSecret) throw new ConfigError("ORDERLY_JWT_SECRET", "is needed to sign tokens");
-  process.stdout.write(`${await createTokens({ secret: jwtSecret }).sign({ tenantId: values.tenant, userId: values.user, roles }, ttl)}\n`);
+  process.stdout.write(`${await createTokens({ secret: jwtSecret, issuer: config.jwtIssuer, audience: config.jwtAudience, claims: config.jwtClaims }).sign({ tenantId: values.tenant, userId: values.user, roles }, ttl)}\n`);
 }
 
 /** Dead letters: list or show them, or retry / skip / resolve one (each action audited with its actor). */

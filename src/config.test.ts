@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, parseServices } from "./config.ts";
+import { checkProduction, ConfigError, loadConfig, parseServices } from "./config.ts";
 
 describe("configuration", () => {
   it("has the contract's defaults", () => {
@@ -33,6 +33,12 @@ describe("configuration", () => {
     ["ORDERLY_DB_POOL_MAX", "0"],
     ["ORDERLY_RETENTION_HOURS", "12"],
     ["ORDERLY_RETENTION_HOURS", "a week"],
+    ["ORDERLY_TRUST_PROXY", "everyone"],
+    ["ORDERLY_TRUST_PROXY", "10.0.0.0/8,proxy.example"],
+    ["ORDERLY_JWT_ROLES_CLAIM", "realm access"],
+    ["ORDERLY_JWT_ROLE_MAP", "shopper=root"],
+    ["ORDERLY_JWT_TENANT", "\u0007"],
+    ["ORDERLY_SHUTDOWN_TIMEOUT_MS", "10"],
   ])("refuses %s=%s with an error naming the variable", (variable, value) => {
     expect(() => loadConfig({ [variable]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [variable]: value })).toThrow(new RegExp(`^${variable}: `));
@@ -43,9 +49,29 @@ describe("configuration", () => {
     expect(loadConfig({ ORDERLY_RETRY_DELAYS_MS: "500,1500" }).retryDelaysMs).toEqual([500, 1500]);
   });
 
-  it("refuses production without a JWT secret", () => {
-    expect(() => loadConfig({ NODE_ENV: "production" })).toThrow(/^ORDERLY_JWT_SECRET: /);
-    expect(loadConfig({ NODE_ENV: "production", ORDERLY_JWT_SECRET: "x".repeat(32) }).production).toBe(true);
+  it("refuses production without a database server, a webhook secret, or a way to verify tokens", () => {
+    const ready = { NODE_ENV: "production", DATABASE_URL: "postgres://db/orderly", ORDERLY_WEBHOOK_SECRET: "w".repeat(16), ORDERLY_JWT_SECRET: "x".repeat(32) };
+    expect(() => checkProduction(loadConfig(ready))).not.toThrow();
+    expect(() => checkProduction(loadConfig({ ...ready, DATABASE_URL: "" }))).toThrow(/^DATABASE_URL: is required when NODE_ENV=production/);
+    expect(() => checkProduction(loadConfig({ ...ready, ORDERLY_WEBHOOK_SECRET: "" }))).toThrow(/^ORDERLY_WEBHOOK_SECRET: /);
+    expect(() => checkProduction(loadConfig({ ...ready, ORDERLY_JWT_SECRET: "" }))).toThrow(/^ORDERLY_JWT_SECRET: /);
+    expect(() => checkProduction(loadConfig({ ...ready, ORDERLY_JWT_SECRET: "", ORDERLY_JWKS_URL: "https://idp.example/jwks" }))).not.toThrow();
+    // Outside production nothing of this is required: the embedded database and dev secrets serve.
+    expect(() => checkProduction(loadConfig({}))).not.toThrow();
+  });
+
+  it("reads the proxies to trust as Fastify does: a flag, a hop count, or addresses", () => {
+    expect(loadConfig({}).trustProxy).toBeUndefined();
+    expect(loadConfig({ ORDERLY_TRUST_PROXY: "true" }).trustProxy).toBe(true);
+    expect(loadConfig({ ORDERLY_TRUST_PROXY: "2" }).trustProxy).toBe(2);
+    expect(loadConfig({ ORDERLY_TRUST_PROXY: "10.0.0.0/8, 127.0.0.1,loopback" }).trustProxy).toBe("10.0.0.0/8,127.0.0.1,loopback");
+  });
+
+  it("maps an identity provider's claims: tenant and roles claims by path, a fixed tenant, provider roles", () => {
+    expect(loadConfig({}).jwtClaims).toEqual({ tenantClaim: "tid", rolesClaim: "roles", fixedTenant: undefined, roleMap: {} });
+    expect(
+      loadConfig({ ORDERLY_JWT_ROLES_CLAIM: "realm_access.roles", ORDERLY_JWT_TENANT: "shop-1", ORDERLY_JWT_ROLE_MAP: "shopper=customer,ops=admin" }).jwtClaims,
+    ).toEqual({ tenantClaim: "tid", rolesClaim: "realm_access.roles", fixedTenant: "shop-1", roleMap: { shopper: "customer", ops: "admin" } });
   });
 
   it("parses service lists and refuses unknown names", () => {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { ClaimMapping } from "./auth/tokens.ts";
 
 export const SERVICE_NAMES = ["orders", "inventory", "payments", "coupons", "shipping"] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -27,6 +28,19 @@ export interface Config {
   amqpPrefix: string;
   jwtSecret: string | undefined;
   jwksUrl: string | undefined;
+  /** ORDERLY_JWT_ISSUER / ORDERLY_JWT_AUDIENCE: when set, tokens must carry this `iss` / `aud`. */
+  jwtIssuer: string | undefined;
+  jwtAudience: string | undefined;
+  /**
+   * Where an identity provider's tokens carry what Orderly's carry as `tid` and `roles`:
+   * ORDERLY_JWT_TENANT_CLAIM and ORDERLY_JWT_ROLES_CLAIM name the claims (a dotted path such as
+   * `realm_access.roles`), ORDERLY_JWT_TENANT fixes the tenant for a provider with none, and
+   * ORDERLY_JWT_ROLE_MAP (`provider-role=customer|admin,…`) names the provider's roles; a role already
+   * called customer or admin needs no entry.
+   */
+  jwtClaims: ClaimMapping;
+  /** ORDERLY_TRUST_PROXY: Fastify's trustProxy (true, a hop count, or addresses and CIDRs); undefined trusts none. */
+  trustProxy: boolean | number | string | undefined;
   webhookSecret: string | undefined;
   paymentTimeoutMs: number;
   /** Delays between retries of saga steps and outbox messages (split deployment). */
@@ -42,9 +56,32 @@ export interface Config {
   demo: boolean | undefined;
   production: boolean;
   logLevel: string;
+  /** ORDERLY_SHUTDOWN_DELAY_MS: after SIGTERM, how long /readyz answers 503 before the server stops accepting. */
+  shutdownDelayMs: number;
+  /** ORDERLY_SHUTDOWN_TIMEOUT_MS: how long a shutdown may take in all before the process exits anyway. */
+  shutdownTimeoutMs: number;
 }
 
+
 type Env = Record<string, string | undefined>;
+
+const CLAIM_PATH = z.string().regex(/^[A-Za-z_][\w:-]*(\.[A-Za-z_][\w:-]*){0,4}$/, "must be a claim name or a dotted path such as realm_access.roles");
+
+const ROLE_MAP = z
+  .string()
+  .regex(/^[^=,\s]+=(customer|admin)(,[^=,\s]+=(customer|admin))*$/, "must be a comma list of provider-role=customer|admin")
+  .transform((list) => Object.fromEntries(list.split(",").map((pair) => pair.split("=") as [string, "customer" | "admin"])));
+
+// Fastify's trustProxy: true/false, a number of hops, or a comma list of addresses and CIDRs.
+const TRUST_PROXY = z.string().transform((value, context) => {
+  if (value === "true") return true;
+  if (value === "false") return false;
+  if (/^\d{1,2}$/.test(value)) return Number(value);
+  const entries = value.split(",").map((e) => e.trim());
+  if (entries.every((e) => /^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(e) || ["loopback", "linklocal", "uniquelocal"].includes(e))) return entries.join(",");
+  context.addIssue({ code: "custom", message: "must be true, false, a hop count, or a comma list of addresses and CIDRs (or loopback, linklocal, uniquelocal)" });
+  return z.NEVER;
+});
 
 function parse<T>(env: Env, variable: string, schema: z.ZodType<T>, fallback: T): T {
   const raw = env[variable];
@@ -91,6 +128,15 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     amqpPrefix: parse(env, "ORDERLY_AMQP_PREFIX", z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "must be lower case letters, digits, . _ -"), "orderly"),
     jwtSecret: parse(env, "ORDERLY_JWT_SECRET", z.string().min(32, "must be at least 32 characters"), undefined),
     jwksUrl: parse(env, "ORDERLY_JWKS_URL", url(["https:", "http:"]), undefined),
+    jwtIssuer: parse(env, "ORDERLY_JWT_ISSUER", z.string().min(1).max(1024), undefined),
+    jwtAudience: parse(env, "ORDERLY_JWT_AUDIENCE", z.string().min(1).max(1024), undefined),
+    jwtClaims: {
+      tenantClaim: parse(env, "ORDERLY_JWT_TENANT_CLAIM", CLAIM_PATH, "tid"),
+      rolesClaim: parse(env, "ORDERLY_JWT_ROLES_CLAIM", CLAIM_PATH, "roles"),
+      fixedTenant: parse(env, "ORDERLY_JWT_TENANT", z.string().regex(/^[\x20-\x7e]{1,128}$/, "must be 1 to 128 printable characters"), undefined),
+      roleMap: parse(env, "ORDERLY_JWT_ROLE_MAP", ROLE_MAP, {}),
+    },
+    trustProxy: parse<boolean | number | string | undefined>(env, "ORDERLY_TRUST_PROXY", TRUST_PROXY, undefined),
     webhookSecret: parse(env, "ORDERLY_WEBHOOK_SECRET", z.string().min(16, "must be at least 16 characters"), undefined),
     paymentTimeoutMs: parse(env, "ORDERLY_PAYMENT_TIMEOUT_MS", integer(1000, 30 * 24 * 3600 * 1000), 900_000),
     retryDelaysMs: parse(
@@ -111,12 +157,23 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     demo: parse<boolean | undefined>(env, "ORDERLY_DEMO", z.enum(["0", "1"], "must be 0 or 1").transform((v) => v === "1"), undefined),
     production: env.NODE_ENV === "production",
     logLevel: parse(env, "LOG_LEVEL", z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
+    shutdownDelayMs: parse(env, "ORDERLY_SHUTDOWN_DELAY_MS", integer(0, 600_000), 5_000),
+    shutdownTimeoutMs: parse(env, "ORDERLY_SHUTDOWN_TIMEOUT_MS", integer(1_000, 3_600_000), 30_000),
     ...overrides,
   };
-  if (config.production && !config.jwtSecret && !config.jwksUrl) {
-    throw new ConfigError("ORDERLY_JWT_SECRET", "is required when NODE_ENV=production (or set ORDERLY_JWKS_URL)");
-  }
   return config;
+}
+
+/**
+ * What production (NODE_ENV=production) refuses to start without (api-contract.md §1): a server of
+ * its own (no embedded database) and real secrets, none of them made up in the data dir.
+ */
+export function checkProduction(config: Config): void {
+  if (!config.production) return;
+  const anyServiceDatabase = Object.keys(config.serviceDatabaseUrls).length > 0;
+  if (!config.databaseUrl && !anyServiceDatabase) throw new ConfigError("DATABASE_URL", "is required when NODE_ENV=production (no embedded database in production)");
+  if (!config.webhookSecret) throw new ConfigError("ORDERLY_WEBHOOK_SECRET", "is required when NODE_ENV=production");
+  if (!config.jwtSecret && !config.jwksUrl) throw new ConfigError("ORDERLY_JWT_SECRET", "is required when NODE_ENV=production (or set ORDERLY_JWKS_URL)");
 }
 
 /** Parses `--services all|a,b,c`. */

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { type Logger, pino } from "pino";
 import { buildApp } from "./app.ts";
-import { type Config, ConfigError, SERVICE_NAMES, type ServiceName } from "./config.ts";
+import { checkProduction, type Config, ConfigError, SERVICE_NAMES, type ServiceName } from "./config.ts";
 import type { Database } from "./db/client.ts";
 import { openDatabase } from "./db/open.ts";
 import { DEFAULT_WAIT_MS } from "./flows/placement.ts";
@@ -19,7 +19,11 @@ export interface Running {
   app: FastifyInstance;
   services: Services;
   url: string;
-  close(): Promise<void>;
+  /**
+   * Stops: /readyz answers 503 at once, and after `readyzFirstMs` (for load balancers to notice) the
+   * server stops accepting, in-flight requests and background work finish, connections close.
+   */
+  close(options?: { readyzFirstMs?: number }): Promise<void>;
 }
 
 /** While LISTEN is down, outbox rows and settled orders are found by polling (up to 1 s late), and /readyz answers 503. */
@@ -32,7 +36,7 @@ const logNotifications = (log: Logger) => (live: boolean, error?: unknown) => {
  * A split service's database and bus: its own URL if it runs alone and one is set, else DATABASE_URL;
  * only its own tables migrated; RabbitMQ reached before it serves.
  */
-async function openSplit(config: Config, roles: ServiceName[], log: Logger): Promise<{ database: Database; bus: Bus }> {
+async function openSplit(config: Config, roles: ServiceName[], log: Logger, migrate: "apply" | "check"): Promise<{ database: Database; bus: Bus }> {
   if (!config.databaseUrl && !roles.some((r) => config.serviceDatabaseUrls[r])) {
     throw new ConfigError("DATABASE_URL", "is required to serve split services (--services other than all)");
   }
@@ -45,6 +49,7 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger): Pro
     url: own ?? config.databaseUrl,
     variable,
     sets: roles,
+    migrate,
   });
   const deadLetters = createDeadLetters({ clock: systemClock, newId });
   const bus = createRabbitBus({
@@ -68,15 +73,20 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger): Pro
 }
 
 /** Opens the database, wires everything, listens. The only place that calls listen(). */
-export async function startServer(config: Config, options: { demo: boolean; roles?: ServiceName[] }): Promise<Running> {
+export async function startServer(config: Config, options: { demo: boolean; roles?: ServiceName[]; migrate?: boolean }): Promise<Running> {
   const started = Date.now();
+  checkProduction(config);
   const roles = options.roles ?? [...SERVICE_NAMES];
   const split = roles.length < SERVICE_NAMES.length;
+  const migrate = (options.migrate ?? true) ? "apply" : "check";
   const log = pino({ level: config.logLevel, base: { service: split ? roles.join(",") : "orderly" } });
+  // Production never loads demo data nor prints a token.
+  if (options.demo && config.production) log.warn("demo data is never loaded in production (NODE_ENV=production): --demo and ORDERLY_DEMO ignored");
+  const demo = options.demo && !config.production && !split;
   const secrets = resolveSecrets(config);
   const { database, bus } = split
-    ? await openSplit(config, roles, log)
-    : { database: await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, onNotificationsChange: logNotifications(log) }), bus: undefined };
+    ? await openSplit(config, roles, log, migrate)
+    : { database: await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, onNotificationsChange: logNotifications(log), migrate }), bus: undefined };
   const services = createServices({ config, database, secrets, log, ...(bus ? { bus, roles, retryDelaysMs: config.retryDelaysMs } : {}) });
   try {
     await services.rateLimiter.ready();
@@ -86,8 +96,9 @@ export async function startServer(config: Config, options: { demo: boolean; role
     throw new ConfigError("REDIS_URL", `cannot reach Redis at ${new URL(config.redisUrl ?? "redis://").host}: ${(error as Error).message}`);
   }
   await services.start();
-  const demoLoaded = options.demo && !split ? await loadDemo(services) : false;
-  const app = await buildApp(services);
+  const demoLoaded = demo ? await loadDemo(services) : false;
+  let stopping = false;
+  const app = await buildApp(services, { stopping: () => stopping });
   await app.listen({ port: config.port, host: config.host });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
@@ -96,8 +107,10 @@ export async function startServer(config: Config, options: { demo: boolean; role
   const stopJobs = startJobs(services);
 
   let closing: Promise<void> | undefined;
-  const close = () =>
+  const close = (closeOptions: { readyzFirstMs?: number } = {}) =>
     (closing ??= (async () => {
+      stopping = true; // /readyz answers 503 from now on
+      if (closeOptions.readyzFirstMs) await new Promise((r) => setTimeout(r, closeOptions.readyzFirstMs));
       await app.close(); // stops accepting, lets in-flight requests finish
       await stopJobs();
       await services.localPlacement?.drain();
@@ -105,7 +118,7 @@ export async function startServer(config: Config, options: { demo: boolean; role
       await database.close();
     })());
 
-  if (options.demo && !split) await printDemoBanner(services, url, demoLoaded);
+  if (demo) await printDemoBanner(services, url, demoLoaded);
   log.info({ url, database: database.kind, services: roles, ms: Date.now() - started }, "orderly is ready");
   return { app, services, url, close };
 }

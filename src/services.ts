@@ -238,7 +238,7 @@ export function createServices(deps: ServiceDeps): Services {
     database,
     log,
     clock,
-    tokens: createTokens({ secret: deps.secrets.jwtSecret, jwksUrl: config.jwksUrl }),
+    tokens: createTokens({ secret: deps.secrets.jwtSecret, jwksUrl: config.jwksUrl, issuer: config.jwtIssuer, audience: config.jwtAudience, claims: config.jwtClaims }),
     webhooks: createWebhookSignatures(deps.secrets.webhookSecret, clock),
     rateLimiter,
     metrics,

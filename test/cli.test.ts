@@ -97,7 +97,9 @@ describe("orderly CLI", () => {
     [{ DATABASE_URL: "mysql://localhost/x" }, "DATABASE_URL"],
     [{ ORDERLY_CURRENCY: "rmb" }, "ORDERLY_CURRENCY"],
     [{ REDIS_URL: "redis://127.0.0.1:1" }, "REDIS_URL"],
-    [{ NODE_ENV: "production" }, "ORDERLY_JWT_SECRET"],
+    [{ NODE_ENV: "production" }, "DATABASE_URL"],
+    [{ NODE_ENV: "production", DATABASE_URL: "postgres://127.0.0.1:1/none" }, "ORDERLY_WEBHOOK_SECRET"],
+    [{ NODE_ENV: "production", DATABASE_URL: "postgres://127.0.0.1:1/none", ORDERLY_WEBHOOK_SECRET: "w".repeat(16) }, "ORDERLY_JWT_SECRET"],
   ])("refuses to start on %j with one line naming %s and a non-zero exit", async (env, variable) => {
     const r = await run(["serve"], { ORDERLY_DATA_DIR: tempDir(), ...env });
     expect(r.code).not.toBe(0);
@@ -231,6 +233,49 @@ describe("orderly CLI", () => {
       // Refused letters stay open, with no action recorded against them.
       expect((await letters.list(database.db, { status: "open" })).map((l) => l.id).sort()).toEqual([sagaLetter, outboxLetter].sort());
       expect(await letters.actions(database.db, sagaLetter)).toEqual([]);
+    } finally {
+      await database.close();
+    }
+  });
+
+  it.runIf(postgresUrl())("migrates by service, reports what is pending, and serves --no-migrate only a database fully migrated", async () => {
+    const database = await openTestPostgres({ migrate: false });
+    const env = { DATABASE_URL: database.url, ORDERLY_DATA_DIR: tempDir() };
+    try {
+      const fresh = await run(["migrate", "--status"], env);
+      expect(fresh.code).toBe(1);
+      expect(fresh.stdout).toMatch(/^kit +0 applied +\d+ pending: 0000_kit/m);
+      expect(fresh.stdout).toMatch(/^orders +0 applied/m);
+
+      const refused = await run(["serve", "--no-migrate"], { ...env, PORT: "0" });
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr.trim().split("\n")).toHaveLength(1);
+      expect(refused.stderr).toMatch(/^orderly: DATABASE_URL: the database is not migrated: kit \(\d+ pending, first 0000_kit\)/);
+
+      expect((await run(["migrate", "--services", "inventory"], env)).code).toBe(0);
+      const inventory = await run(["migrate", "--status", "--services", "inventory", "--json"], env);
+      expect(inventory.code).toBe(0);
+      expect(JSON.parse(inventory.stdout).map((s: { set: string; pending: string[] }) => [s.set, s.pending.length])).toEqual([["kit", 0], ["inventory", 0]]);
+      const all = await run(["migrate", "--status"], env);
+      expect(all.code).toBe(1);
+      expect(all.stdout).toMatch(/^inventory +\d+ applied +up to date/m);
+      expect(all.stdout).toMatch(/^orders +0 applied/m);
+
+      const migrated = await run(["migrate"], env);
+      expect(migrated.code).toBe(0);
+      expect(migrated.stdout).toContain("migrations applied");
+      expect((await run(["migrate", "--status"], env)).code).toBe(0);
+
+      // Served without migrating; on SIGTERM /readyz answers 503 first while /healthz still answers.
+      const served = await serve(["--no-migrate"], { ...env, ORDERLY_SHUTDOWN_DELAY_MS: "2000" });
+      expect((await fetch(`${served.url}/readyz`)).status).toBe(200);
+      served.child.kill("SIGTERM");
+      await new Promise((r) => setTimeout(r, 500));
+      const ready = await fetch(`${served.url}/readyz`);
+      expect(ready.status).toBe(503);
+      expect((await ready.json()).detail).toBe("not ready: shutting down");
+      expect((await fetch(`${served.url}/healthz`)).status).toBe(200);
+      expect(await exited(served.child)).toBe(0);
     } finally {
       await database.close();
     }

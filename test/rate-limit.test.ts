@@ -92,6 +92,37 @@ describe("rate limits over HTTP", () => {
     expect((await from("127.0.0.10")).statusCode).toBe(401);
   });
 
+  it("believes X-Forwarded-For only from the proxies of ORDERLY_TRUST_PROXY", async () => {
+    const behind = await createHarness(await openTestPglite(), { env: { ...env, ORDERLY_TRUST_PROXY: "10.0.0.0/8" } });
+    closers.push(behind.close);
+    const via = (remoteAddress: string, client: string) =>
+      behind.app.inject({
+        method: "POST",
+        url: "/api/v1/payments/callback",
+        remoteAddress,
+        headers: { "content-type": "application/json", "x-forwarded-for": client },
+        payload: "{}",
+      });
+    // Through the trusted proxy each client has its own bucket.
+    const one = [];
+    for (let i = 0; i < 4; i++) one.push((await via("10.1.2.3", "203.0.113.7")).statusCode);
+    expect(one).toEqual([401, 401, 401, 429]);
+    expect((await via("10.1.2.3", "203.0.113.8")).statusCode).toBe(401);
+    // From anywhere else the header is ignored: a client cannot pick a fresh bucket by writing it.
+    const spoofed = [];
+    for (let i = 0; i < 4; i++) spoofed.push((await via("192.0.2.50", `198.51.100.${i}`)).statusCode);
+    expect(spoofed).toEqual([401, 401, 401, 429]);
+    // Without the setting nobody is believed (the harness above, h, trusts no proxy).
+    const plain = [];
+    for (let i = 0; i < 4; i++) {
+      plain.push(
+        (await h.app.inject({ method: "POST", url: "/api/v1/payments/callback", remoteAddress: "127.0.0.20", headers: { "content-type": "application/json", "x-forwarded-for": `198.51.100.${i}` }, payload: "{}" }))
+          .statusCode,
+      );
+    }
+    expect(plain).toEqual([401, 401, 401, 429]);
+  });
+
   it.runIf(redisUrl())("shares the buckets between two app instances through Redis", async () => {
     const redisEnv = { ...env, REDIS_URL: redisUrl() as string };
     const a = await createHarness(await openTestPglite(), { env: redisEnv });

@@ -141,3 +141,52 @@ describe("the JWKS key set", () => {
     expect(tokens.cachedTokens).toBe(1);
   });
 });
+
+describe("an identity provider's tokens", () => {
+  let idp: CryptoKeyPair;
+  let server: Server;
+  let url: string;
+  beforeAll(async () => {
+    idp = await generateKeyPair("RS256");
+    const jwks = { keys: [{ ...(await exportJWK(idp.publicKey)), kid: "idp-1", alg: "RS256", use: "sig" }] };
+    server = createServer((_req, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(jwks)));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+  });
+  afterAll(() => new Promise<void>((done) => server.close(() => done())));
+
+  /** A token as a Keycloak-like provider issues it: roles under realm_access, no tenant claim. */
+  const issued = (claims: Record<string, unknown>, iss = "https://idp.example/realms/shop", aud: string | string[] = "orderly") =>
+    new SignJWT(claims).setProtectedHeader({ alg: "RS256", kid: "idp-1" }).setSubject("kc-user-1").setIssuer(iss).setAudience(aud).setExpirationTime("5m").sign(idp.privateKey);
+
+  it("are read through the claim mapping: roles by path and by the provider's names, a fixed tenant", async () => {
+    const tokens = createTokens({
+      jwksUrl: url,
+      issuer: "https://idp.example/realms/shop",
+      audience: "orderly",
+      claims: { tenantClaim: "tid", rolesClaim: "realm_access.roles", fixedTenant: "shop-1", roleMap: { shopper: "customer", "shop-ops": "admin" } },
+    });
+    expect(await tokens.verify(await issued({ realm_access: { roles: ["offline_access", "shopper"] } }))).toEqual({ tenantId: "shop-1", userId: "kc-user-1", roles: ["customer"] });
+    expect((await tokens.verify(await issued({ realm_access: { roles: ["shop-ops", "shopper"] } }, undefined, ["account", "orderly"])))?.roles).toEqual(["customer", "admin"]);
+    // No role Orderly knows, roles where the mapping does not look, another issuer or audience: refused.
+    expect(await tokens.verify(await issued({ realm_access: { roles: ["offline_access"] } }))).toBeUndefined();
+    expect(await tokens.verify(await issued({ roles: ["shopper"] }))).toBeUndefined();
+    expect(await tokens.verify(await issued({ realm_access: { roles: ["shopper"] } }, "https://evil.example/realms/shop"))).toBeUndefined();
+    expect(await tokens.verify(await issued({ realm_access: { roles: ["shopper"] } }, undefined, "another-api"))).toBeUndefined();
+  });
+
+  it("sign and verify alike under a mapping: Orderly's own tokens carry the claims where it reads them", async () => {
+    const tokens = createTokens({
+      secret: SECRET,
+      issuer: "orderly-test",
+      audience: "orderly",
+      claims: { tenantClaim: "org.id", rolesClaim: "access.roles", fixedTenant: undefined, roleMap: {} },
+    });
+    const signed = await tokens.sign(sam);
+    const payload = JSON.parse(Buffer.from(parts(signed)[1], "base64url").toString()) as Record<string, unknown>;
+    expect(payload).toMatchObject({ org: { id: "north" }, access: { roles: ["customer"] }, iss: "orderly-test", aud: "orderly", sub: "sam" });
+    expect(await tokens.verify(signed)).toEqual(sam);
+    // A token of the default shape (tid, roles, no iss/aud) is refused by this deployment.
+    expect(await tokens.verify(await createTokens({ secret: SECRET }).sign(sam))).toBeUndefined();
+  });
+});

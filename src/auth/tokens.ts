@@ -18,9 +18,37 @@ export const PrintableId = z.string().regex(/^[\x20-\x7e]{1,128}$/, "must be 1 t
 const Claims = z.object({
   sub: PrintableId,
   tid: PrintableId,
-  roles: z.array(z.string()).transform((roles) => ROLES.filter((r) => roles.includes(r))),
+  roles: z.array(z.string()),
   exp: z.number(),
 });
+
+/** Where tenant and roles are read from (config.ts ClaimMapping); Orderly's own tokens: `tid` and `roles`. */
+export interface ClaimMapping {
+  tenantClaim: string;
+  rolesClaim: string;
+  fixedTenant: string | undefined;
+  roleMap: Record<string, Role>;
+}
+
+export const ORDERLY_CLAIMS: ClaimMapping = { tenantClaim: "tid", rolesClaim: "roles", fixedTenant: undefined, roleMap: {} };
+
+/** A claim by dotted path (`realm_access.roles`), or undefined. */
+function claimAt(payload: Record<string, unknown>, path: string): unknown {
+  let value: unknown = payload;
+  for (const part of path.split(".")) {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+    value = (value as Record<string, unknown>)[part];
+  }
+  return value;
+}
+
+/** Sets a claim by dotted path, making the objects on the way. */
+function setClaim(payload: Record<string, unknown>, path: string, value: unknown): void {
+  const parts = path.split(".");
+  let at = payload;
+  for (const part of parts.slice(0, -1)) at = (at[part] ??= {}) as Record<string, unknown>;
+  at[parts.at(-1) as string] = value;
+}
 
 /** Parses `1h`, `30m`, `45s`, `7d` into seconds. */
 export function parseTtl(text: string): number | undefined {
@@ -49,8 +77,18 @@ const copyOf = (identity: Identity): Identity => ({ tenantId: identity.tenantId,
  * on `clock`; any other text, a forged signature or `alg` included, is verified in full. A token that
  * failed is never remembered.
  */
-export function createTokens(options: { secret?: string | undefined; jwksUrl?: string | undefined; clock?: Clock; cacheSize?: number }) {
+export function createTokens(options: {
+  secret?: string | undefined;
+  jwksUrl?: string | undefined;
+  /** When set, a token must carry this `iss` / `aud` (and tokens signed here carry them). */
+  issuer?: string | undefined;
+  audience?: string | undefined;
+  claims?: ClaimMapping;
+  clock?: Clock;
+  cacheSize?: number;
+}) {
   const clock = options.clock ?? systemClock;
+  const mapping = options.claims ?? ORDERLY_CLAIMS;
   const secretKey = options.secret
     ? crypto.subtle.importKey("raw", new TextEncoder().encode(options.secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"])
     : undefined;
@@ -60,7 +98,12 @@ export function createTokens(options: { secret?: string | undefined; jwksUrl?: s
   async function verifyAny(token: string, currentDate: Date) {
     const { alg } = decodeProtectedHeader(token);
     // Only these algorithms, each with its own kind of key: `alg: none` and confusions fail here.
-    const required = { requiredClaims: ["exp", "sub"], currentDate };
+    const required = {
+      requiredClaims: ["exp", "sub"],
+      currentDate,
+      ...(options.issuer ? { issuer: options.issuer } : {}),
+      ...(options.audience ? { audience: options.audience } : {}),
+    };
     if (alg === "HS256" && secretKey) return jwtVerify(token, await secretKey, { algorithms: ["HS256"], ...required });
     if ((alg === "RS256" || alg === "ES256") && keySet) return jwtVerify(token, keySet, { algorithms: ["RS256", "ES256"], ...required });
     return undefined;
@@ -70,9 +113,17 @@ export function createTokens(options: { secret?: string | undefined; jwksUrl?: s
     try {
       const result = await verifyAny(token, now);
       if (!result) return undefined;
-      const claims = Claims.safeParse(result.payload);
-      if (!claims.success || claims.data.roles.length === 0) return undefined;
-      const identity = { tenantId: claims.data.tid, userId: claims.data.sub, roles: claims.data.roles };
+      const claims = Claims.safeParse({
+        sub: result.payload.sub,
+        tid: mapping.fixedTenant ?? claimAt(result.payload, mapping.tenantClaim),
+        roles: claimAt(result.payload, mapping.rolesClaim),
+        exp: result.payload.exp,
+      });
+      if (!claims.success) return undefined;
+      const named = claims.data.roles.map((r) => mapping.roleMap[r] ?? r);
+      const roles = ROLES.filter((r) => named.includes(r));
+      if (roles.length === 0) return undefined;
+      const identity = { tenantId: claims.data.tid, userId: claims.data.sub, roles };
       verified.set(token, { identity, untilMs: Math.min(claims.data.exp * 1000, now.getTime() + CACHE_MAX_MS) });
       return copyOf(identity);
     } catch (error) {
@@ -85,12 +136,14 @@ export function createTokens(options: { secret?: string | undefined; jwksUrl?: s
     async sign(identity: Identity, ttlSeconds = 3600): Promise<string> {
       if (!secretKey) throw new Error("signing tokens needs ORDERLY_JWT_SECRET");
       const nowS = Math.floor(clock.now().getTime() / 1000);
-      return new SignJWT({ tid: identity.tenantId, roles: identity.roles })
-        .setProtectedHeader({ alg: "HS256", typ: "JWT" })
-        .setSubject(identity.userId)
-        .setIssuedAt(nowS)
-        .setExpirationTime(nowS + ttlSeconds)
-        .sign(await secretKey);
+      // The claims where this deployment reads them, so its own tokens verify under any mapping.
+      const payload: Record<string, unknown> = {};
+      if (!mapping.fixedTenant) setClaim(payload, mapping.tenantClaim, identity.tenantId);
+      setClaim(payload, mapping.rolesClaim, identity.roles);
+      const jwt = new SignJWT(payload).setProtectedHeader({ alg: "HS256", typ: "JWT" }).setSubject(identity.userId).setIssuedAt(nowS).setExpirationTime(nowS + ttlSeconds);
+      if (options.issuer) jwt.setIssuer(options.issuer);
+      if (options.audience) jwt.setAudience(options.audience);
+      return jwt.sign(await secretKey);
     },
 
     /** The identity of a valid token; undefined for a missing, expired, forged or malformed one. */

@@ -116,10 +116,36 @@ const migrationConfig = (set: MigrationSet) => ({ migrationsFolder: join(MIGRATI
 const ordered = (sets: readonly MigrationSet[]) => MIGRATION_SETS.filter((s) => s === "kit" || sets.includes(s));
 const MIGRATION_LOCK = 7_301_995; // pg_advisory_lock key owned by Orderly's migrator
 
+/** One migration set's state in a database: how many of its migrations are applied, and which are not yet. */
+export interface MigrationStatus {
+  set: MigrationSet;
+  applied: number;
+  pending: string[];
+}
+
+/**
+ * What `orderly migrate --status` shows and `serve --no-migrate` checks: each set's committed
+ * migrations (its drizzle journal) against the history drizzle keeps in the database. As drizzle's
+ * migrator decides, a migration is applied when the newest applied one is not older than it.
+ */
+export async function migrationStatus(db: Db, sets: readonly MigrationSet[] = MIGRATION_SETS): Promise<MigrationStatus[]> {
+  const statuses: MigrationStatus[] = [];
+  for (const set of ordered(sets)) {
+    const journal = JSON.parse(readFileSync(join(MIGRATIONS, set, "meta", "_journal.json"), "utf8")) as { entries: { when: number; tag: string }[] };
+    const table = `drizzle.${migrationConfig(set).migrationsTable}`;
+    const [exists] = await rows<{ found: boolean }>(db, sql`select to_regclass(${table}) is not null as found`);
+    const [last] = exists?.found ? await rows<{ at: string | null }>(db, sql`select max(created_at)::text as at from ${sql.raw(table)}`) : [];
+    const lastAt = last?.at == null ? undefined : Number(last.at);
+    const pending = journal.entries.filter((e) => lastAt === undefined || e.when > lastAt).map((e) => e.tag);
+    statuses.push({ set, applied: journal.entries.length - pending.length, pending });
+  }
+  return statuses;
+}
+
 export interface PostgresOptions {
   max?: number;
-  /** Milliseconds a statement may wait for a row lock before it fails with 55P03. */
-  lockTimeoutMs?: number;
+  /** Milliseconds a statement of a tenant's transaction may wait for a row lock before it fails with 55P03. */
+  lockTimeoutMs?: number | undefined;
   /** Sees every statement with its parameters (the benchmark records the placement's SQL with it). */
   queryLogger?: QueryLogger;
   /** Told when notifications are lost (with the error) and when they are live again (server.ts logs both). */
@@ -133,7 +159,6 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
     // How long a request may queue for a connection. A server that is down refuses at once; this wait
     // is for bursts (a flash sale queues for the pool rather than being told 503).
     connectionTimeoutMillis: 20_000,
-    options: options.lockTimeoutMs ? `-c lock_timeout=${options.lockTimeoutMs}` : undefined,
   });
   // An idle client that loses its server must not crash the process; the pool replaces it.
   pool.on("error", () => {});
@@ -150,7 +175,9 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   return {
     db,
     kind: "postgres",
-    tenant: (tenantId, work, options) => inTenant(db, tenantId, work, options),
+    // lock_timeout is set in each transaction with its role (one statement), never as a connection's
+    // startup option, which a pooler such as PgBouncer refuses.
+    tenant: (tenantId, work, tenantOptions) => inTenant(db, tenantId, work, { lockTimeoutMs: options.lockTimeoutMs, ...tenantOptions }),
     async migrate(sets = MIGRATION_SETS) {
       const client = await pool.connect();
       try {

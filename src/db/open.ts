@@ -1,25 +1,41 @@
 import { join } from "node:path";
 import { type Config, ConfigError } from "../config.ts";
-import { type Database, type MigrationSet, openPglite, openPostgres, type PostgresOptions } from "./client.ts";
+import { type Database, type MigrationSet, migrationStatus, openPglite, openPostgres, type PostgresOptions } from "./client.ts";
 
 /**
  * The configured database, reachable and migrated, or a ConfigError naming the variable. A split
  * service passes its own URL (and the variable it came from) and migrates only its own tables.
+ * With `migrate: "check"` (serve --no-migrate: a migration job ran them) it applies nothing and
+ * refuses a database whose migrations are not all applied; with "none" it only opens it.
  */
 export async function openDatabase(
   config: Config,
-  options: Pick<PostgresOptions, "lockTimeoutMs" | "onNotificationsChange"> & { url?: string; variable?: string; sets?: readonly MigrationSet[] } = {},
+  options: Pick<PostgresOptions, "lockTimeoutMs" | "onNotificationsChange"> & { url?: string | undefined; variable?: string; sets?: readonly MigrationSet[]; migrate?: "apply" | "check" | "none" } = {},
 ): Promise<Database> {
+  const database = await reachDatabase(config, options);
+  const migrate = options.migrate ?? "apply";
+  if (migrate === "apply") await database.migrate(options.sets);
+  if (migrate !== "check") return database;
+  const behind = (await migrationStatus(database.db, options.sets)).filter((s) => s.pending.length > 0);
+  if (behind.length > 0) {
+    await database.close();
+    const missing = behind.map((s) => `${s.set} (${s.pending.length} pending, first ${s.pending[0]})`).join(", ");
+    throw new ConfigError(options.variable ?? "DATABASE_URL", `the database is not migrated: ${missing}; run orderly migrate first, or serve without --no-migrate`);
+  }
+  return database;
+}
+
+/** The configured database opened and reachable, nothing applied yet. */
+async function reachDatabase(config: Config, options: Parameters<typeof openDatabase>[1] & {}): Promise<Database> {
   const databaseUrl = options.url ?? config.databaseUrl;
   if (!databaseUrl) {
     const database = await openPglite(config.dataDir).catch((error: unknown) => {
       if (error instanceof ConfigError) throw error;
       throw new ConfigError("ORDERLY_DATA_DIR", `cannot open the embedded database in ${join(config.dataDir, "pgdata")}: ${String(error)}`);
     });
-    await database.migrate();
     return database;
   }
-  const database = openPostgres(databaseUrl, { max: config.dbPoolMax, ...options });
+  const database = openPostgres(databaseUrl, { max: config.dbPoolMax, lockTimeoutMs: options.lockTimeoutMs, onNotificationsChange: options.onNotificationsChange });
   try {
     await database.ping();
   } catch (error) {
@@ -27,6 +43,5 @@ export async function openDatabase(
     const url = new URL(databaseUrl);
     throw new ConfigError(options.variable ?? "DATABASE_URL", `cannot reach PostgreSQL at ${url.host}${url.pathname}: ${(error as Error).message}`);
   }
-  await database.migrate(options.sets);
   return database;
 }

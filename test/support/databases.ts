@@ -25,7 +25,7 @@ export function postgresUrl(): string | undefined {
   return url;
 }
 
-export async function openTestPostgres(options: { max?: number } = {}): Promise<Database & { url: string }> {
+export async function openTestPostgres(options: { max?: number; migrate?: boolean } = {}): Promise<Database & { url: string }> {
   const base = postgresUrl();
   if (!base) throw new Error("DATABASE_URL is not set");
   const name = `orderly_test_${randomBytes(6).toString("hex")}`;
@@ -36,7 +36,7 @@ export async function openTestPostgres(options: { max?: number } = {}): Promise<
   const url = new URL(base);
   url.pathname = `/${name}`;
   const database = openPostgres(url.toString(), { max: options.max ?? 20, lockTimeoutMs: 10_000 });
-  await database.migrate();
+  if (options.migrate ?? true) await database.migrate();
   return {
     ...database,
     url: url.toString(),

@@ -14,7 +14,7 @@ export interface ReadinessCheck {
 }
 
 /** /healthz (process alive), /readyz (dependencies reachable), /metrics (Prometheus text). */
-export function opsRoutes(deps: { checks: readonly ReadinessCheck[]; metrics: Metrics }): FastifyPluginAsyncZod {
+export function opsRoutes(deps: { checks: readonly ReadinessCheck[]; metrics: Metrics; stopping(): boolean }): FastifyPluginAsyncZod {
   return async (app) => {
     app.get("/healthz", { schema: { tags: ["operations"], security: [], response: { 200: Health } } }, async () => ({ status: "ok" as const }));
 
@@ -22,6 +22,8 @@ export function opsRoutes(deps: { checks: readonly ReadinessCheck[]; metrics: Me
       "/readyz",
       { schema: { tags: ["operations"], security: [], response: { 200: Ready, ...problems(503) } } },
       async () => {
+        // A process shutting down is taken out of rotation first, while it still finishes what it has.
+        if (deps.stopping()) throw new AppError("SERVICE_UNAVAILABLE", "not ready: shutting down");
         // All at once, and every failure named: the database and the listener often fail together.
         const results = await Promise.allSettled(deps.checks.map((check) => check.ping()));
         const failing = deps.checks.filter((_, i) => results[i]?.status === "rejected").map((check) => check.name);
