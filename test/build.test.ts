@@ -32,6 +32,17 @@ describe("the built CLI", () => {
     }
   });
 
+  it("is what the package's bin runs, with no TypeScript toolchain among the runtime dependencies", () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { bin: Record<string, string>; dependencies: Record<string, string> };
+    const bin = readFileSync(join(ROOT, pkg.bin.orderly as string), "utf8");
+    expect(bin).toContain("../dist/cli.js");
+    expect(bin).not.toMatch(/tsx|typescript/);
+    expect(Object.keys(pkg.dependencies).filter((name) => /^(tsx|typescript|ts-node|esbuild)$/.test(name))).toEqual([]);
+    for (const file of filesUnder(DIST).filter((f) => f.endsWith(".js"))) expect(readFileSync(file, "utf8"), file).not.toMatch(/from "tsx|import\("tsx/);
+    const help = execFileSync(process.execPath, [join(ROOT, pkg.bin.orderly as string), "--help"], { encoding: "utf8" });
+    expect(help).toMatch(/^usage: orderly COMMAND/);
+  });
+
   it("serves the demo shop from dist/ with plain node: ready, an order placed, a clean stop", { timeout: 60_000 }, async () => {
     const started = spawn(process.execPath, [join(DIST, "cli.js"), "serve", "--demo"], {
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ORDERLY_DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "info" },

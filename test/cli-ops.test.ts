@@ -5,14 +5,15 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openTestPostgres } from "./support/databases.ts";
 import { createHarness, type Harness } from "./support/harness.ts";
+import { CLI } from "./support/cli.ts";
 
-const BIN = join(import.meta.dirname, "..", "bin", "orderly.mjs");
+
 const dir = mkdtempSync(join(tmpdir(), "orderly-cli-ops-"));
 
 /** Runs the CLI to its end (as test/cli.test.ts does). */
 function run(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ORDERLY_DATA_DIR: dir, ...env } });
+    const child = spawn(process.execPath, [...CLI, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ORDERLY_DATA_DIR: dir, ...env } });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));

@@ -14,8 +14,9 @@ import { newId } from "../src/kit/ids.ts";
 import { createOutbox } from "../src/kit/outbox.ts";
 import { createRelay } from "../src/kit/relay.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
+import { CLI } from "./support/cli.ts";
 
-const BIN = join(import.meta.dirname, "..", "bin", "orderly.mjs");
+
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
 
@@ -33,7 +34,7 @@ function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 /** Runs the CLI to its end. */
 function run(args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: baseEnv(env) });
+    const child = spawn(process.execPath, [...CLI, ...args], { env: baseEnv(env) });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -52,7 +53,7 @@ function run(args: string[], env: Record<string, string>, timeoutMs = 30_000): P
 /** Starts `orderly serve` and resolves once it logged that it is ready, with its URL. */
 function serve(args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, "serve", ...args], { env: baseEnv({ PORT: "0", ...env }) });
+    const child = spawn(process.execPath, [...CLI, "serve", ...args], { env: baseEnv({ PORT: "0", ...env }) });
     children.push(child);
     let output = "";
     const timer = setTimeout(() => reject(new Error(`serve did not become ready: ${output}`)), 30_000);

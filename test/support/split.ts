@@ -15,6 +15,7 @@ import { deleteRabbitTopology } from "../../src/kit/rabbit-bus.ts";
 import { BUS_CONSUMERS } from "../../src/services.ts";
 import { postgresUrl } from "./databases.ts";
 import { invariantViolations, type ServiceDatabases } from "./invariants.ts";
+import { CLI } from "./cli.ts";
 
 export function amqpUrl(): string | undefined {
   const url = process.env.AMQP_URL;
@@ -22,7 +23,7 @@ export function amqpUrl(): string | undefined {
   return url;
 }
 
-const BIN = join(import.meta.dirname, "..", "..", "bin", "orderly.mjs");
+
 export const SPLIT_JWT_SECRET = "split-secret-split-secret-split-secret-01";
 export const SPLIT_WEBHOOK_SECRET = "split-webhook-secret-0123456789";
 
@@ -119,7 +120,7 @@ export async function startDeployment(options: { layout: Layout; env?: Record<st
       const name = `${service}${replica}`;
       const port = ports.get(name) ?? (await freePort());
       ports.set(name, port);
-      const child = spawn(process.execPath, [BIN, "serve", "--services", service], {
+      const child = spawn(process.execPath, [...CLI, "serve", "--services", service], {
         detached: true,
         env: {
           PATH: process.env.PATH,
