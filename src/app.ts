@@ -7,6 +7,7 @@ import type { z } from "zod";
 import { AppError } from "./kit/errors.ts";
 import { authenticate, registerRequestContext, requestIdOf, startTrace } from "./http/context.ts";
 import { registerIdempotency } from "./http/idempotency.ts";
+import { finishDocument } from "./http/openapi.ts";
 import { registerProblemHandlers, sendProblem } from "./http/problem.ts";
 import { rateLimit } from "./http/rate-limit.ts";
 import { withSafeText } from "./http/schemas.ts";
@@ -80,7 +81,7 @@ export async function buildApp(services: Services, options: { logger?: Logger; s
       security: [{ bearer: [] }],
     },
     transform: jsonSchemaTransform,
-    transformObject: jsonSchemaTransformObject,
+    transformObject: (input) => finishDocument(jsonSchemaTransformObject(input) as Record<string, any>),
   });
   await app.register(fastifySwaggerUi, { routePrefix: "/docs" });
 

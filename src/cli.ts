@@ -2,7 +2,10 @@ import { type ParseArgsConfig, parseArgs } from "node:util";
 import { pino } from "pino";
 import { createTokens, parseTtl, PrintableId, ROLES, type Role } from "./auth/tokens.ts";
 import { ConfigError, loadConfig, parseServices, type ServiceName } from "./config.ts";
-import { migrationStatus } from "./db/client.ts";
+import { migrationStatus, openPglite } from "./db/client.ts";
+import { buildApp } from "./app.ts";
+import { createServices } from "./services.ts";
+import { writeFileSync } from "node:fs";
 import { openDatabase } from "./db/open.ts";
 import { systemClock } from "./kit/clock.ts";
 import { createDeadLetters, type DeadLetterOutcome } from "./kit/dead-letters.ts";
@@ -32,6 +35,7 @@ const USAGE = `usage: orderly COMMAND [OPTIONS]   (orderly COMMAND --help for on
   dlq show ID [--json]
   dlq retry ID | skip ID | resolve ID --note TEXT   [--actor NAME]
   order show ID [--tenant T] [--json]
+  openapi [--out FILE]
 `;
 
 const DATABASE_NOTE = `The database is DATABASE_URL, or the embedded one in ORDERLY_DATA_DIR (default ./.orderly).`;
@@ -91,6 +95,15 @@ ${DATABASE_NOTE}
   --json         print the timeline as JSON (as GET /api/v1/admin/orders/{id}/timeline)
 `,
 };
+
+HELP.openapi = `usage: orderly openapi [--out FILE]
+
+Writes the OpenAPI 3.1 document of the whole API (every service's paths, as /docs/json serves it)
+to stdout or FILE. The repository keeps a copy in openapi.json, checked in CI to be current, and the
+typed client's types (client/schema.d.ts) are generated from it: npm run openapi does both.
+
+  --out FILE     write to FILE instead of stdout
+`;
 
 const wantsHelp = (args: string[]) => args.includes("--help") || args.includes("-h");
 
@@ -251,7 +264,26 @@ async function order(args: string[]) {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, migrate, token, dlq, order };
+/** The OpenAPI document: the all-in-one app's routes, built on an empty in-memory database (nothing is served or stored). */
+async function openapi(args: string[]) {
+  const { values } = parse(args, { out: { type: "string" } });
+  const database = await openPglite(undefined);
+  const config = loadConfig({});
+  const services = createServices({ config, database, secrets: { jwtSecret: undefined, webhookSecret: "unused-for-the-document" }, log: pino({ level: "silent" }) });
+  const app = await buildApp(services);
+  try {
+    await app.ready();
+    const text = `${JSON.stringify(app.swagger(), null, 2)}\n`;
+    if (values.out) writeFileSync(values.out, text);
+    else process.stdout.write(text);
+  } finally {
+    await app.close();
+    await services.close();
+    await database.close();
+  }
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { serve, migrate, token, dlq, order, openapi };
 
 async function main(argv: string[]) {
   const [command, ...rest] = argv;

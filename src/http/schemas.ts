@@ -84,7 +84,19 @@ export const Problem = z
     errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
     orderId: z.string().optional(),
   })
-  .meta({ id: "Problem" });
+  .meta({
+    id: "Problem",
+    examples: [
+      {
+        type: "urn:orderly:problem:out-of-stock",
+        title: "Out of stock",
+        status: 409,
+        detail: "not enough stock of SKU-1",
+        code: "OUT_OF_STOCK",
+        traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
+      },
+    ],
+  });
 
 // Products
 export const SkuParams = z.strictObject({ sku: Sku });
@@ -156,6 +168,15 @@ export const PlaceOrderBody = z.strictObject({
   couponCode: CouponCode.optional(),
   payment: z.strictObject({ method: z.enum(["balance", "external"]) }),
   shippingAddress: Address,
+}).meta({
+  examples: [
+    {
+      items: [{ sku: "SKU-1", quantity: 2 }],
+      couponCode: "WELCOME5",
+      payment: { method: "balance" },
+      shippingAddress: { name: "Alice", phone: "+86 10 5555 0100", line1: "1 Demo Road", city: "Beijing", postalCode: "100000", country: "CN" },
+    },
+  ],
 });
 
 export const OrderParams = z.strictObject({ id: z.string().min(1).max(64) });

@@ -17,7 +17,7 @@ export function accountRoutes(deps: { database: Database; wallets: Wallets; idem
         config: { idempotent: true },
         schema: {
           tags: ["wallets"],
-          summary: "Credit a user's wallet (admin); honours Idempotency-Key",
+          operationId: "creditWallet", summary: "Credit a user's wallet (admin); honours Idempotency-Key",
           headers: IdempotencyHeaders,
           params: UserParams,
           body: CreditBody,
@@ -39,7 +39,7 @@ export function accountRoutes(deps: { database: Database; wallets: Wallets; idem
 
     app.get(
       "/accounts/me",
-      { schema: { tags: ["wallets"], summary: "The caller's wallet", response: { 200: Wallet, ...problems(401) } } },
+      { schema: { tags: ["wallets"], operationId: "getMyWallet", summary: "The caller's wallet", response: { 200: Wallet, ...problems(401) } } },
       async (request) => {
         const { tenantId, userId } = request.identity!;
         return database.tenant(tenantId, (tx) => wallets.getWallet(tx, tenantId, userId));
@@ -50,7 +50,7 @@ export function accountRoutes(deps: { database: Database; wallets: Wallets; idem
       "/accounts/:userId",
       {
         onRequest: requireAdmin,
-        schema: { tags: ["wallets"], summary: "A user's wallet (admin)", params: UserParams, response: { 200: Wallet, ...problems(400, 401, 403) } },
+        schema: { tags: ["wallets"], operationId: "getWallet", summary: "A user's wallet (admin)", params: UserParams, response: { 200: Wallet, ...problems(400, 401, 403) } },
       },
       async (request) => {
         const { tenantId } = request.identity!;

@@ -14,7 +14,7 @@ export function couponRoutes(deps: { database: Database; coupons: Coupons }): Fa
         onRequest: requireAdmin,
         schema: {
           tags: ["coupons"],
-          summary: "Create or replace a coupon's terms (admin)",
+          operationId: "putCoupon", summary: "Create or replace a coupon's terms (admin)",
           params: CodeParams,
           body: PutCouponBody,
           response: { 200: Coupon, 201: Coupon, ...problems(400, 401, 403, 409) },
@@ -34,7 +34,7 @@ export function couponRoutes(deps: { database: Database; coupons: Coupons }): Fa
       "/coupons/:code",
       {
         onRequest: requireAdmin,
-        schema: { tags: ["coupons"], summary: "Get a coupon with its redemptions (admin)", params: CodeParams, response: { 200: Coupon, ...problems(400, 401, 403, 404) } },
+        schema: { tags: ["coupons"], operationId: "getCoupon", summary: "Get a coupon with its redemptions (admin)", params: CodeParams, response: { 200: Coupon, ...problems(400, 401, 403, 404) } },
       },
       async (request) => {
         const { tenantId } = request.identity!;

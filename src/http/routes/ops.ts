@@ -16,11 +16,11 @@ export interface ReadinessCheck {
 /** /healthz (process alive), /readyz (dependencies reachable), /metrics (Prometheus text). */
 export function opsRoutes(deps: { checks: readonly ReadinessCheck[]; metrics: Metrics; stopping(): boolean }): FastifyPluginAsyncZod {
   return async (app) => {
-    app.get("/healthz", { schema: { tags: ["operations"], security: [], response: { 200: Health } } }, async () => ({ status: "ok" as const }));
+    app.get("/healthz", { schema: { tags: ["operations"], operationId: "getHealth", summary: "The process is alive", security: [], response: { 200: Health } } }, async () => ({ status: "ok" as const }));
 
     app.get(
       "/readyz",
-      { schema: { tags: ["operations"], security: [], response: { 200: Ready, ...problems(503) } } },
+      { schema: { tags: ["operations"], operationId: "getReadiness", summary: "The process can take work: its dependencies answer and it is not shutting down", security: [], response: { 200: Ready, ...problems(503) } } },
       async () => {
         // A process shutting down is taken out of rotation first, while it still finishes what it has.
         if (deps.stopping()) throw new AppError("SERVICE_UNAVAILABLE", "not ready: shutting down");

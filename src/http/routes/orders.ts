@@ -57,7 +57,7 @@ export function orderRoutes(deps: {
         config: { idempotent: true },
         schema: {
           tags: ["orders"],
-          summary: "Place an order: stock, coupon, wallet and shipment document together or not at all",
+          operationId: "placeOrder", summary: "Place an order: stock, coupon, wallet and shipment document together or not at all",
           headers: IdempotencyHeaders,
           description:
             "Headers: `Idempotency-Key` (recommended), `Prefer: respond-async` or `Prefer: wait=N` (seconds, default 3). " +
@@ -111,7 +111,7 @@ export function orderRoutes(deps: {
       {
         schema: {
           tags: ["orders"],
-          summary: "List orders, newest first (customers see their own; admins filter by userId)",
+          operationId: "listOrders", summary: "List orders, newest first (customers see their own; admins filter by userId)",
           querystring: ListOrdersQuery,
           response: { 200: OrderPage, ...problems(400, 401, 403) },
         },
@@ -129,7 +129,7 @@ export function orderRoutes(deps: {
 
     app.get(
       "/orders/:id",
-      { schema: { tags: ["orders"], summary: "Get an order", params: OrderParams, response: { 200: Order, ...problems(400, 401, 404) } } },
+      { schema: { tags: ["orders"], operationId: "getOrder", summary: "Get an order", params: OrderParams, response: { 200: Order, ...problems(400, 401, 404) } } },
       async (request, reply) => {
         const viewer = viewerOf(request);
         const order = await database.tenant(viewer.tenantId, (tx) => orders.getOrder(tx, viewer, request.params.id));
@@ -138,8 +138,9 @@ export function orderRoutes(deps: {
       },
     );
 
-    const moveSchema = (summary: string) => ({
+    const moveSchema = (operationId: string, summary: string) => ({
       tags: ["orders"],
+      operationId,
       summary,
       description: 'Accepts `If-Match: W/"<version>"`; a stale version answers 412 VERSION_MISMATCH.',
       params: OrderParams,
@@ -150,7 +151,7 @@ export function orderRoutes(deps: {
       "/orders/:id/cancel",
       {
         schema: {
-          ...moveSchema("Cancel an order awaiting payment (owner or admin)"),
+          ...moveSchema("cancelOrder", "Cancel an order awaiting payment (owner or admin)"),
           description:
             "CREATED → CANCELLED: its stock and coupon come back. A PENDING order belongs to its placement and cannot be cancelled (409 INVALID_TRANSITION); " +
             'neither can one whose payment was captured. Accepts `If-Match: W/"<version>"`; a stale version answers 412 VERSION_MISMATCH.',
@@ -167,7 +168,7 @@ export function orderRoutes(deps: {
 
     app.post(
       "/orders/:id/ship",
-      { onRequest: requireAdmin, schema: { ...moveSchema("Ship a paid order (admin)"), body: ShipBody } },
+      { onRequest: requireAdmin, schema: { ...moveSchema("shipOrder", "Ship a paid order (admin)"), body: ShipBody } },
       async (request, reply) => {
         const { carrier, trackingNumber } = request.body;
         const order = await moves.ship(viewerOf(request), request.params.id, { carrier, trackingNumber: trackingNumber ?? null }, expectedVersion(request));
@@ -175,7 +176,7 @@ export function orderRoutes(deps: {
       },
     );
 
-    app.post("/orders/:id/complete", { schema: moveSchema("Complete a shipped order (owner or admin)") }, async (request, reply) =>
+    app.post("/orders/:id/complete", { schema: moveSchema("completeOrder", "Complete a shipped order (owner or admin)") }, async (request, reply) =>
       sendOrder(reply, await moves.complete(viewerOf(request), request.params.id, expectedVersion(request))),
     );
   };

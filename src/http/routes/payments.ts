@@ -37,7 +37,7 @@ export function paymentRoutes(deps: { webhooks: WebhookSignatures; handlePayment
         },
         schema: {
           tags: ["payments"],
-          summary: "Payment provider callback (HMAC-signed, no JWT)",
+          operationId: "paymentCallback", summary: "Payment provider callback (HMAC-signed, no JWT)",
           description:
             "Header `Orderly-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(ORDERLY_WEBHOOK_SECRET, t + \".\" + raw body)>`, " +
             "t within 300 s of now. The same (orderId, externalTxnId) again has no second effect and answers duplicate: true. " +

@@ -24,7 +24,7 @@ export function productRoutes(deps: { database: Database; inventory: Inventory; 
         onRequest: requireAdmin,
         schema: {
           tags: ["products"],
-          summary: "Create or update a product (admin)",
+          operationId: "putProduct", summary: "Create or update a product (admin)",
           params: SkuParams,
           body: PutProductBody,
           response: { 200: Product, 201: Product, ...problems(400, 401, 403, 409) },
@@ -44,7 +44,7 @@ export function productRoutes(deps: { database: Database; inventory: Inventory; 
         onRequest: requireAdmin,
         schema: {
           tags: ["products"],
-          summary: "Adjust the on-hand stock by delta (admin)",
+          operationId: "adjustStock", summary: "Adjust the on-hand stock by delta (admin)",
           params: SkuParams,
           body: StockAdjustmentBody,
           response: { 200: Product, ...problems(400, 401, 403, 404, 409) },
@@ -66,7 +66,7 @@ export function productRoutes(deps: { database: Database; inventory: Inventory; 
 
     app.get(
       "/products",
-      { schema: { tags: ["products"], summary: "List products, newest first", querystring: ListQuery, response: { 200: ProductPage, ...problems(400, 401) } } },
+      { schema: { tags: ["products"], operationId: "listProducts", summary: "List products, newest first", querystring: ListQuery, response: { 200: ProductPage, ...problems(400, 401) } } },
       async (request) => {
         const { tenantId } = request.identity!;
         const after = cursorOf(request.query.cursor);
@@ -76,7 +76,7 @@ export function productRoutes(deps: { database: Database; inventory: Inventory; 
 
     app.get(
       "/products/:sku",
-      { schema: { tags: ["products"], summary: "Get a product", params: SkuParams, response: { 200: Product, ...problems(400, 401, 404) } } },
+      { schema: { tags: ["products"], operationId: "getProduct", summary: "Get a product", params: SkuParams, response: { 200: Product, ...problems(400, 401, 404) } } },
       async (request) => {
         const { tenantId } = request.identity!;
         const { sku } = request.params;
