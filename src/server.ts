@@ -8,6 +8,7 @@ import { DEFAULT_WAIT_MS } from "./flows/placement.ts";
 import { DEMO_TENANT, loadDemo } from "./demo.ts";
 import type { Bus } from "./kit/bus.ts";
 import { systemClock } from "./kit/clock.ts";
+import { flushTracing, traceFields } from "./kit/trace-context.ts";
 import { createDeadLetters } from "./kit/dead-letters.ts";
 import { newId } from "./kit/ids.ts";
 import { createRabbitBus } from "./kit/rabbit-bus.ts";
@@ -79,7 +80,8 @@ export async function startServer(config: Config, options: { demo: boolean; role
   const roles = options.roles ?? [...SERVICE_NAMES];
   const split = roles.length < SERVICE_NAMES.length;
   const migrate = (options.migrate ?? true) ? "apply" : "check";
-  const log = pino({ level: config.logLevel, base: { service: split ? roles.join(",") : "orderly" } });
+  // Every line logged while a span is active (a request, a message) carries its traceId and spanId.
+  const log = pino({ level: config.logLevel, base: { service: split ? roles.join(",") : "orderly" }, mixin: traceFields });
   // Production never loads demo data nor prints a token.
   if (options.demo && config.production) log.warn("demo data is never loaded in production (NODE_ENV=production): --demo and ORDERLY_DEMO ignored");
   const demo = options.demo && !config.production && !split;
@@ -116,6 +118,7 @@ export async function startServer(config: Config, options: { demo: boolean; role
       await services.localPlacement?.drain();
       await services.close();
       await database.close();
+      await flushTracing();
     })());
 
   if (demo) await printDemoBanner(services, url, demoLoaded);

@@ -226,7 +226,7 @@ export function createServices(deps: ServiceDeps): Services {
   const subscriptions = saga
     ? [...roles].map((service) => {
         const routes = routesOf(service, consumerDeps);
-        return { consumer: service, topics: routes.map((r) => r.topic), handler: timedHandler(metrics, service, topicRouter(database, service, routes)) };
+        return { consumer: service, topics: routes.map((r) => r.topic), handler: timedHandler(metrics, service, topicRouter(database, service, routes, log)) };
       })
     : [];
 

@@ -11,6 +11,7 @@ import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
 import { ConfigError } from "../config.ts";
+import { currentTraceparent } from "../kit/trace-context.ts";
 import * as schema from "./schema.ts";
 
 export type Schema = typeof schema;
@@ -38,7 +39,10 @@ export interface TenantOptions {
 export function inTenant<T>(db: Db, tenantId: string, work: (tx: Tx) => Promise<T>, options: TenantOptions = {}): Promise<T> {
   return transaction(db, async (tx) => {
     const lockTimeout = options.lockTimeoutMs === undefined ? sql`` : sql`, set_config('lock_timeout', ${`${options.lockTimeoutMs}ms`}, true)`;
-    await tx.execute(sql`select set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', ${tenantId}, true)${lockTimeout}`);
+    // While a span is active, the outbox rows this transaction writes carry its trace context (kit migration 0005).
+    const traceparent = currentTraceparent();
+    const traced = traceparent === undefined ? sql`` : sql`, set_config('orderly.traceparent', ${traceparent}, true)`;
+    await tx.execute(sql`select set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', ${tenantId}, true)${lockTimeout}${traced}`);
     return work(tx);
   });
 }

@@ -19,6 +19,8 @@ export interface ComposedArgs {
   calls: Record<string, object>;
   /** The order as its writer takes it (see OrderWriter). */
   order: object;
+  /** W3C trace context of the request: the outbox rows the statement writes carry it (kit migration 0005). */
+  traceparent?: string | undefined;
 }
 
 export type ComposedOutcome =
@@ -50,7 +52,8 @@ export function composeFlow<C extends OrderContext>(flow: Flow<C>, order: OrderW
   const stepCall = ({ step }: Flow<C>["steps"][number]) =>
     `  IF p_calls ? ${quote(step.id)} THEN\n    r := ${step.fn}(p_tenant, p_calls->${quote(step.id)});\n    ${refuseUnless}\n  END IF;`;
   const body = [
-    "  PERFORM set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', p_tenant, true), set_config('lock_timeout', p_lock_timeout, true);",
+    "  PERFORM set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', p_tenant, true), set_config('lock_timeout', p_lock_timeout, true),",
+    "    set_config('orderly.traceparent', coalesce(p_traceparent, ''), true);",
     `  r := inventory_prices_match(p_tenant, p_prices);\n  ${refuseUnless}`,
     ...flow.steps.filter((s) => !s.hot).map(stepCall),
     `  v_number := ${ORDER_WRITERS[order]}(p_tenant, p_order);`,
@@ -59,7 +62,7 @@ export function composeFlow<C extends OrderContext>(flow: Flow<C>, order: OrderW
   ].join("\n");
   const hash = createHash("sha256").update(body).digest("hex").slice(0, 12);
   const name = `orderly_${flow.type.replaceAll("-", "_")}${order === "record" ? "" : `_${order}`}_${hash}`;
-  const ddl = `CREATE OR REPLACE FUNCTION ${name}(p_tenant text, p_lock_timeout text, p_prices jsonb, p_calls jsonb, p_order jsonb)
+  const ddl = `CREATE OR REPLACE FUNCTION ${name}(p_tenant text, p_lock_timeout text, p_prices jsonb, p_calls jsonb, p_order jsonb, p_traceparent text)
 RETURNS text LANGUAGE plpgsql AS $composed$
 DECLARE
   r jsonb;
@@ -75,8 +78,8 @@ END $composed$`;
  * call in its own subtransaction (a PL/pgSQL block with an exception handler), so a refusal, a lock
  * waited on too long or a deadlock undoes that order only. What the hot-SKU writer runs: the hot row
  * is locked by the first order and written by every order of the batch, then freed by one commit.
- * Any other error rolls the whole batch back. p_orders: [{lockTimeout, prices, calls, order}], one
- * outcome per order in the same order.
+ * Any other error rolls the whole batch back. p_orders: [{lockTimeout, prices, calls, order,
+ * traceparent}], one outcome per order in the same order.
  */
 function composeBatch(single: string) {
   const body = `DECLARE
@@ -87,7 +90,7 @@ function composeBatch(single: string) {
 BEGIN
   FOR v_item IN SELECT value FROM jsonb_array_elements(p_orders) LOOP
     BEGIN
-      v_out := v_out || jsonb_build_object('number', ${single}(p_tenant, v_item->>'lockTimeout', v_item->'prices', v_item->'calls', v_item->'order'));
+      v_out := v_out || jsonb_build_object('number', ${single}(p_tenant, v_item->>'lockTimeout', v_item->'prices', v_item->'calls', v_item->'order', v_item->>'traceparent'));
     EXCEPTION
       WHEN SQLSTATE ${quote(REFUSED)} THEN
         GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
@@ -148,7 +151,7 @@ export function composedRunner<C extends OrderContext>(database: Database, flow:
       try {
         const [row] = await rows<{ number: string }>(q, sql`
           select ${sql.raw(name)}(${args.tenantId}, ${`${args.lockTimeoutMs}ms`}, ${JSON.stringify(args.prices)}::jsonb,
-                                  ${JSON.stringify(args.calls)}::jsonb, ${JSON.stringify(args.order)}::jsonb) as number`);
+                                  ${JSON.stringify(args.calls)}::jsonb, ${JSON.stringify(args.order)}::jsonb, ${args.traceparent ?? null}::text) as number`);
         return { kind: "recorded", orderNumber: (row as { number: string }).number };
       } catch (error) {
         const state = sqlState(error);
@@ -163,7 +166,7 @@ export function composedRunner<C extends OrderContext>(database: Database, flow:
      * On the database handle it is its own transaction; on a transaction it joins it.
      */
     async runBatch(tenantId: string, batchArgs: Omit<ComposedArgs, "tenantId">[], q: Queryable = database.db): Promise<BatchOutcome[]> {
-      const items = batchArgs.map((a) => ({ lockTimeout: `${a.lockTimeoutMs}ms`, prices: a.prices, calls: a.calls, order: a.order }));
+      const items = batchArgs.map((a) => ({ lockTimeout: `${a.lockTimeoutMs}ms`, prices: a.prices, calls: a.calls, order: a.order, traceparent: a.traceparent }));
       const [row] = await rows<{ outcomes: BatchRow[] }>(q, sql`select ${sql.raw(batch.name)}(${tenantId}, ${JSON.stringify(items)}::jsonb) as outcomes`);
       return (row as { outcomes: BatchRow[] }).outcomes.map(batchOutcome);
     },

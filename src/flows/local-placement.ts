@@ -9,6 +9,7 @@ import { type Discount, discountFor, type PricedLine } from "../modules/coupons/
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
 import { type OrderRow, type Orders, systemViewer } from "../modules/orders/orders.ts";
 import { createKeyWriters } from "../kit/key-writers.ts";
+import { currentTraceparent } from "../kit/trace-context.ts";
 import { type BatchOutcome, type ComposedArgs, type ComposedOutcome, composedRunner } from "./composed.ts";
 import {
   newOrder,
@@ -203,7 +204,8 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
       const prepared = await orders.prepareSettlement(order, settlementOf(context, results, deps.paymentTimeoutMs));
       if (!prepared.ok) return cancelPending(tenantId, orderId, "TRANSITION_VETOED");
       await settleComposed.ready();
-      const ran = await settleComposed.run({ tenantId, lockTimeoutMs: SETTLEMENT_LOCK_TIMEOUT_MS, prices: [], calls, order: prepared.value.record });
+      // The request's trace, when it settles in the background after answering 202.
+      const ran = await settleComposed.run({ tenantId, lockTimeoutMs: SETTLEMENT_LOCK_TIMEOUT_MS, prices: [], calls, order: prepared.value.record, traceparent: currentTraceparent() });
       switch (ran.kind) {
         case "recorded":
           await committed(prepared.value.events);
@@ -263,7 +265,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
   async function placeLater(tenantId: string, context: PlacementContext, options: PlaceOptions): Promise<PlacementResult> {
     const prepared = await orders.prepareOrder(newOrder(tenantId, context, deps.currency));
     if (!prepared.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: prepared.detail ?? prepared.reason };
-    const args: ComposedArgs = { tenantId, lockTimeoutMs: options.waitMs, prices: [], calls: {}, order: prepared.value.record };
+    const args: ComposedArgs = { tenantId, lockTimeoutMs: options.waitMs, prices: [], calls: {}, order: prepared.value.record, traceparent: currentTraceparent() };
     const ran = await runComposed(tenantId, args, options.record && ((tx, orderNumber) => options.record!(tx, { kind: "pending", order: prepared.value.view(orderNumber) })));
     if (ran.kind !== "recorded") throw new Error(`recording pending order ${context.orderId} failed: ${ran.kind}`);
     await committed(prepared.value.events);
@@ -324,6 +326,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
       prices: context.lines.map(({ sku, unitPrice }) => ({ sku, unitPrice })),
       calls,
       order: prepared.value.record,
+      traceparent: currentTraceparent(),
     };
     const record: RecordOrder | undefined = options.record && ((tx, orderNumber) => options.record!(tx, { kind: "placed", order: prepared.value.view(orderNumber) }));
     const ran = await runPlacement(tenantId, args, context.lines, record);

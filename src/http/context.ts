@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Identity, Tokens } from "../auth/tokens.ts";
 import { AppError } from "../kit/errors.ts";
 import { randomHex } from "../kit/ids.ts";
+import { currentTraceparent } from "../kit/trace-context.ts";
 import type { Viewer } from "../modules/orders/orders.ts";
 import { sendProblem } from "./problem.ts";
 
@@ -33,8 +34,19 @@ export function registerRequestContext(app: FastifyInstance): void {
   app.addHook("onRequest", async (request, reply) => startTrace(request, reply));
 }
 
-/** Takes the trace id from `traceparent` (or makes one) and sets the tracing headers of the answer. */
+/**
+ * The request's trace: with tracing on, the HTTP server span's (which continued the caller's
+ * `traceparent`); otherwise the trace id of `traceparent`, or a new one. Sets the tracing headers of
+ * the answer.
+ */
 export function startTrace(request: FastifyRequest, reply: FastifyReply): void {
+  const traced = currentTraceparent();
+  if (traced) {
+    request.traceId = (TRACEPARENT.exec(traced)?.[1] as string) ?? randomHex(16);
+    reply.header("x-request-id", request.id);
+    reply.header("traceparent", traced);
+    return;
+  }
   const parent = request.headers.traceparent;
   const match = typeof parent === "string" ? TRACEPARENT.exec(parent) : null;
   request.traceId = match?.[1] && !/^0+$/.test(match[1]) ? match[1] : randomHex(16);

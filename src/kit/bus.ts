@@ -13,6 +13,8 @@ export interface BusMessage {
   consumer?: string;
   /** The outbox row that re-drives the message (its own id), when it is a re-drive. */
   redriveId?: string;
+  /** W3C trace context of the publish (the relay's PRODUCER span): the consumer's span continues the trace. */
+  traceparent?: string;
 }
 
 /** What a subscriber does with a message; throwing asks for a later redelivery. */

@@ -1,6 +1,8 @@
+import type { Logger } from "pino";
 import type { Database, Tx } from "../db/client.ts";
 import { type BusHandler, type BusMessage, topicMatches } from "./bus.ts";
 import { inboxMessages } from "./schema.ts";
+import { inSpan } from "./trace-context.ts";
 
 /** Work an effect asks to run once its transaction committed (e.g. after-hooks of order moves). */
 export type AfterCommit = (work: () => Promise<void>) => void;
@@ -14,18 +16,21 @@ export function inboxHandler(
   consumer: string,
   effect: (tx: Tx, message: BusMessage, afterCommit: AfterCommit) => Promise<void>,
 ): BusHandler {
-  return async (message) => {
-    const later: (() => Promise<void>)[] = [];
-    await database.tenant(message.tenantId, async (tx) => {
-      const fresh = await tx
-        .insert(inboxMessages)
-        .values({ consumer, messageId: message.id, tenantId: message.tenantId })
-        .onConflictDoNothing()
-        .returning({ id: inboxMessages.messageId });
-      if (fresh.length === 1) await effect(tx, message, (work) => later.push(work));
+  // A CONSUMER span in the trace the message carries: the effect's queries, log lines and outbox rows belong to it.
+  const attributes = (message: BusMessage) => ({ "messaging.destination.name": message.topic, "messaging.message.id": message.id, "messaging.consumer.group.name": consumer });
+  return (message) =>
+    inSpan(`${message.topic} process`, { kind: "consumer", traceparent: message.traceparent, attributes: attributes(message) }, async () => {
+      const later: (() => Promise<void>)[] = [];
+      await database.tenant(message.tenantId, async (tx) => {
+        const fresh = await tx
+          .insert(inboxMessages)
+          .values({ consumer, messageId: message.id, tenantId: message.tenantId })
+          .onConflictDoNothing()
+          .returning({ id: inboxMessages.messageId });
+        if (fresh.length === 1) await effect(tx, message, (work) => later.push(work));
+      });
+      for (const work of later) await work();
     });
-    for (const work of later) await work();
-  };
 }
 
 /** What a consumer does with the messages of one topic pattern, in the transaction of their inbox row. */
@@ -34,11 +39,15 @@ export interface Route {
   effect: (tx: Tx, message: BusMessage, afterCommit: AfterCommit) => Promise<void>;
 }
 
-/** One bus handler for a service's consumer: each message applied once (inbox), by the effect of the first route its topic matches. */
-export function topicRouter(database: Database, consumer: string, routes: readonly Route[]): BusHandler {
+/**
+ * One bus handler for a service's consumer: each message applied once (inbox), by the effect of the
+ * first route its topic matches; logged at debug level (in the message's span: with its traceId).
+ */
+export function topicRouter(database: Database, consumer: string, routes: readonly Route[], log?: Logger): BusHandler {
   return inboxHandler(database, consumer, async (tx, message, afterCommit) => {
     const route = routes.find((r) => topicMatches(r.topic, message.topic));
     if (!route) throw new Error(`${consumer} has no route for ${message.topic}`);
+    log?.debug({ consumer, topic: message.topic, messageId: message.id, tenantId: message.tenantId }, "handling a message");
     await route.effect(tx, message, afterCommit);
   });
 }

@@ -10,6 +10,8 @@ const OUTAGES = "x-orderly-outages";
 const TOPIC = "x-orderly-topic";
 const TENANT = "x-orderly-tenant";
 const REDRIVE = "x-orderly-redrive";
+/** W3C trace context, under its standard name. */
+const TRACEPARENT = "traceparent";
 /** Ties a returned (unroutable) message to the publish that sent it. */
 const SEND = "x-orderly-send";
 const waitQueue = (queue: string, delayMs: number) => `${queue}.retry.${delayMs}ms`;
@@ -174,6 +176,7 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
           [TENANT]: message.tenantId,
           [TOPIC]: message.topic,
           ...(message.redriveId === undefined ? {} : { [REDRIVE]: message.redriveId }),
+          ...(message.traceparent === undefined ? {} : { [TRACEPARENT]: message.traceparent }),
           ...headers,
           [SEND]: key,
         },
@@ -201,6 +204,8 @@ export function createRabbitBus(options: RabbitBusOptions): Bus & { connection: 
     };
     const redrive = msg.headers?.[REDRIVE];
     if (redrive !== undefined) message.redriveId = String(redrive);
+    const traceparent = msg.headers?.[TRACEPARENT];
+    if (traceparent !== undefined) message.traceparent = String(traceparent);
     return message;
   };
 

@@ -5,6 +5,7 @@ import { type Bus, type BusMessage, MessageRejected } from "./bus.ts";
 import type { Clock } from "./clock.ts";
 import type { DeadLetters } from "./dead-letters.ts";
 import { OUTBOX_CHANNEL, onOutboxCommitted } from "./outbox.ts";
+import { currentTraceparent, inSpan } from "./trace-context.ts";
 
 export const DEFAULT_RETRY_DELAYS_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
 /** The longest a message waits between two tries while the bus cannot be reached. */
@@ -54,15 +55,21 @@ interface ClaimedRow {
   payload: unknown;
   consumer: string | null;
   redrive_of: string | null;
+  /** The trace context of the work that wrote the row (null when it was not traced). */
+  traceparent: string | null;
   attempts: number;
   created_at: string | Date;
 }
 
-/** The message a row carries: a re-drive goes to its one consumer under the id of the message it sends again. */
-function messageOf(row: ClaimedRow): BusMessage {
+/**
+ * The message a row carries: a re-drive goes to its one consumer under the id of the message it
+ * sends again. `traceparent`: the publish's span, which the consumer's continues.
+ */
+function messageOf(row: ClaimedRow, traceparent: string | undefined): BusMessage {
   const message: BusMessage = { id: row.redrive_of ?? row.id, tenantId: row.tenant_id, topic: row.topic, payload: row.payload };
   if (row.consumer !== null) message.consumer = row.consumer;
   if (row.redrive_of !== null) message.redriveId = row.id;
+  if (traceparent !== undefined) message.traceparent = traceparent;
   return message;
 }
 
@@ -124,10 +131,17 @@ export function createRelay(options: RelayOptions) {
           order by created_at limit ${batch}
           for update skip locked
         )
-        returning id, tenant_id, topic, payload, consumer, redrive_of, attempts, created_at`,
+        returning id, tenant_id, topic, payload, consumer, redrive_of, traceparent, attempts, created_at`,
     );
     if (claimed.length === 0) return 0;
-    const results = await Promise.allSettled(claimed.map((row) => bus.publish(messageOf(row))));
+    // Each publish is a PRODUCER span in the trace of the work that wrote the row; the message carries it on.
+    const results = await Promise.allSettled(
+      claimed.map((row) =>
+        inSpan(`${row.topic} publish`, { kind: "producer", traceparent: row.traceparent, attributes: { "messaging.destination.name": row.topic, "messaging.message.id": row.id } }, () =>
+          bus.publish(messageOf(row, currentTraceparent())),
+        ),
+      ),
+    );
     const published = claimed.filter((_, i) => results[i]?.status === "fulfilled").map((row) => row.id);
     if (published.length > 0) {
       const publishedAt = clock.now();
