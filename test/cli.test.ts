@@ -282,6 +282,30 @@ describe("orderly CLI", () => {
     }
   });
 
+  it.runIf(postgresUrl())("never loads demo data nor prints a token in production, whatever --demo and ORDERLY_DEMO say", async () => {
+    const database = await openTestPostgres();
+    try {
+      const production = {
+        NODE_ENV: "production",
+        DATABASE_URL: database.url,
+        ORDERLY_JWT_SECRET: "p".repeat(40),
+        ORDERLY_WEBHOOK_SECRET: "w".repeat(20),
+        ORDERLY_DEMO: "1",
+        ORDERLY_DATA_DIR: tempDir(),
+      };
+      const served = await serve(["--demo"], production);
+      expect(served.output()).toContain("demo data is never loaded in production");
+      expect(served.output()).not.toMatch(/token:\s+ey/);
+      expect(served.output()).not.toContain("demo tenant");
+      const [products] = await rows<{ n: number }>(database.db, sql`select count(*)::int as n from products`);
+      expect(products?.n).toBe(0);
+      served.child.kill("SIGTERM");
+      expect(await exited(served.child)).toBe(0);
+    } finally {
+      await database.close();
+    }
+  });
+
   it.runIf(postgresUrl())("migrates a PostgreSQL database and exits", async () => {
     const database = await openTestPostgres();
     try {
