@@ -2,6 +2,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import semver from "semver";
 import { afterAll, describe, expect, it } from "vitest";
 
 // `npm run build` compiles src/ to dist/, and `node dist/cli.js` is the whole CLI with no TypeScript
@@ -41,6 +42,21 @@ describe("the built CLI", () => {
     for (const file of filesUnder(DIST).filter((f) => f.endsWith(".js"))) expect(readFileSync(file, "utf8"), file).not.toMatch(/from "tsx|import\("tsx/);
     const help = execFileSync(process.execPath, [join(ROOT, pkg.bin.orderly as string), "--help"], { encoding: "utf8" });
     expect(help).toMatch(/^usage: orderly COMMAND/);
+  });
+
+  it("installs only runtime packages whose engines accept both Node 20.19 and Node 24, as package.json's engines promise", () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { engines: { node: string } };
+    expect(semver.satisfies("20.19.0", pkg.engines.node) && semver.satisfies("24.0.0", pkg.engines.node)).toBe(true);
+    const lock = JSON.parse(readFileSync(join(ROOT, "package-lock.json"), "utf8")) as {
+      packages: Record<string, { version?: string; dev?: boolean; engines?: { node?: string } | string[] }>;
+    };
+    const refusing = Object.entries(lock.packages)
+      .filter(([path, entry]) => path !== "" && !entry.dev)
+      .flatMap(([path, entry]) => {
+        const range = Array.isArray(entry.engines) ? undefined : entry.engines?.node;
+        return range && !(semver.satisfies("20.19.0", range) && semver.satisfies("24.0.0", range)) ? [`${path}@${entry.version}: ${range}`] : [];
+      });
+    expect(refusing).toEqual([]);
   });
 
   it("serves the demo shop from dist/ with plain node: ready, an order placed, a clean stop", { timeout: 60_000 }, async () => {
