@@ -11,6 +11,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+# The operations console (Vite, Preact) is built into dist/console with the typed API client.
+COPY console ./console
+COPY client ./client
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund && rm -f dist/.tsbuildinfo
 
 FROM node:24-alpine AS runtime

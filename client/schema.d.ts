@@ -166,7 +166,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List orders, newest first (customers see their own; admins filter by userId) */
+        /** List orders, newest first (customers see their own; admins filter by userId), or find one by its number */
         get: operations["listOrders"];
         put?: never;
         /**
@@ -251,6 +251,26 @@ export interface paths {
          * @description Accepts `If-Match: W/"<version>"`; a stale version answers 412 VERSION_MISMATCH.
          */
         post: operations["completeOrder"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Health and backlog at a glance (admin)
+         * @description The answering process's readiness checks, each ok or unavailable (never failing the request itself), and the caller's tenant's backlog: outbox messages not yet published and the age of the oldest, sagas running or compensating and those stuck (not settled 30 s after they started), open dead letters.
+         */
+        get: operations["getOperationsStatus"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -623,6 +643,26 @@ export interface components {
                 at: string;
             }[];
         };
+        OperationsStatusInput: {
+            /** @description who the token signed in, as the server reads it */
+            operator: {
+                tenantId: string;
+                userId: string;
+            };
+            /** @description what /readyz checks, as the answering process sees it */
+            checks: {
+                [key: string]: "ok" | "unavailable";
+            };
+            backlog: {
+                outboxPending: number;
+                outboxOldestAgeSeconds: number;
+                sagasActive: number;
+                sagasStuck: number;
+                deadLettersOpen: number;
+            };
+            /** @description ISO 8601 UTC */
+            at: string;
+        };
         /**
          * @example {
          *       "type": "urn:orderly:problem:out-of-stock",
@@ -833,6 +873,26 @@ export interface components {
                 /** @description ISO 8601 UTC */
                 at: string;
             }[];
+        };
+        OperationsStatus: {
+            /** @description who the token signed in, as the server reads it */
+            operator: {
+                tenantId: string;
+                userId: string;
+            };
+            /** @description what /readyz checks, as the answering process sees it */
+            checks: {
+                [key: string]: "ok" | "unavailable";
+            };
+            backlog: {
+                outboxPending: number;
+                outboxOldestAgeSeconds: number;
+                sagasActive: number;
+                sagasStuck: number;
+                deadLettersOpen: number;
+            };
+            /** @description ISO 8601 UTC */
+            at: string;
         };
     };
     responses: never;
@@ -2063,6 +2123,8 @@ export interface operations {
                 status?: "PENDING" | "CREATED" | "PAID" | "SHIPPED" | "COMPLETED" | "CANCELLED";
                 /** @description admin only */
                 userId?: string;
+                /** @description exact, e.g. ORD-100001 */
+                orderNumber?: string;
             };
             header?: never;
             path?: never;
@@ -3006,6 +3068,95 @@ export interface operations {
             };
             /** @description A problem; the codes of the API with status 412: VERSION_MISMATCH */
             412: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getOperationsStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OperationsStatus"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            401: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 403: FORBIDDEN */
+            403: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;

@@ -13,8 +13,9 @@ import { rateLimit } from "./http/rate-limit.ts";
 import { withSafeText } from "./http/schemas.ts";
 import { accountRoutes } from "./http/routes/accounts.ts";
 import { adminRoutes } from "./http/routes/admin.ts";
+import { consoleRoutes } from "./http/routes/console.ts";
 import { couponRoutes } from "./http/routes/coupons.ts";
-import { opsRoutes } from "./http/routes/ops.ts";
+import { opsRoutes, type ReadinessCheck } from "./http/routes/ops.ts";
 import { orderRoutes } from "./http/routes/orders.ts";
 import { paymentRoutes } from "./http/routes/payments.ts";
 import { productRoutes } from "./http/routes/products.ts";
@@ -85,25 +86,22 @@ export async function buildApp(services: Services, options: { logger?: Logger; s
   });
   await app.register(fastifySwaggerUi, { routePrefix: "/docs" });
 
-  await app.register(
-    opsRoutes({
-      metrics: services.metrics,
-      stopping: options.stopping ?? (() => false),
-      checks: [
-        { name: "database", ping: () => services.database.ping() },
-        ...(services.config.redisUrl ? [{ name: "cache", ping: () => services.rateLimiter.ping() }] : []),
-        ...(services.strategy === "saga" ? [{ name: "broker", ping: () => services.bus.ping() }] : []),
-        // The relay (every process) and the settlement waiters listen; without NOTIFY they fall back to polling.
-        {
-          name: "notifications",
-          ping: async () => {
-            if (services.database.notifications() === "down") throw new Error("the LISTEN connection is being re-established");
-          },
-        },
-      ],
-    }),
-  );
+  const checks: ReadinessCheck[] = [
+    { name: "database", ping: () => services.database.ping() },
+    ...(services.config.redisUrl ? [{ name: "cache", ping: () => services.rateLimiter.ping() }] : []),
+    ...(services.strategy === "saga" ? [{ name: "broker", ping: () => services.bus.ping() }] : []),
+    // The relay (every process) and the settlement waiters listen; without NOTIFY they fall back to polling.
+    {
+      name: "notifications",
+      ping: async () => {
+        if (services.database.notifications() === "down") throw new Error("the LISTEN connection is being re-established");
+      },
+    },
+  ];
+  await app.register(opsRoutes({ metrics: services.metrics, stopping: options.stopping ?? (() => false), checks }));
   const { roles } = services;
+  // The operations console (api-contract.md §6) with the operators' API it reads.
+  if (roles.has("orders")) await app.register(consoleRoutes());
   await app.register(
     async (api) => {
       // Signed-in callers: token first (before any body is read), then their own rate bucket.
@@ -120,7 +118,7 @@ export async function buildApp(services: Services, options: { logger?: Logger; s
         if (roles.has("coupons")) await signedIn.register(couponRoutes(services));
         if (roles.has("orders")) await signedIn.register(orderRoutes(services));
         // The operators' API (api-contract.md §6): served by the all-in-one and the orders service.
-        if (roles.has("orders")) await signedIn.register(adminRoutes(services));
+        if (roles.has("orders")) await signedIn.register(adminRoutes({ ...services, checks }));
       });
       // The payment provider: no token, so limited per source address; signed with HMAC instead.
       if (roles.has("payments")) {

@@ -94,16 +94,15 @@ ${DATABASE_NOTE}
   --tenant T     the order's tenant (found from the id when not given)
   --json         print the timeline as JSON (as GET /api/v1/admin/orders/{id}/timeline)
 `,
-};
-
-HELP.openapi = `usage: orderly openapi [--out FILE]
+  openapi: `usage: orderly openapi [--out FILE]
 
 Writes the OpenAPI 3.1 document of the whole API (every service's paths, as /docs/json serves it)
 to stdout or FILE. The repository keeps a copy in openapi.json, checked in CI to be current, and the
 typed client's types (client/schema.d.ts) are generated from it: npm run openapi does both.
 
   --out FILE     write to FILE instead of stdout
-`;
+`,
+};
 
 const wantsHelp = (args: string[]) => args.includes("--help") || args.includes("-h");
 

@@ -93,10 +93,21 @@ describe("admin API: order timeline (saga strategy, one database)", () => {
     expect([other.status, other.body.code, missing.status, missing.body.code]).toEqual([404, "ORDER_NOT_FOUND", 404, "ORDER_NOT_FOUND"]);
   });
 
+  it("finds an order by its number: a customer only their own, an admin any of the tenant's", async () => {
+    const placed = await h.call("POST", "/api/v1/orders", { token: ada, body: h.orderBody([["CUP", 1]]) });
+    const number = placed.body.orderNumber as string;
+    const find = async (token: string) => (await h.call("GET", `/api/v1/orders?orderNumber=${number}`, { token })).body.data.map((o: { id: string }) => o.id);
+    expect(await find(ada)).toEqual([placed.body.id]);
+    expect(await find(admin)).toEqual([placed.body.id]);
+    expect(await find(await h.token("ops", "bo"))).toEqual([]);
+    expect(await find(await h.token("elsewhere", "eve", ["admin"]))).toEqual([]);
+  });
+
   it("documents every admin operation in OpenAPI with an operationId", async () => {
     const doc = (await h.call("GET", "/docs/json")).body;
     const expected: [string, string, string][] = [
       ["/api/v1/admin/orders/{id}/timeline", "get", "getOrderTimeline"],
+      ["/api/v1/admin/status", "get", "getOperationsStatus"],
       ["/api/v1/admin/sagas", "get", "listSagas"],
       ["/api/v1/admin/dead-letters", "get", "listDeadLetters"],
       ["/api/v1/admin/dead-letters/{id}", "get", "getDeadLetter"],
@@ -142,6 +153,13 @@ describe("admin API: sagas and dead letters (PostgreSQL)", () => {
     expect(stuck.body.data[0].steps.find((s: { step: string }) => s.step === "reserve-stock")).toMatchObject({ state: "trying", attempts: 1 });
     expect((await h.call("GET", "/api/v1/admin/sagas?state=stuck", { token: other })).body.data).toEqual([]);
     expect((await h.call("GET", "/api/v1/admin/sagas?state=lost", { token: admin })).status).toBe(400);
+
+    // The console's overview: the same saga in the tenant's backlog, none of it in another's.
+    const status = await h.call("GET", "/api/v1/admin/status", { token: admin });
+    expect(status.status).toBe(200);
+    expect(status.body).toMatchObject({ operator: { tenantId: "dl", userId: "olga" }, checks: { database: "ok", notifications: "ok" }, backlog: { sagasActive: 1, sagasStuck: 1 } });
+    expect((await h.call("GET", "/api/v1/admin/status", { token: other })).body.backlog).toEqual({ sagasActive: 0, sagasStuck: 0, deadLettersOpen: 0, outboxPending: 0, outboxOldestAgeSeconds: 0 });
+    expect((await h.call("GET", "/api/v1/admin/status", { token: bea })).status).toBe(403);
 
     bus.release();
     await h.quiesce();

@@ -59,7 +59,7 @@ describe("the built CLI", () => {
     expect(refusing).toEqual([]);
   });
 
-  it("serves the demo shop from dist/ with plain node: ready, an order placed, a clean stop", { timeout: 60_000 }, async () => {
+  it("serves the demo shop and the console from dist/ with plain node: ready, an order placed, a clean stop", { timeout: 60_000 }, async () => {
     const started = spawn(process.execPath, [join(DIST, "cli.js"), "serve", "--demo"], {
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ORDERLY_DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "info" },
     });
@@ -92,6 +92,11 @@ describe("the built CLI", () => {
     });
     expect(placed.status).toBe(201);
     expect(await placed.json()).toMatchObject({ status: "PAID", items: [{ sku: "SKU-1", quantity: 1 }] });
+    // The console the build bundled, served from dist/console.
+    const page = await fetch(`${url}/console/`);
+    expect(page.status).toBe(200);
+    const script = /src="(\/console\/assets\/[^"]+\.js)"/.exec(await page.text())?.[1];
+    expect((await fetch(`${url}${script}`)).status).toBe(200);
     const exited = new Promise<number | null>((resolve) => started.on("exit", resolve));
     started.kill("SIGINT");
     expect(await exited).toBe(0);

@@ -1,8 +1,12 @@
+import { execFile } from "node:child_process";
 import { createServer, type Server } from "node:http";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SERVICE_NAMES } from "../src/config.ts";
 import { postgresUrl } from "./support/databases.ts";
+import { launchChromium, pageProblems, SCREENSHOTS } from "./support/browser.ts";
+import { CLI } from "./support/cli.ts";
 import { ADDRESS } from "./support/harness.ts";
 import { amqpUrl, type Deployment, startDeployment, tailOfLogs, waitFor } from "./support/split.ts";
 
@@ -58,6 +62,8 @@ function otlpReceiver(): { server: Server; spans: ReceivedSpan[]; requests: numb
 describe.runIf(postgresUrl() && amqpUrl())("traces across the split deployment", () => {
   const receiver = otlpReceiver();
   let d: Deployment;
+  const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  let order: { id: string; orderNumber: string; status: string } | undefined;
 
   beforeAll(async () => {
     await new Promise<void>((resolve) => receiver.server.listen(0, "127.0.0.1", resolve));
@@ -83,14 +89,13 @@ describe.runIf(postgresUrl() && amqpUrl())("traces across the split deployment",
     await waitFor(() => d.quiet(), "the catalogue copy", 15_000);
 
     // The caller's own trace: the order's spans continue it.
-    const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736";
     const placed = await fetch(d.url("orders", "/orders"), {
       method: "POST",
       headers: { authorization: `Bearer ${buyer}`, "content-type": "application/json", traceparent: `00-${callerTrace}-00f067aa0ba902b7-01`, prefer: "wait=10" },
       body: JSON.stringify({ items: [{ sku: "TRACE", quantity: 1 }], couponCode: "TEN", payment: { method: "balance" }, shippingAddress: ADDRESS }),
     });
     expect(placed.status).toBe(201);
-    const order = (await placed.json()) as { id: string; status: string };
+    order = (await placed.json()) as { id: string; orderNumber: string; status: string };
     expect(order.status).toBe("PAID");
     expect(placed.headers.get("traceparent")).toMatch(new RegExp(`^00-${callerTrace}-[0-9a-f]{16}-01$`));
     await waitFor(() => d.quiet(), "the saga's messages all handled", 30_000);
@@ -129,6 +134,49 @@ describe.runIf(postgresUrl() && amqpUrl())("traces across the split deployment",
     for (const service of SERVICE_NAMES) {
       const lines = (d.logs.get(service) ?? "").split("\n").filter((l) => l.includes(callerTrace));
       expect(lines.length, `${service} logged the order's traceId`).toBeGreaterThan(0);
+    }
+  });
+
+  it("shows the same order and its trace id in the timeline of the API, the CLI and the console", { timeout: 90_000 }, async () => {
+    expect(order, "the order of the test above").toBeDefined();
+    const { id, orderNumber } = order!;
+    const admin = await d.tokens.sign({ tenantId: "traced", userId: "root", roles: ["admin"] });
+
+    // The API, at the orders service: the saga's steps, and the caller's trace id on its messages.
+    const timeline = await d.call("orders", "GET", `/admin/orders/${id}/timeline`, admin);
+    expect(timeline.status).toBe(200);
+    const events = timeline.body.events as { kind: string; traceId: string | null; details: Record<string, unknown> }[];
+    expect(events.filter((e) => e.kind === "saga-step").map((e) => e.details.step)).toEqual(expect.arrayContaining(["reserve-stock", "debit-wallet", "create-shipment"]));
+    expect(events.some((e) => e.traceId === callerTrace)).toBe(true);
+
+    // The CLI, on the orders service's database.
+    const cli = await new Promise<{ code: number; stdout: string }>((resolve) =>
+      execFile(process.execPath, [...CLI, "order", "show", id, "--tenant", "traced"], { env: { PATH: process.env.PATH, DATABASE_URL: d.databaseUrl("orders") } }, (error, stdout) =>
+        resolve({ code: error ? Number(error.code ?? 1) : 0, stdout }),
+      ),
+    );
+    expect(cli.code).toBe(0);
+    expect(cli.stdout).toMatch(new RegExp(`^order ${id} \\(${orderNumber}\\)  PAID`));
+    expect(cli.stdout).toContain(callerTrace);
+
+    // The console, served by the orders service: find it by number, open its timeline.
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      const problems = pageProblems(page);
+      await page.goto(`${new URL(d.url("orders", "")).origin}/console/`);
+      await page.getByLabel("Admin token").fill(admin);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      await page.getByRole("link", { name: "Orders", exact: true }).click();
+      await page.getByPlaceholder(/Order id/).fill(orderNumber);
+      await page.getByRole("button", { name: "Find" }).click();
+      await page.getByRole("link", { name: orderNumber }).click();
+      await expect.poll(() => page.getByTestId("traces").textContent()).toContain(callerTrace);
+      await expect.poll(() => page.getByTestId("timeline").locator("tr.event.saga-step").count()).toBeGreaterThanOrEqual(3);
+      await page.screenshot({ path: join(SCREENSHOTS, "split-timeline.png"), fullPage: true });
+      expect(problems).toEqual([]);
+    } finally {
+      await browser.close();
     }
   });
 });

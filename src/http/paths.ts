@@ -4,7 +4,8 @@ import type { ServiceName } from "../config.ts";
  * Which service serves which public paths (api-contract.md §1): what an ingress routes by prefix.
  * app.ts registers each service's routes under these prefixes; the compose file's ingress and the
  * Kubernetes Ingress route them (test/deploy.test.ts checks all three agree). `/api/v1/admin` is the
- * operators' API (§6), served with the orders service. shipping has no public path.
+ * operators' API (§6) and `/console` the operations console over it, both served with the orders
+ * service. shipping has no public path.
  */
 export const PATH_OWNERS: readonly { prefix: string; service: ServiceName }[] = [
   { prefix: "/api/v1/orders", service: "orders" },
@@ -13,6 +14,7 @@ export const PATH_OWNERS: readonly { prefix: string; service: ServiceName }[] = 
   { prefix: "/api/v1/accounts", service: "payments" },
   { prefix: "/api/v1/payments/callback", service: "payments" },
   { prefix: "/api/v1/coupons", service: "coupons" },
+  { prefix: "/console", service: "orders" },
 ];
 
 /** The service that owns a request path, or undefined (every service answers /healthz, /readyz, /metrics). */

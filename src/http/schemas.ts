@@ -183,6 +183,7 @@ export const OrderParams = z.strictObject({ id: z.string().min(1).max(64) });
 export const ListOrdersQuery = ListQuery.extend({
   status: z.enum(ORDER_STATUSES).optional(),
   userId: UserId.optional().describe("admin only"),
+  orderNumber: z.string().trim().min(1).max(64).optional().describe("exact, e.g. ORD-100001"),
 });
 export const ShipBody = z.strictObject({ carrier: Text(100), trackingNumber: Text(100).optional() });
 

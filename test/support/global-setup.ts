@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { migratedPgliteSnapshot } from "../../src/db/client.ts";
+import { ensureConsoleBuilt } from "./browser.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -15,4 +16,5 @@ export default async function setup(project: TestProject) {
   const file = join(tmpdir(), `orderly-pglite-${process.pid}.tar`);
   writeFileSync(file, Buffer.from(await (await migratedPgliteSnapshot()).arrayBuffer()));
   project.provide("pgliteSnapshot", file);
+  await ensureConsoleBuilt();
 }

@@ -77,6 +77,8 @@ export interface Deployment {
   kill(service: ServiceName, replica?: string, signal?: NodeJS.Signals): Promise<void>;
   url(service: ServiceName, path: string, replica?: string): string;
   call(service: ServiceName, method: string, path: string, token: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: Record<string, any> }>;
+  /** The URL of the database holding this service's tables (for the CLI). */
+  databaseUrl(service: ServiceName): string;
   /** A handle on the database holding this service's tables (read by tests, never written). */
   db(service: ServiceName): Database["db"];
   databases: ServiceDatabases;
@@ -160,6 +162,7 @@ export async function startDeployment(options: { layout: Layout; env?: Record<st
       });
       return { status: response.status, body: (await response.json()) as Record<string, any> };
     },
+    databaseUrl: urlOf,
     db: (service) => handleOf(service).db,
     databases:
       layout === "shared"

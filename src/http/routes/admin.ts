@@ -1,12 +1,15 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Database } from "../../db/client.ts";
+import { backlogOf } from "../../kit/backlog.ts";
+import type { Clock } from "../../kit/clock.ts";
 import { encodeCursor, page } from "../../kit/cursor.ts";
 import type { DeadLetter, DeadLetterOutcome, DeadLetters } from "../../kit/dead-letters.ts";
 import { AppError } from "../../kit/errors.ts";
 import type { Operations } from "../../ops/timeline.ts";
 import { requireAdmin } from "../context.ts";
 import { ListQuery, Order, problems } from "../schemas.ts";
+import type { ReadinessCheck } from "./ops.ts";
 import { cursorOf } from "./products.ts";
 
 const Timestamp = z.string().describe("ISO 8601 UTC");
@@ -63,6 +66,21 @@ const DeadLetterQuery = ListQuery.extend({ status: z.enum([...DEAD_LETTER_STATUS
 const IdParams = z.strictObject({ id: z.string().min(1).max(64) });
 const ResolveBody = z.strictObject({ note: z.string().trim().min(1).max(2000).describe("how it was handled outside Orderly") });
 
+const Status = z
+  .object({
+    operator: z.object({ tenantId: z.string(), userId: z.string() }).describe("who the token signed in, as the server reads it"),
+    checks: z.record(z.string(), z.enum(["ok", "unavailable"])).describe("what /readyz checks, as the answering process sees it"),
+    backlog: z.object({
+      outboxPending: z.number().int(),
+      outboxOldestAgeSeconds: z.number(),
+      sagasActive: z.number().int(),
+      sagasStuck: z.number().int(),
+      deadLettersOpen: z.number().int(),
+    }),
+    at: Timestamp,
+  })
+  .meta({ id: "OperationsStatus" });
+
 const letterView = (l: DeadLetter) => ({ ...l, payload: l.payload ?? null, createdAt: l.createdAt.toISOString(), updatedAt: l.updatedAt.toISOString() });
 
 /** The refusal of a dead-letter action as a problem: it names why, never pretends (api-contract.md §6). */
@@ -80,12 +98,40 @@ function refusalOf(outcome: Extract<DeadLetterOutcome, { ok: false }>): AppError
 
 /**
  * The operators' API (api-contract.md §6), admins only, each on their own tenant: an order's
- * timeline, sagas by state, dead letters with audited retry / skip / resolve.
+ * timeline, sagas by state, dead letters with audited retry / skip / resolve, and health and
+ * backlog at a glance.
  */
-export function adminRoutes(deps: { database: Database; operations: Operations; deadLetters: DeadLetters }): FastifyPluginAsyncZod {
-  const { database, operations, deadLetters } = deps;
+export function adminRoutes(deps: { database: Database; operations: Operations; deadLetters: DeadLetters; clock: Clock; checks: readonly ReadinessCheck[] }): FastifyPluginAsyncZod {
+  const { database, operations, deadLetters, clock, checks } = deps;
   return async (app) => {
     app.addHook("onRequest", requireAdmin);
+
+    app.get(
+      "/admin/status",
+      {
+        schema: {
+          tags: ["operations"],
+          operationId: "getOperationsStatus",
+          summary: "Health and backlog at a glance (admin)",
+          description:
+            "The answering process's readiness checks, each ok or unavailable (never failing the request itself), and the caller's tenant's backlog: " +
+            "outbox messages not yet published and the age of the oldest, sagas running or compensating and those stuck (not settled 30 s after they started), open dead letters.",
+          response: { 200: Status, ...problems(401, 403) },
+        },
+      },
+      async (request) => {
+        const results = await Promise.allSettled(checks.map((check) => check.ping()));
+        const now = clock.now();
+        const backlog = await backlogOf(database.db, now, request.identity!.tenantId);
+        const { tenantId, userId } = request.identity!;
+        return {
+          operator: { tenantId, userId },
+          checks: Object.fromEntries(checks.map((check, i) => [check.name, results[i]?.status === "fulfilled" ? ("ok" as const) : ("unavailable" as const)])),
+          backlog,
+          at: now.toISOString(),
+        };
+      },
+    );
 
     app.get(
       "/admin/orders/:id/timeline",

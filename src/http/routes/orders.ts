@@ -111,19 +111,20 @@ export function orderRoutes(deps: {
       {
         schema: {
           tags: ["orders"],
-          operationId: "listOrders", summary: "List orders, newest first (customers see their own; admins filter by userId)",
+          operationId: "listOrders",
+          summary: "List orders, newest first (customers see their own; admins filter by userId), or find one by its number",
           querystring: ListOrdersQuery,
           response: { 200: OrderPage, ...problems(400, 401, 403) },
         },
       },
       async (request) => {
         const viewer = viewerOf(request);
-        const { userId, status, limit, cursor } = request.query;
+        const { userId, orderNumber, status, limit, cursor } = request.query;
         if (userId !== undefined && !viewer.admin && userId !== viewer.userId) {
           throw new AppError("FORBIDDEN", "only admins may list other users' orders");
         }
         const after = cursorOf(cursor);
-        return database.tenant(viewer.tenantId, (tx) => orders.listOrders(tx, viewer, { limit, status, userId, after }));
+        return database.tenant(viewer.tenantId, (tx) => orders.listOrders(tx, viewer, { limit, status, userId, orderNumber, after }));
       },
     );
 

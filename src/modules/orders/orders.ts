@@ -309,7 +309,7 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
     async listOrders(
       q: Queryable,
       viewer: Viewer,
-      filter: { limit: number; after?: Cursor | undefined; status?: OrderStatus | undefined; userId?: string | undefined },
+      filter: { limit: number; after?: Cursor | undefined; status?: OrderStatus | undefined; userId?: string | undefined; orderNumber?: string | undefined },
     ): Promise<{ data: OrderView[]; nextCursor: string | null }> {
       const { after } = filter;
       const rows = await q.query.orders.findMany({
@@ -317,6 +317,7 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
           visibleTo(viewer),
           filter.status && eq(orders.status, filter.status),
           filter.userId !== undefined ? eq(orders.userId, filter.userId) : undefined,
+          filter.orderNumber !== undefined ? eq(orders.orderNumber, filter.orderNumber) : undefined,
           after && or(lt(orders.createdAt, after.at), and(eq(orders.createdAt, after.at), lt(orders.id, after.key))),
         ),
         orderBy: [desc(orders.createdAt), desc(orders.id)],
