@@ -431,6 +431,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sign in through the directory (LDAP) for an access token
+         * @description Binds as the user in the directory, maps the user's groups to roles (ORDERLY_LDAP_ROLE_MAP) and answers a token for the user's tenant. A wrong password, an unknown user and a user of another tenant are the same 401 INVALID_CREDENTIALS, answered after the same delay as a right one; a user in no mapped group 403 FORBIDDEN; a directory that cannot be reached 503 SERVICE_UNAVAILABLE; 404 NOT_FOUND when no directory is configured.
+         */
+        post: operations["signIn"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -663,6 +683,19 @@ export interface components {
             /** @description ISO 8601 UTC */
             at: string;
         };
+        SignInInput: {
+            tenantId: string;
+            /** @description the directory's user name (the `{username}` of ORDERLY_LDAP_USER_FILTER) */
+            username: string;
+            password: string;
+        };
+        AccessTokenInput: {
+            accessToken: string;
+            /** @constant */
+            tokenType: "Bearer";
+            /** @description seconds */
+            expiresIn: number;
+        };
         /**
          * @example {
          *       "type": "urn:orderly:problem:out-of-stock",
@@ -682,7 +715,7 @@ export interface components {
              * @description stable UPPER_SNAKE identifier; branch on this
              * @enum {string}
              */
-            code: "VALIDATION_FAILED" | "MALFORMED_JSON" | "UNAUTHENTICATED" | "BAD_SIGNATURE" | "FORBIDDEN" | "NOT_FOUND" | "ORDER_NOT_FOUND" | "PRODUCT_NOT_FOUND" | "COUPON_NOT_FOUND" | "DEAD_LETTER_NOT_FOUND" | "METHOD_NOT_ALLOWED" | "NOT_ACCEPTABLE" | "OUT_OF_STOCK" | "INSUFFICIENT_FUNDS" | "COUPON_UNAVAILABLE" | "INSUFFICIENT_STOCK" | "USE_STOCK_ADJUSTMENT" | "INVALID_TRANSITION" | "IDEMPOTENCY_KEY_IN_USE" | "ORDER_NOT_PAYABLE" | "TRANSITION_VETOED" | "PLACEMENT_FAILED" | "MAX_REDEMPTIONS_BELOW_REDEEMED" | "DEAD_LETTER_NOT_OPEN" | "NOTHING_TO_REDRIVE" | "VERSION_MISMATCH" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "UNKNOWN_PRODUCT" | "AMOUNT_TOO_LARGE" | "AMOUNT_MISMATCH" | "IDEMPOTENCY_KEY_REUSED" | "RATE_LIMITED" | "INTERNAL" | "SERVICE_UNAVAILABLE";
+            code: "VALIDATION_FAILED" | "MALFORMED_JSON" | "UNAUTHENTICATED" | "BAD_SIGNATURE" | "INVALID_CREDENTIALS" | "FORBIDDEN" | "NOT_FOUND" | "ORDER_NOT_FOUND" | "PRODUCT_NOT_FOUND" | "COUPON_NOT_FOUND" | "DEAD_LETTER_NOT_FOUND" | "METHOD_NOT_ALLOWED" | "NOT_ACCEPTABLE" | "OUT_OF_STOCK" | "INSUFFICIENT_FUNDS" | "COUPON_UNAVAILABLE" | "INSUFFICIENT_STOCK" | "USE_STOCK_ADJUSTMENT" | "INVALID_TRANSITION" | "IDEMPOTENCY_KEY_IN_USE" | "ORDER_NOT_PAYABLE" | "TRANSITION_VETOED" | "PLACEMENT_FAILED" | "MAX_REDEMPTIONS_BELOW_REDEEMED" | "DEAD_LETTER_NOT_OPEN" | "NOTHING_TO_REDRIVE" | "VERSION_MISMATCH" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "UNKNOWN_PRODUCT" | "AMOUNT_TOO_LARGE" | "AMOUNT_MISMATCH" | "IDEMPOTENCY_KEY_REUSED" | "RATE_LIMITED" | "INTERNAL" | "SERVICE_UNAVAILABLE";
             traceId: string;
             errors?: {
                 path: string;
@@ -894,6 +927,19 @@ export interface components {
             /** @description ISO 8601 UTC */
             at: string;
         };
+        SignIn: {
+            tenantId: string;
+            /** @description the directory's user name (the `{username}` of ORDERLY_LDAP_USER_FILTER) */
+            username: string;
+            password: string;
+        };
+        AccessToken: {
+            accessToken: string;
+            /** @constant */
+            tokenType: "Bearer";
+            /** @description seconds */
+            expiresIn: number;
+        };
     };
     responses: never;
     parameters: never;
@@ -1018,7 +1064,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -1158,7 +1204,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -1293,7 +1339,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -1445,7 +1491,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -1551,7 +1597,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -1665,7 +1711,7 @@ export interface operations {
                     "application/json": components["schemas"]["Wallet"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -1756,7 +1802,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -1866,7 +1912,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -2035,7 +2081,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -2173,7 +2219,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -2364,7 +2410,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -2524,7 +2570,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -2639,7 +2685,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -2818,7 +2864,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -2990,7 +3036,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -3136,7 +3182,7 @@ export interface operations {
                     "application/json": components["schemas"]["OperationsStatus"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -3246,7 +3292,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -3380,7 +3426,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -3495,7 +3541,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -3605,7 +3651,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -3734,7 +3780,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -3882,7 +3928,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -4037,7 +4083,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -4187,7 +4233,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE */
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
             401: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
@@ -4249,6 +4295,158 @@ export interface operations {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    signIn: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SignInInput"];
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccessToken"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 400: VALIDATION_FAILED, MALFORMED_JSON */
+            400: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
+            401: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 403: FORBIDDEN */
+            403: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 404: NOT_FOUND, ORDER_NOT_FOUND, PRODUCT_NOT_FOUND, COUPON_NOT_FOUND, DEAD_LETTER_NOT_FOUND */
+            404: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;

@@ -13,6 +13,7 @@ import { rateLimit } from "./http/rate-limit.ts";
 import { withSafeText } from "./http/schemas.ts";
 import { accountRoutes } from "./http/routes/accounts.ts";
 import { adminRoutes } from "./http/routes/admin.ts";
+import { authRoutes } from "./http/routes/auth.ts";
 import { consoleRoutes } from "./http/routes/console.ts";
 import { couponRoutes } from "./http/routes/coupons.ts";
 import { opsRoutes, type ReadinessCheck } from "./http/routes/ops.ts";
@@ -121,10 +122,18 @@ export async function buildApp(services: Services, options: { logger?: Logger; s
         if (roles.has("orders")) await signedIn.register(adminRoutes({ ...services, checks }));
       });
       // The payment provider: no token, so limited per source address; signed with HMAC instead.
+      const perAddress = rateLimit(services.rateLimiter, (request) => `ip:${request.ip}`, () => services.metrics.rateLimited.inc({ scope: "ip" }));
       if (roles.has("payments")) {
         await api.register(async (provider) => {
-          provider.addHook("onRequest", rateLimit(services.rateLimiter, (request) => `ip:${request.ip}`, () => services.metrics.rateLimited.inc({ scope: "ip" })));
+          provider.addHook("onRequest", perAddress);
           await provider.register(paymentRoutes(services));
+        });
+      }
+      // Sign-in through the directory (api-contract.md §8): no token yet, so limited per source address too.
+      if (roles.has("orders")) {
+        await api.register(async (signIn) => {
+          signIn.addHook("onRequest", perAddress);
+          await signIn.register(authRoutes(services));
         });
       }
     },

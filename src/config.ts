@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { LdapConfig } from "./auth/ldap.ts";
 import type { ClaimMapping } from "./auth/tokens.ts";
 
 export const SERVICE_NAMES = ["orders", "inventory", "payments", "coupons", "shipping"] as const;
@@ -39,6 +40,8 @@ export interface Config {
    * called customer or admin needs no entry.
    */
   jwtClaims: ClaimMapping;
+  /** ORDERLY_LDAP_URL and the rest of ORDERLY_LDAP_*: sign-in against a directory (api-contract.md §8); undefined when unset. */
+  ldap: LdapConfig | undefined;
   /** ORDERLY_TRUST_PROXY: Fastify's trustProxy (true, a hop count, or addresses and CIDRs); undefined trusts none. */
   trustProxy: boolean | number | string | undefined;
   webhookSecret: string | undefined;
@@ -72,6 +75,41 @@ const ROLE_MAP = z
   .regex(/^[^=,\s]+=(customer|admin)(,[^=,\s]+=(customer|admin))*$/, "must be a comma list of provider-role=customer|admin")
   .transform((list) => Object.fromEntries(list.split(",").map((pair) => pair.split("=") as [string, "customer" | "admin"])));
 
+const LDAP_ROLE_MAP = z
+  .string()
+  .regex(/^[^=,]+=(customer|admin)(,[^=,]+=(customer|admin))*$/, "must be a comma list of group-cn=customer|admin")
+  .transform((list) => Object.fromEntries(list.split(",").map((pair) => pair.split("=").map((part) => part.trim()) as [string, "customer" | "admin"])));
+
+const PRINTABLE = z.string().regex(/^[\x20-\x7e]{1,1024}$/, "must be printable characters");
+
+/** ORDERLY_LDAP_*: undefined without ORDERLY_LDAP_URL; otherwise complete, or a ConfigError naming what is missing. */
+function ldapConfig(env: Env): LdapConfig | undefined {
+  const url = parse(env, "ORDERLY_LDAP_URL", urlOf(["ldap:", "ldaps:"]), undefined);
+  if (!url) return undefined;
+  const userBase = parse(env, "ORDERLY_LDAP_USER_BASE", PRINTABLE, undefined);
+  if (!userBase) throw new ConfigError("ORDERLY_LDAP_USER_BASE", "is required with ORDERLY_LDAP_URL (where to look users up, such as ou=people,dc=example,dc=com)");
+  const roleMap = parse(env, "ORDERLY_LDAP_ROLE_MAP", LDAP_ROLE_MAP, undefined);
+  if (!roleMap) throw new ConfigError("ORDERLY_LDAP_ROLE_MAP", "is required with ORDERLY_LDAP_URL (which groups give which role, such as shop-admins=admin,customers=customer)");
+  const tenantAttribute = parse(env, "ORDERLY_LDAP_TENANT_ATTRIBUTE", z.string().regex(/^[A-Za-z][\w-]{0,63}$/, "must be an attribute name"), undefined);
+  const fixedTenant = parse(env, "ORDERLY_LDAP_TENANT", z.string().regex(/^[\x20-\x7e]{1,128}$/, "must be 1 to 128 printable characters"), undefined);
+  if (!tenantAttribute && !fixedTenant) throw new ConfigError("ORDERLY_LDAP_TENANT_ATTRIBUTE", "or ORDERLY_LDAP_TENANT is required with ORDERLY_LDAP_URL (where a user's tenant comes from)");
+  const template = (placeholder: string) => z.string().regex(/^\(.*\)$/, "must be a filter in parentheses").refine((f) => f.includes(placeholder), `must contain ${placeholder}`);
+  return {
+    url,
+    bindDn: parse(env, "ORDERLY_LDAP_BIND_DN", PRINTABLE, undefined),
+    bindPassword: parse(env, "ORDERLY_LDAP_BIND_PASSWORD", z.string().min(1), undefined),
+    userBase,
+    userFilter: parse(env, "ORDERLY_LDAP_USER_FILTER", template("{username}"), "(uid={username})"),
+    groupBase: parse(env, "ORDERLY_LDAP_GROUP_BASE", PRINTABLE, userBase),
+    groupFilter: parse(env, "ORDERLY_LDAP_GROUP_FILTER", template("{dn}"), "(|(member={dn})(uniqueMember={dn}))"),
+    roleMap,
+    tenantAttribute,
+    fixedTenant,
+    timeoutMs: parse(env, "ORDERLY_LDAP_TIMEOUT_MS", integer(100, 60_000), 5_000),
+    answerAfterMs: parse(env, "ORDERLY_LDAP_ANSWER_AFTER_MS", integer(0, 10_000), 400),
+  };
+}
+
 // Fastify's trustProxy: true/false, a number of hops, or a comma list of addresses and CIDRs.
 const TRUST_PROXY = z.string().transform((value, context) => {
   if (value === "true") return true;
@@ -100,7 +138,7 @@ const integer = (min: number, max: number) =>
     .transform(Number)
     .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
 
-const url = (protocols: string[]) =>
+const urlOf = (protocols: string[]) =>
   z.string().refine((value) => {
     try {
       return protocols.includes(new URL(value).protocol);
@@ -114,20 +152,20 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const config: Config = {
     port: parse(env, "PORT", integer(0, 65535), 3000),
     host: parse(env, "HOST", z.string().min(1), "127.0.0.1"),
-    databaseUrl: parse(env, "DATABASE_URL", url(["postgres:", "postgresql:"]), undefined),
+    databaseUrl: parse(env, "DATABASE_URL", urlOf(["postgres:", "postgresql:"]), undefined),
     serviceDatabaseUrls: Object.fromEntries(
       SERVICE_NAMES.flatMap((service) => {
         const variable = `ORDERLY_${service.toUpperCase()}_DATABASE_URL`;
-        const value = parse(env, variable, url(["postgres:", "postgresql:"]), undefined);
+        const value = parse(env, variable, urlOf(["postgres:", "postgresql:"]), undefined);
         return value ? [[service, value]] : [];
       }),
     ),
     dataDir: parse(env, "ORDERLY_DATA_DIR", z.string().min(1), "./.orderly"),
-    redisUrl: parse(env, "REDIS_URL", url(["redis:", "rediss:"]), undefined),
-    amqpUrl: parse(env, "AMQP_URL", url(["amqp:", "amqps:"]), undefined),
+    redisUrl: parse(env, "REDIS_URL", urlOf(["redis:", "rediss:"]), undefined),
+    amqpUrl: parse(env, "AMQP_URL", urlOf(["amqp:", "amqps:"]), undefined),
     amqpPrefix: parse(env, "ORDERLY_AMQP_PREFIX", z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "must be lower case letters, digits, . _ -"), "orderly"),
     jwtSecret: parse(env, "ORDERLY_JWT_SECRET", z.string().min(32, "must be at least 32 characters"), undefined),
-    jwksUrl: parse(env, "ORDERLY_JWKS_URL", url(["https:", "http:"]), undefined),
+    jwksUrl: parse(env, "ORDERLY_JWKS_URL", urlOf(["https:", "http:"]), undefined),
     jwtIssuer: parse(env, "ORDERLY_JWT_ISSUER", z.string().min(1).max(1024), undefined),
     jwtAudience: parse(env, "ORDERLY_JWT_AUDIENCE", z.string().min(1).max(1024), undefined),
     jwtClaims: {
@@ -136,6 +174,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       fixedTenant: parse(env, "ORDERLY_JWT_TENANT", z.string().regex(/^[\x20-\x7e]{1,128}$/, "must be 1 to 128 printable characters"), undefined),
       roleMap: parse(env, "ORDERLY_JWT_ROLE_MAP", ROLE_MAP, {}),
     },
+    ldap: ldapConfig(env),
     trustProxy: parse<boolean | number | string | undefined>(env, "ORDERLY_TRUST_PROXY", TRUST_PROXY, undefined),
     webhookSecret: parse(env, "ORDERLY_WEBHOOK_SECRET", z.string().min(16, "must be at least 16 characters"), undefined),
     paymentTimeoutMs: parse(env, "ORDERLY_PAYMENT_TIMEOUT_MS", integer(1000, 30 * 24 * 3600 * 1000), 900_000),
@@ -157,7 +196,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     demo: parse<boolean | undefined>(env, "ORDERLY_DEMO", z.enum(["0", "1"], "must be 0 or 1").transform((v) => v === "1"), undefined),
     production: env.NODE_ENV === "production",
     logLevel: parse(env, "LOG_LEVEL", z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
-    shutdownDelayMs: parse(env, "ORDERLY_SHUTDOWN_DELAY_MS", integer(0, 600_000), 5_000),
+    shutdownDelayMs: parse(env, "ORDERLY_SHUTDOWN_DELAY_MS", integer(0, 600_000), 0),
     shutdownTimeoutMs: parse(env, "ORDERLY_SHUTDOWN_TIMEOUT_MS", integer(1_000, 3_600_000), 30_000),
     ...overrides,
   };
@@ -174,6 +213,7 @@ export function checkProduction(config: Config): void {
   if (!config.databaseUrl && !anyServiceDatabase) throw new ConfigError("DATABASE_URL", "is required when NODE_ENV=production (no embedded database in production)");
   if (!config.webhookSecret) throw new ConfigError("ORDERLY_WEBHOOK_SECRET", "is required when NODE_ENV=production");
   if (!config.jwtSecret && !config.jwksUrl) throw new ConfigError("ORDERLY_JWT_SECRET", "is required when NODE_ENV=production (or set ORDERLY_JWKS_URL)");
+  if (config.ldap && !config.jwtSecret) throw new ConfigError("ORDERLY_JWT_SECRET", "is required with ORDERLY_LDAP_URL: it signs the tokens a directory sign-in answers");
 }
 
 /** Parses `--services all|a,b,c`. */

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { createLdapSignIn, type LdapSignIn } from "./auth/ldap.ts";
 import { createTokens, type Tokens } from "./auth/tokens.ts";
 import { createWebhookSignatures, type WebhookSignatures } from "./auth/webhooks.ts";
 import { type Config, SERVICE_NAMES, type ServiceName } from "./config.ts";
@@ -56,6 +57,8 @@ export interface Services {
   log: Logger;
   clock: Clock;
   tokens: Tokens;
+  /** Sign-in against a directory (api-contract.md §8) when ORDERLY_LDAP_URL is set. */
+  ldap: LdapSignIn | undefined;
   webhooks: WebhookSignatures;
   rateLimiter: RateLimiter;
   metrics: Metrics;
@@ -239,6 +242,7 @@ export function createServices(deps: ServiceDeps): Services {
     log,
     clock,
     tokens: createTokens({ secret: deps.secrets.jwtSecret, jwksUrl: config.jwksUrl, issuer: config.jwtIssuer, audience: config.jwtAudience, claims: config.jwtClaims }),
+    ldap: config.ldap ? createLdapSignIn(config.ldap) : undefined,
     webhooks: createWebhookSignatures(deps.secrets.webhookSecret, clock),
     rateLimiter,
     metrics,
