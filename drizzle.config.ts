@@ -8,7 +8,8 @@ const SETS: Record<string, string[]> = {
   payments: ["./src/modules/payments/schema.ts"],
   coupons: ["./src/modules/coupons/schema.ts"],
   shipping: ["./src/modules/shipping/schema.ts"],
-  orders: ["./src/modules/orders/schema.ts"],
+  // The orders service also keeps the merchants' webhook endpoints and deliveries (notifications).
+  orders: ["./src/modules/orders/schema.ts", "./src/modules/notifications/schema.ts"],
 };
 
 const set = process.env.MIGRATION_SET ?? "kit";

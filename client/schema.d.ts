@@ -286,7 +286,7 @@ export interface paths {
         };
         /**
          * One order's timeline (admin)
-         * @description The order, then everything that happened to it in time order: state moves, sagas and each step's try and cancel with durations, outbox messages (with the trace id stored with them) and which consumers handled them, payments from callbacks, dead letters and the actions taken on them. In a split deployment whose services each have their own database, it shows what the orders service's database holds.
+         * @description The order, then everything that happened to it in time order: state moves, sagas and each step's try and cancel with durations, outbox messages (with the trace id stored with them) and which consumers handled them, payments from callbacks, each attempt to deliver a webhook about it, dead letters and the actions taken on them. In a split deployment whose services each have their own database, it shows what the orders service's database holds.
          */
         get: operations["getOrderTimeline"];
         put?: never;
@@ -405,6 +405,45 @@ export interface paths {
          * @description 409 DEAD_LETTER_NOT_OPEN when already closed.
          */
         post: operations["resolveDeadLetter"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhook-endpoints/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One webhook endpoint (admin) */
+        get: operations["getWebhookEndpoint"];
+        /**
+         * Create or replace a webhook endpoint (admin)
+         * @description Order events go to `url` as `POST` with `{ id, type, tenantId, createdAt, data: { order } }` and `Orderly-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + raw body)>`. A 2xx within 10 s is a delivery; otherwise it is retried with exponential backoff for at least 24 h, then given up. Attempts show in the order's timeline. 201 when created, 200 when replaced (the secret is kept unless a new one is given).
+         */
+        put: operations["putWebhookEndpoint"];
+        post?: never;
+        /** Delete a webhook endpoint (admin); deliveries already made are still sent */
+        delete: operations["deleteWebhookEndpoint"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhook-endpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's webhook endpoints (admin) */
+        get: operations["listWebhookEndpoints"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -574,7 +613,7 @@ export interface components {
             /** @description ISO 8601 UTC */
             at: string;
             /** @enum {string} */
-            kind: "state" | "saga" | "saga-step" | "message" | "message-handled" | "payment" | "dead-letter" | "dead-letter-action";
+            kind: "state" | "saga" | "saga-step" | "message" | "message-handled" | "payment" | "notification" | "dead-letter" | "dead-letter-action";
             title: string;
             durationMs: number | null;
             traceId: string | null;
@@ -695,6 +734,22 @@ export interface components {
             tokenType: "Bearer";
             /** @description seconds */
             expiresIn: number;
+        };
+        WebhookEndpointInput: {
+            id: string;
+            url: string;
+            events: string[];
+            createdAt: string;
+            updatedAt: string;
+        };
+        WebhookEndpointCreatedInput: {
+            id: string;
+            url: string;
+            events: string[];
+            createdAt: string;
+            updatedAt: string;
+            /** @description only when Orderly made the secret up: keep it, it is never shown again */
+            secret?: string;
         };
         /**
          * @example {
@@ -818,7 +873,7 @@ export interface components {
             /** @description ISO 8601 UTC */
             at: string;
             /** @enum {string} */
-            kind: "state" | "saga" | "saga-step" | "message" | "message-handled" | "payment" | "dead-letter" | "dead-letter-action";
+            kind: "state" | "saga" | "saga-step" | "message" | "message-handled" | "payment" | "notification" | "dead-letter" | "dead-letter-action";
             title: string;
             durationMs: number | null;
             traceId: string | null;
@@ -939,6 +994,22 @@ export interface components {
             tokenType: "Bearer";
             /** @description seconds */
             expiresIn: number;
+        };
+        WebhookEndpoint: {
+            id: string;
+            url: string;
+            events: string[];
+            createdAt: string;
+            updatedAt: string;
+        };
+        WebhookEndpointCreated: {
+            id: string;
+            url: string;
+            events: string[];
+            createdAt: string;
+            updatedAt: string;
+            /** @description only when Orderly made the secret up: keep it, it is never shown again */
+            secret?: string;
         };
     };
     responses: never;
@@ -4142,6 +4213,495 @@ export interface operations {
             };
             /** @description A problem; the codes of the API with status 409: OUT_OF_STOCK, INSUFFICIENT_FUNDS, COUPON_UNAVAILABLE, INSUFFICIENT_STOCK, USE_STOCK_ADJUSTMENT, INVALID_TRANSITION, IDEMPOTENCY_KEY_IN_USE, ORDER_NOT_PAYABLE, TRANSITION_VETOED, PLACEMENT_FAILED, MAX_REDEMPTIONS_BELOW_REDEEMED, DEAD_LETTER_NOT_OPEN, NOTHING_TO_REDRIVE */
             409: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getWebhookEndpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpoint"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 400: VALIDATION_FAILED, MALFORMED_JSON */
+            400: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
+            401: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 403: FORBIDDEN */
+            403: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 404: NOT_FOUND, ORDER_NOT_FOUND, PRODUCT_NOT_FOUND, COUPON_NOT_FOUND, DEAD_LETTER_NOT_FOUND */
+            404: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    putWebhookEndpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description where events are POSTed; in production https to a public address only */
+                    url: string;
+                    /** @description the order events to send */
+                    events: ("order.pending" | "order.created" | "order.paid" | "order.shipped" | "order.completed" | "order.cancelled")[];
+                    /** @description signs every delivery (HMAC-SHA256); made up and answered once when not given */
+                    secret?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointCreated"];
+                };
+            };
+            /** @description Default Response */
+            201: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description The URL of what was created */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointCreated"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 400: VALIDATION_FAILED, MALFORMED_JSON */
+            400: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
+            401: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 403: FORBIDDEN */
+            403: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteWebhookEndpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description deleted */
+            204: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A problem; the codes of the API with status 400: VALIDATION_FAILED, MALFORMED_JSON */
+            400: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
+            401: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 403: FORBIDDEN */
+            403: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 404: NOT_FOUND, ORDER_NOT_FOUND, PRODUCT_NOT_FOUND, COUPON_NOT_FOUND, DEAD_LETTER_NOT_FOUND */
+            404: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listWebhookEndpoints: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookEndpoint"][];
+                    };
+                };
+            };
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
+            401: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 403: FORBIDDEN */
+            403: {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;

@@ -20,6 +20,7 @@ import { opsRoutes, type ReadinessCheck } from "./http/routes/ops.ts";
 import { orderRoutes } from "./http/routes/orders.ts";
 import { paymentRoutes } from "./http/routes/payments.ts";
 import { productRoutes } from "./http/routes/products.ts";
+import { webhookRoutes } from "./http/routes/webhooks.ts";
 import type { Services } from "./services.ts";
 
 const ONE_MIB = 1024 * 1024;
@@ -120,6 +121,8 @@ export async function buildApp(services: Services, options: { logger?: Logger; s
         if (roles.has("orders")) await signedIn.register(orderRoutes(services));
         // The operators' API (api-contract.md §6): served by the all-in-one and the orders service.
         if (roles.has("orders")) await signedIn.register(adminRoutes({ ...services, checks }));
+        // Merchants' webhook endpoints (api-contract.md §7): the orders service sends the order events.
+        if (roles.has("orders")) await signedIn.register(webhookRoutes(services));
       });
       // The payment provider: no token, so limited per source address; signed with HMAC instead.
       const perAddress = rateLimit(services.rateLimiter, (request) => `ip:${request.ip}`, () => services.metrics.rateLimited.inc({ scope: "ip" }));

@@ -21,7 +21,7 @@ import { type Clock, systemClock } from "./kit/clock.ts";
 import { createDeadLetters, type DeadLetters } from "./kit/dead-letters.ts";
 import { createIdempotency, type Idempotency } from "./kit/idempotency.ts";
 import { type IdGenerator, newId as defaultNewId } from "./kit/ids.ts";
-import { topicRouter } from "./kit/inbox.ts";
+import { type Route, topicRouter } from "./kit/inbox.ts";
 import { createOutbox } from "./kit/outbox.ts";
 import { createMemoryRateLimiter, createRedisRateLimiter, type RateLimiter } from "./kit/rate-limiter.ts";
 import { createRelay, type Relay } from "./kit/relay.ts";
@@ -40,12 +40,13 @@ import { type Coupons, type CouponTerms, createCoupons } from "./modules/coupons
 import { type CachedCatalogue, createCachedCatalogue } from "./modules/inventory/cached-catalogue.ts";
 import { type CatalogueEntry, createInventory, type Inventory } from "./modules/inventory/inventory.ts";
 import { createTransitionHooks, type TransitionHooks } from "./modules/orders/hooks.ts";
-import { createOrders, type Orders } from "./modules/orders/orders.ts";
+import { createOrders, ORDER_EVENT_TOPIC_PATTERN, type Orders } from "./modules/orders/orders.ts";
 import { createPayments, type Payments } from "./modules/payments/payments.ts";
 import { createWallets, type Wallets } from "./modules/payments/wallets.ts";
 import { createShipping, type Shipping } from "./modules/shipping/shipping.ts";
 import { createMetrics, type Metrics, timedHandler } from "./ops/metrics.ts";
 import { createOperations, type Operations } from "./ops/timeline.ts";
+import { createNotifications, type Notifications } from "./modules/notifications/notifications.ts";
 import type { Secrets } from "./ops/secrets.ts";
 
 export { BUS_CONSUMERS, BUS_TOPOLOGY } from "./flows/consumers.ts";
@@ -92,6 +93,8 @@ export interface Services {
   handlePaymentReport: HandlePaymentReport;
   paymentTimeouts: PaymentTimeouts;
   deadLetters: DeadLetters;
+  /** Merchants' webhook endpoints and the deliveries to them (api-contract.md §7). */
+  notifications: Notifications;
   /** What operators read: order timelines, sagas by state (the admin API and the CLI). */
   operations: Operations;
   /** Refuses orders for SKUs the database just refused for lack of stock (see sold-out-gate.ts); undefined when this process cannot keep one. */
@@ -115,6 +118,8 @@ export interface ServiceDeps {
   roles?: readonly ServiceName[];
   /** Retry delays of relays and sagas (tests shorten them). */
   retryDelaysMs?: number[];
+  /** Webhook delivery timing (tests shorten it): delays between attempts, when to give up, an attempt's deadline. */
+  notifications?: { retryDelaysMs?: number[]; giveUpAfterMs?: number; timeoutMs?: number };
 }
 
 /**
@@ -225,13 +230,23 @@ export function createServices(deps: ServiceDeps): Services {
   const handlePaymentReport = saga
     ? createIntentPaymentCallback({ database, payments, outbox })
     : createPaymentCallback({ database, orders, payments, steps, effects });
-  const consumerDeps = { steps, orders, payments, runner, barrier: createBarrier(), outbox };
+  const notifications = createNotifications({
+    clock,
+    production: config.production,
+    db: database.db,
+    cache: caching.define<string[]>({ name: "webhook_events", ttlMs: 60_000, max: 10_000 }),
+    ...deps.notifications,
+  });
+  const consumerDeps = { steps, orders, payments, runner, barrier: createBarrier(), outbox, notifications };
+  const subscription = (service: ServiceName, routes: Route[]) => ({
+    consumer: service,
+    topics: routes.map((r) => r.topic),
+    handler: timedHandler(metrics, service, topicRouter(database, service, routes, log)),
+  });
+  // Split: each service's consumer. All-in-one: only the orders service's order events, for the merchants' webhooks.
   const subscriptions = saga
-    ? [...roles].map((service) => {
-        const routes = routesOf(service, consumerDeps);
-        return { consumer: service, topics: routes.map((r) => r.topic), handler: timedHandler(metrics, service, topicRouter(database, service, routes, log)) };
-      })
-    : [];
+    ? [...roles].map((service) => subscription(service, routesOf(service, consumerDeps)))
+    : [subscription("orders", routesOf("orders", consumerDeps, ORDER_EVENT_TOPIC_PATTERN))];
 
   let stopStockListener: (() => Promise<void>) | undefined;
   const limits = { rps: config.rateLimitRps, burst: config.rateLimitBurst };
@@ -268,6 +283,7 @@ export function createServices(deps: ServiceDeps): Services {
     handlePaymentReport,
     paymentTimeouts: createPaymentTimeouts({ database, orders, effects, clock }),
     deadLetters,
+    notifications,
     operations: createOperations({ database, orders, clock, payments: roles.has("payments") }),
     soldOutGate,
     async start() {

@@ -5,3 +5,4 @@ export * from "../modules/payments/schema.ts";
 export * from "../modules/coupons/schema.ts";
 export * from "../modules/shipping/schema.ts";
 export * from "../modules/orders/schema.ts";
+export * from "../modules/notifications/schema.ts";

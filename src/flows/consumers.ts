@@ -8,6 +8,7 @@ import { participantEffect, SAGA_REPLY_TOPIC, type SagaRunner } from "../kit/sag
 import type { ProductChange } from "../modules/inventory/inventory.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
 import { ORDER_EVENT_TOPIC_PATTERN, type OrderSnapshot, type Orders, systemViewer } from "../modules/orders/orders.ts";
+import type { Notifications } from "../modules/notifications/notifications.ts";
 import type { Payments } from "../modules/payments/payments.ts";
 import { CAPTURE, captureContext } from "./capture.ts";
 import { participantSteps } from "./executors.ts";
@@ -25,6 +26,7 @@ export interface ConsumerDeps {
   runner: SagaRunner | undefined;
   barrier: Barrier;
   outbox: Outbox;
+  notifications: Notifications;
 }
 
 type Effect = Route["effect"];
@@ -34,7 +36,7 @@ type Effect = Route["effect"];
  * service, named after it. Saga steps and commands come from their definitions (topic
  * `<owner>.<name>`), so a new step is consumed by its owner without a line here.
  */
-const ROUTES: readonly { consumer: ServiceName; topic: string; effect(deps: ConsumerDeps): Effect }[] = [
+const ROUTES: readonly { consumer: ServiceName; topic: string; effect(deps: ConsumerDeps): Effect; wanted?(deps: ConsumerDeps): Route["wanted"] }[] = [
   ...STEPS.map((step) => ({
     consumer: step.owner,
     topic: stepTopic(step),
@@ -54,6 +56,8 @@ const ROUTES: readonly { consumer: ServiceName; topic: string; effect(deps: Cons
   { consumer: "orders", topic: PAYMENT_TOPICS.captured, effect: (d) => paymentReported(d, "captured") },
   { consumer: "orders", topic: PAYMENT_TOPICS.refundPending, effect: (d) => paymentReported(d, "refund_pending") },
   { consumer: "payments", topic: ORDER_EVENT_TOPIC_PATTERN, effect: (d) => keepOrderCopy(d) },
+  // Merchants' webhooks (api-contract.md §7): only tenants with an endpoint for the event cost a transaction.
+  { consumer: "orders", topic: ORDER_EVENT_TOPIC_PATTERN, effect: (d) => notifyMerchants(d), wanted: (d) => (message) => d.notifications.wants(message.tenantId, message.topic) },
 ];
 
 /** The queues and their topics, for every consumer of a deployment, whichever of them a process runs. */
@@ -64,9 +68,9 @@ export const BUS_TOPOLOGY: readonly { consumer: ServiceName; topics: string[] }[
 
 export const BUS_CONSUMERS: readonly string[] = BUS_TOPOLOGY.map((t) => t.consumer);
 
-/** The routes of one service's consumer. */
-export function routesOf(service: ServiceName, deps: ConsumerDeps): Route[] {
-  return ROUTES.filter((r) => r.consumer === service).map((r) => ({ topic: r.topic, effect: r.effect(deps) }));
+/** The routes of one service's consumer (those of `topic` only, when given). */
+export function routesOf(service: ServiceName, deps: ConsumerDeps, topic?: string): Route[] {
+  return ROUTES.filter((r) => r.consumer === service && (topic === undefined || r.topic === topic)).map((r) => ({ topic: r.topic, effect: r.effect(deps), ...(r.wanted ? { wanted: r.wanted(deps) } : {}) }));
 }
 
 function requireRunner(deps: ConsumerDeps): SagaRunner {
@@ -96,6 +100,14 @@ function paymentReported(deps: ConsumerDeps, reported: "captured" | "refund_pend
     }
     // Otherwise the order was paid by another transaction: the payments service keeps this one to refund.
     afterCommit(() => orders.runAfterHooks(moves));
+  };
+}
+
+/** At the orders service: an order event becomes a delivery to each endpoint of the tenant that asked for it, carrying the order as the API shows it. */
+function notifyMerchants(deps: ConsumerDeps): Effect {
+  return async (tx: Tx, message: BusMessage) => {
+    const order = await deps.orders.getOrder(tx, systemViewer(message.tenantId), (message.payload as OrderSnapshot).id);
+    if (order) await deps.notifications.fanOut(tx, message, order);
   };
 }
 

@@ -5,12 +5,14 @@ import type { ServiceName } from "../config.ts";
  * app.ts registers each service's routes under these prefixes; the compose file's ingress and the
  * Kubernetes Ingress route them (test/deploy.test.ts checks all three agree). `/api/v1/admin` is the
  * operators' API (§6) and `/console` the operations console over it, both served with the orders
- * service, as is `/api/v1/auth` (sign-in through a directory, §8). shipping has no public path.
+ * service, as are `/api/v1/auth` (sign-in through a directory, §8) and `/api/v1/webhook-endpoints`
+ * (§7). shipping has no public path.
  */
 export const PATH_OWNERS: readonly { prefix: string; service: ServiceName }[] = [
   { prefix: "/api/v1/orders", service: "orders" },
   { prefix: "/api/v1/admin", service: "orders" },
   { prefix: "/api/v1/auth", service: "orders" },
+  { prefix: "/api/v1/webhook-endpoints", service: "orders" },
   { prefix: "/api/v1/products", service: "inventory" },
   { prefix: "/api/v1/accounts", service: "payments" },
   { prefix: "/api/v1/payments/callback", service: "payments" },

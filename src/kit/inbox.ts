@@ -37,6 +37,8 @@ export function inboxHandler(
 export interface Route {
   topic: string;
   effect: (tx: Tx, message: BusMessage, afterCommit: AfterCommit) => Promise<void>;
+  /** Asked first, outside any transaction: false when the effect would do nothing with this message. */
+  wanted?: (message: BusMessage) => Promise<boolean>;
 }
 
 /**
@@ -44,10 +46,17 @@ export interface Route {
  * first route its topic matches; logged at debug level (in the message's span: with its traceId).
  */
 export function topicRouter(database: Database, consumer: string, routes: readonly Route[], log?: Logger): BusHandler {
-  return inboxHandler(database, consumer, async (tx, message, afterCommit) => {
-    const route = routes.find((r) => topicMatches(r.topic, message.topic));
+  const routeOf = (message: BusMessage) => routes.find((r) => topicMatches(r.topic, message.topic));
+  const handle = inboxHandler(database, consumer, async (tx, message, afterCommit) => {
+    const route = routeOf(message);
     if (!route) throw new Error(`${consumer} has no route for ${message.topic}`);
     log?.debug({ consumer, topic: message.topic, messageId: message.id, tenantId: message.tenantId }, "handling a message");
     await route.effect(tx, message, afterCommit);
   });
+  return async (message) => {
+    // A message the route has nothing to do with costs no transaction (and leaves no inbox row: doing nothing twice is harmless).
+    const wanted = routeOf(message)?.wanted;
+    if (wanted && !(await wanted(message))) return;
+    await handle(message);
+  };
 }

@@ -29,10 +29,10 @@ export async function refreshBacklogGauges(deps: Pick<Services, "database" | "cl
  * a run never overlaps the previous run of the same job.
  */
 export function startJobs(
-  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "metrics" | "soldOutGate"> & {
+  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "metrics" | "soldOutGate" | "notifications"> & {
     config: Pick<Config, "retentionHours">;
   },
-  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number } = {},
+  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number; webhooksMs?: number } = {},
 ): () => Promise<void> {
   const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log, soldOutGate } = deps;
   const jobs: Job[] = [
@@ -42,6 +42,10 @@ export function startJobs(
     // Sagas whose step has not answered are resent, then aborted and compensated (saga strategy).
     ...(runner ? [{ name: "saga-resume", everyMs: options.sagaResumeMs ?? 500, run: () => runner.resumeDue(database) }] : []),
     ...(deps.roles.has("orders") ? [{ name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() }] : []),
+    // Merchants' webhooks due now, from every replica of the orders service (each claims its own with SKIP LOCKED).
+    ...(deps.roles.has("orders")
+      ? [{ name: "webhook-deliveries", everyMs: options.webhooksMs ?? 1_000, run: () => deps.notifications.deliverDue((outcome) => deps.metrics.webhookAttempts.inc({ outcome })) }]
+      : []),
     // Sold-out marks re-checked against PostgreSQL where the stock tables are; one replica a period (the store's lead).
     ...(soldOutGate && deps.roles.has("inventory") ? [{ name: "sold-out-gate-reconcile", everyMs: soldOutGate.reconcileEveryMs, run: () => soldOutGate.reconcile() }] : []),
     // Keys are kept at least 24 h (api-contract.md §4); a day's margin beyond that.
@@ -52,7 +56,10 @@ export function startJobs(
       name: "retention-purge",
       everyMs: options.retentionPurgeMs ?? 300_000,
       run: async () => {
-        const purged = await purgeExpired(database.db, clock.now(), { retentionMs: deps.config.retentionHours * 3_600_000 });
+        const retentionMs = deps.config.retentionHours * 3_600_000;
+        const purged = await purgeExpired(database.db, clock.now(), { retentionMs });
+        // Settled webhook deliveries and their attempts, kept as long as the messages they came from.
+        if (deps.roles.has("orders")) Object.assign(purged, { webhookDeliveries: await deps.notifications.purgeSettled(new Date(clock.now().getTime() - retentionMs)) });
         if (Object.values(purged).some((n) => n > 0)) log.info({ purged }, "purged rows past their retention");
       },
     },

@@ -96,6 +96,12 @@ export function createMetrics(sources: { poolStats?: () => PoolStats | undefined
       labelNames: ["outcome"] as const,
       registers: [registry],
     }),
+    webhookAttempts: new Counter({
+      name: "orderly_webhook_attempts_total",
+      help: "Attempts to deliver a webhook to a merchant, by what the delivery became (delivered, pending: to be tried again, given_up)",
+      labelNames: ["outcome"] as const,
+      registers: [registry],
+    }),
     rateLimited: new Counter({
       name: "orderly_rate_limit_rejections_total",
       help: "Requests answered 429 by the rate limiter, by bucket scope (user, ip)",

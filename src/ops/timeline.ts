@@ -8,7 +8,7 @@ import type { OrderView, Orders } from "../modules/orders/orders.ts";
 /** One thing that happened to an order, as an operator reads it (api-contract.md §6). */
 export interface TimelineEvent {
   at: string;
-  kind: "state" | "saga" | "saga-step" | "message" | "message-handled" | "payment" | "dead-letter" | "dead-letter-action";
+  kind: "state" | "saga" | "saga-step" | "message" | "message-handled" | "payment" | "notification" | "dead-letter" | "dead-letter-action";
   /** One line for a person. */
   title: string;
   /** How long it took, when it is something that takes time (a saga step, a message until published). */
@@ -134,10 +134,28 @@ export function createOperations(deps: { database: Database; orders: Orders; clo
             sql`select external_txn_id, outcome, status, amount, currency, created_at from payments where tenant_id = ${tenantId} and order_id = ${orderId} order by created_at`,
           )
         : [];
-      return { order, sagas, messages, handled, payments };
+      // Merchants' webhooks (the orders service's tables): each delivery of an event about it and its attempts.
+      const notifications = await rows<{
+        id: string;
+        endpoint_id: string;
+        event_type: string;
+        event_id: string;
+        status: string;
+        settled_at: Date | string | null;
+        at: Date | string | null;
+        duration_ms: number | null;
+        status_code: number | null;
+        error: string | null;
+      }>(
+        tx,
+        sql`select d.id, d.endpoint_id, d.event_type, d.event_id, d.status, d.settled_at, a.at, a.duration_ms, a.status_code, a.error
+            from webhook_deliveries d left join webhook_attempts a on a.delivery_id = d.id
+            where d.tenant_id = ${tenantId} and d.order_id = ${orderId} order by d.created_at, d.id, a.at, a.id`,
+      );
+      return { order, sagas, messages, handled, payments, notifications };
     });
     if (!found) return undefined;
-    const { order, sagas, messages, handled, payments } = found;
+    const { order, sagas, messages, handled, payments, notifications } = found;
 
     // Dead letters are the operator's table (no tenant role): read as the owner, filtered by tenant.
     const references = [...sagas.map((s) => s.id), ...messages.map((m) => m.id)];
@@ -219,6 +237,20 @@ export function createOperations(deps: { database: Database; orders: Orders; clo
         details: { externalTxnId: p.external_txn_id, outcome: p.outcome, status: p.status, amount: Number(p.amount), currency: p.currency },
       });
     }
+    notifications.forEach((n, i) => {
+      const last = notifications[i + 1]?.id !== n.id;
+      const target = `webhook ${n.event_type} to ${n.endpoint_id}`;
+      const details = { delivery: n.id, eventId: n.event_id, endpoint: n.endpoint_id, status: n.status, statusCode: n.status_code, error: n.error };
+      if (n.at !== null) {
+        // The last attempt of a settled delivery says how it ended.
+        const ending = last && n.status === "delivered" ? ", delivered" : last && n.status === "given_up" && n.settled_at !== null && iso(n.settled_at) === iso(n.at) ? ", given up" : "";
+        add({ at: iso(n.at), kind: "notification", title: `${target}: ${n.status_code ?? n.error}${ending}`, durationMs: n.duration_ms, ref: n.id, details });
+      }
+      // Given up without an attempt of its own (its endpoint was deleted).
+      if (last && n.status === "given_up" && n.settled_at !== null && (n.at === null || iso(n.settled_at) !== iso(n.at))) {
+        add({ at: iso(n.settled_at), kind: "notification", title: `${target}: given up (the endpoint was deleted)`, ref: n.id, details });
+      }
+    });
     for (const l of letters) {
       add({
         at: iso(l.created_at),

@@ -8,7 +8,7 @@ import type { Clock } from "../../src/kit/clock.ts";
 import { backlogOf } from "../../src/kit/backlog.ts";
 import { testDatabases } from "./databases.ts";
 import { type Bus, createInProcessBus } from "../../src/kit/bus.ts";
-import { createServices, type Services } from "../../src/services.ts";
+import { createServices, type ServiceDeps, type Services } from "../../src/services.ts";
 
 export const TEST_SECRETS = { jwtSecret: "test-jwt-secret-0123456789abcdef0123456789", webhookSecret: "test-webhook-secret-0123456789" };
 
@@ -72,7 +72,7 @@ export function gatedBus(): Bus & { hold(): void; release(): void } {
 
 export async function createHarness(
   database: Database,
-  options: { clock?: Clock; env?: Record<string, string>; strategy?: Strategy; bus?: Bus } = {},
+  options: { clock?: Clock; env?: Record<string, string>; strategy?: Strategy; bus?: Bus; notifications?: ServiceDeps["notifications"] } = {},
 ): Promise<Harness> {
   const config = loadConfig(options.env ?? {});
   const saga = options.strategy === "saga" || options.bus !== undefined;
@@ -82,6 +82,7 @@ export async function createHarness(
     secrets: TEST_SECRETS,
     log: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
     clock: options.clock,
+    notifications: options.notifications,
     ...(saga ? { bus: options.bus ?? createInProcessBus(), retryDelaysMs: [200, 400, 800] } : {}),
   });
   await services.start();

@@ -11,6 +11,7 @@ const KIND_LABELS: Record<TimelineEvent["kind"], string> = {
   message: "message",
   "message-handled": "handled",
   payment: "payment",
+  notification: "webhook",
   "dead-letter": "dead letter",
   "dead-letter-action": "action",
 };

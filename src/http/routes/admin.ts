@@ -17,7 +17,7 @@ const Timestamp = z.string().describe("ISO 8601 UTC");
 const TimelineEvent = z
   .object({
     at: Timestamp,
-    kind: z.enum(["state", "saga", "saga-step", "message", "message-handled", "payment", "dead-letter", "dead-letter-action"]),
+    kind: z.enum(["state", "saga", "saga-step", "message", "message-handled", "payment", "notification", "dead-letter", "dead-letter-action"]),
     title: z.string(),
     durationMs: z.number().nullable(),
     traceId: z.string().nullable(),
@@ -142,7 +142,7 @@ export function adminRoutes(deps: { database: Database; operations: Operations; 
           summary: "One order's timeline (admin)",
           description:
             "The order, then everything that happened to it in time order: state moves, sagas and each step's try and cancel with durations, " +
-            "outbox messages (with the trace id stored with them) and which consumers handled them, payments from callbacks, dead letters and the actions taken on them. " +
+            "outbox messages (with the trace id stored with them) and which consumers handled them, payments from callbacks, each attempt to deliver a webhook about it, dead letters and the actions taken on them. " +
             "In a split deployment whose services each have their own database, it shows what the orders service's database holds.",
           params: IdParams,
           response: { 200: Timeline, ...problems(400, 401, 403, 404) },
