@@ -1,3 +1,6 @@
+import { createHmac } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { sql } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ServiceName } from "../src/config.ts";
@@ -190,5 +193,43 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
     expect(await answer.json()).toMatchObject({ code: "ORDER_NOT_PAYABLE", orderId: placed.body.id });
     const [kept] = await rows<{ status: string }>(d.db("payments"), sql`select status from payments where order_id = ${placed.body.id}`);
     expect(kept?.status).toBe("refund_pending");
+  });
+
+  it("sends a merchant's webhook from the orders service once the saga paid the order", { timeout: 60_000 }, async () => {
+    const received: { body: string; signature: string }[] = [];
+    const merchant = createServer((request, response) => {
+      let body = "";
+      request.on("data", (chunk) => (body += chunk));
+      request.on("end", () => {
+        received.push({ body, signature: request.headers["orderly-signature"] as string });
+        response.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((resolve) => merchant.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(merchant.address() as AddressInfo).port}/orderly`;
+      const secret = "split-merchant-secret-0123";
+      expect((await d.call("orders", "PUT", "/webhook-endpoints/erp", await admin(), { url, events: ["order.paid"], secret })).status).toBe(201);
+      const hooked = await buyer("hooked");
+      expect((await d.call("inventory", "PUT", "/products/HOOK", await admin(), { name: "Hooked", price: 250, stock: 5 })).status).toBe(201);
+      await d.call("payments", "POST", "/accounts/hooked/credits", await admin(), { amount: 1_000 });
+      await waitFor(() => d.quiet(), "the catalogue copy", 15_000);
+      const placed = await d.call("orders", "POST", "/orders", hooked, { ...order, items: [{ sku: "HOOK", quantity: 1 }] }, { prefer: "wait=10" });
+      expect(placed.body.status).toBe("PAID");
+      await waitFor(async () => received.some((r) => JSON.parse(r.body).data.order.id === placed.body.id), "the webhook of the order", 20_000);
+      const delivery = received.find((r) => JSON.parse(r.body).data.order.id === placed.body.id)!;
+      expect(JSON.parse(delivery.body)).toMatchObject({ type: "order.paid", tenantId: "split", data: { order: { id: placed.body.id, status: "PAID" } } });
+      const [, t, v1] = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(delivery.signature) ?? [];
+      expect(v1).toBe(createHmac("sha256", secret).update(`${t}.${delivery.body}`).digest("hex"));
+      // The attempt is recorded just after the merchant answered.
+      await waitFor(
+        async () => ((await d.call("orders", "GET", `/admin/orders/${placed.body.id}/timeline`, await admin())).body.events as { kind: string; title: string }[]).some((e) => e.title === "webhook order.paid to erp: 200, delivered"),
+        "the delivery in the order's timeline",
+        5_000,
+      );
+    } finally {
+      await fetch(d.url("orders", "/webhook-endpoints/erp"), { method: "DELETE", headers: { authorization: `Bearer ${await admin()}` } });
+      await new Promise<void>((resolve) => merchant.close(() => resolve()));
+    }
   });
 });
