@@ -426,7 +426,7 @@ export interface paths {
          */
         put: operations["putWebhookEndpoint"];
         post?: never;
-        /** Delete a webhook endpoint (admin); deliveries already made are still sent */
+        /** Delete a webhook endpoint (admin); what it still had to receive is given up */
         delete: operations["deleteWebhookEndpoint"];
         options?: never;
         head?: never;

@@ -100,6 +100,7 @@ function ldapConfig(env: Env): LdapConfig | undefined {
     bindPassword: parse(env, "ORDERLY_LDAP_BIND_PASSWORD", z.string().min(1), undefined),
     userBase,
     userFilter: parse(env, "ORDERLY_LDAP_USER_FILTER", template("{username}"), "(uid={username})"),
+    userIdAttribute: parse(env, "ORDERLY_LDAP_USER_ID_ATTRIBUTE", z.string().regex(/^[A-Za-z][\w-]{0,63}$/, "must be an attribute name"), "uid"),
     groupBase: parse(env, "ORDERLY_LDAP_GROUP_BASE", PRINTABLE, userBase),
     groupFilter: parse(env, "ORDERLY_LDAP_GROUP_FILTER", template("{dn}"), "(|(member={dn})(uniqueMember={dn}))"),
     roleMap,
@@ -200,6 +201,11 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     shutdownTimeoutMs: parse(env, "ORDERLY_SHUTDOWN_TIMEOUT_MS", integer(1_000, 3_600_000), 30_000),
     ...overrides,
   };
+  // Tokens signed for a directory's user carry that user's tenant; a fixed token tenant would replace it.
+  const fixedTenant = config.jwtClaims.fixedTenant;
+  if (config.ldap && fixedTenant && config.ldap.fixedTenant !== fixedTenant) {
+    throw new ConfigError("ORDERLY_JWT_TENANT", "with ORDERLY_LDAP_URL, must be unset or equal ORDERLY_LDAP_TENANT: tokens would carry another tenant than the directory's");
+  }
   return config;
 }
 
@@ -214,6 +220,8 @@ export function checkProduction(config: Config): void {
   if (!config.webhookSecret) throw new ConfigError("ORDERLY_WEBHOOK_SECRET", "is required when NODE_ENV=production");
   if (!config.jwtSecret && !config.jwksUrl) throw new ConfigError("ORDERLY_JWT_SECRET", "is required when NODE_ENV=production (or set ORDERLY_JWKS_URL)");
   if (config.ldap && !config.jwtSecret) throw new ConfigError("ORDERLY_JWT_SECRET", "is required with ORDERLY_LDAP_URL: it signs the tokens a directory sign-in answers");
+  // Passwords cross the wire in a simple bind: only over TLS in production.
+  if (config.ldap && !config.ldap.url.startsWith("ldaps:")) throw new ConfigError("ORDERLY_LDAP_URL", "must be ldaps:// when NODE_ENV=production (passwords are sent in the bind)");
 }
 
 /** Parses `--services all|a,b,c`. */

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { escapeFilterValue } from "../src/auth/ldap.ts";
-import { ConfigError, loadConfig } from "../src/config.ts";
+import { checkProduction, ConfigError, loadConfig } from "../src/config.ts";
 import { openTestPglite } from "./support/databases.ts";
 import { createHarness, type Harness } from "./support/harness.ts";
 import { type Directory, READER, startDirectory, SUFFIX } from "./support/slapd.ts";
@@ -81,13 +81,20 @@ describe("sign-in through LDAP against a real slapd", () => {
     expect((await signIn("globex", "dave", "dave-pw")).status).toBe(200);
   });
 
+  it("names the user by the directory's uid, however the name was typed", async () => {
+    const r = await signIn("acme", "BOB", "bob-pw");
+    expect(r.status).toBe(200);
+    expect((await h.services.tokens.verify(r.body.accessToken))?.userId).toBe("bob");
+  });
+
   it("refuses a user the directory gives no role with 403", async () => {
     const r = await signIn("acme", "carol", "carol-pw");
     expect([r.status, r.body.code]).toEqual([403, "FORBIDDEN"]);
   });
 
   it("looks the username up literally: filter syntax in it never widens the search", async () => {
-    for (const username of ["*", "al*", "*)(uid=*", "alice)(|(uid=*", "alice)(o=acme", "(uid=alice)", "alice\\", "a\\2a"]) {
+    // `$'` and `$&` would be read by a string replacement as "the text after / the match".
+    for (const username of ["*", "al*", "*)(uid=*", "alice)(|(uid=*", "alice)(o=acme", "(uid=alice)", "alice\\", "a\\2a", "$'", "$&", "$`", "alice$'"]) {
       const r = await signIn("acme", username, "alice-pw");
       expect([username, r.status, r.body.code]).toEqual([username, 401, "INVALID_CREDENTIALS"]);
     }
@@ -145,5 +152,12 @@ describe("LDAP configuration", () => {
     expect(loadConfig({ ...without("ORDERLY_LDAP_TENANT_ATTRIBUTE"), ORDERLY_LDAP_TENANT: "acme" }).ldap?.fixedTenant).toBe("acme");
     expect(() => loadConfig({ ...base, ORDERLY_LDAP_URL: "http://directory" })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, ORDERLY_LDAP_USER_FILTER: "(uid=alice)" })).toThrow(/must contain \{username\}/);
+    // A fixed token tenant would put every directory user in it.
+    expect(() => loadConfig({ ...base, ORDERLY_JWT_TENANT: "acme" })).toThrow(/^ORDERLY_JWT_TENANT: with ORDERLY_LDAP_URL/);
+    expect(loadConfig({ ...without("ORDERLY_LDAP_TENANT_ATTRIBUTE"), ORDERLY_LDAP_TENANT: "acme", ORDERLY_JWT_TENANT: "acme" }).ldap?.fixedTenant).toBe("acme");
+    // Production: passwords only over TLS, and a secret to sign with.
+    const production = { ...base, NODE_ENV: "production", DATABASE_URL: "postgres://db/orderly", ORDERLY_WEBHOOK_SECRET: "w".repeat(16), ORDERLY_JWT_SECRET: "s".repeat(32) };
+    expect(() => checkProduction(loadConfig(production))).toThrow(/^ORDERLY_LDAP_URL: must be ldaps:\/\//);
+    expect(() => checkProduction(loadConfig({ ...production, ORDERLY_LDAP_URL: "ldaps://directory:636" }))).not.toThrow();
   });
 });

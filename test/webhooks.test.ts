@@ -2,7 +2,9 @@ import { createHmac } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { asOfEvent } from "../src/flows/consumers.ts";
 import { isPublicAddress, post, urlRefusal } from "../src/modules/notifications/notifications.ts";
+import type { OrderSnapshot, OrderView } from "../src/modules/orders/orders.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
 import { createHarness, type Harness } from "./support/harness.ts";
 
@@ -153,6 +155,60 @@ describe.runIf(postgresUrl())("webhooks to merchants (PostgreSQL)", () => {
     await h.services.notifications.deliverDue();
     expect(endpoint.received.length).toBe(before);
     endpoint.plan.length = 0;
+  });
+
+  it("gives up what a deleted endpoint still had to receive, even with an attempt in flight, and never sends one delivery from two senders", async () => {
+    expect((await h.call("PUT", "/api/v1/webhook-endpoints/shop-1", { token: admin, body: { url, events: ["order.paid"] } })).status).toBe(200);
+    endpoint.received.length = 0;
+    endpoint.plan.push("hang");
+    const placed = await h.call("POST", "/api/v1/orders", { token: buyer, body: h.orderBody([["BOX", 1]]) });
+    await h.quiesce();
+    const sending = h.services.notifications.deliverDue();
+    await deliverAll(() => endpoint.received.length === 1);
+    expect((await h.call("DELETE", "/api/v1/webhook-endpoints/shop-1", { token: admin })).status).toBe(204);
+    await sending;
+    await new Promise((r) => setTimeout(r, 300));
+    await h.services.notifications.deliverDue();
+    expect(endpoint.received).toHaveLength(1);
+    const tries = (await timelineOf(placed.body.id)).filter((e) => e.kind === "notification").map((e) => e.title);
+    expect(tries).toEqual([`webhook order.paid to shop-1: no answer within ${TIMEOUT_MS / 1000} s`, "webhook order.paid to shop-1: given up (the endpoint was deleted)"]);
+
+    // Ten orders' events, three senders at once: each event reaches the endpoint once.
+    expect((await h.call("PUT", "/api/v1/webhook-endpoints/twin", { token: admin, body: { url, events: ["order.paid"] } })).status).toBe(201);
+    endpoint.received.length = 0;
+    for (let i = 0; i < 10; i++) expect((await h.call("POST", "/api/v1/orders", { token: buyer, body: h.orderBody([["BOX", 1]]) })).status).toBe(201);
+    // (The events reach the fan-out through the relay: keep sending until all ten arrived.)
+    const deadline = Date.now() + 15_000;
+    while (endpoint.received.length < 10 && Date.now() < deadline) {
+      await Promise.all([1, 2, 3].map(() => h.services.notifications.deliverDue()));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    await Promise.all([1, 2, 3].map(() => h.services.notifications.deliverDue()));
+    const ids = endpoint.received.map((r) => JSON.parse(r.body).id as string);
+    expect(ids).toHaveLength(10);
+    expect(new Set(ids).size).toBe(10);
+  });
+});
+
+describe("the order in a webhook", () => {
+  it("is the order as of its event when the order has moved on since", () => {
+    const at = (m: number) => new Date(Date.UTC(2026, 0, 1, 0, m)).toISOString();
+    const now: OrderView = {
+      id: "ord_1", orderNumber: "ORD-1", tenantId: "t", userId: "u", status: "CANCELLED", version: 3,
+      items: [{ sku: "BOX", name: "Box", quantity: 1, unitPrice: 500, lineTotal: 500 }], subtotal: 500, discount: 0, total: 500, currency: "CNY", couponCode: null,
+      payment: { method: "external", status: "voided", externalTxnId: null }, shipment: { waybill: "WB1", carrier: null, trackingNumber: null, status: "cancelled" },
+      shippingAddress: { name: "A", phone: "1", line1: "l", city: "c", country: "CN" }, cancelReason: "CUSTOMER_CANCELLED",
+      history: [{ from: null, to: "PENDING", at: at(0), reason: "placed" }, { from: "PENDING", to: "CREATED", at: at(1), reason: null }, { from: "CREATED", to: "CANCELLED", at: at(2), reason: "CUSTOMER_CANCELLED" }],
+      createdAt: at(0), updatedAt: at(2),
+    };
+    const created: OrderSnapshot = {
+      id: "ord_1", tenantId: "t", userId: "u", status: "CREATED", version: 2, total: 500, currency: "CNY", paymentMethod: "external", paymentStatus: "pending",
+      externalTxnId: null, cancelReason: null, shipment: { waybill: "WB1", carrier: null, trackingNumber: null, status: "pending" },
+    };
+    expect(asOfEvent(now, created)).toMatchObject({ status: "CREATED", version: 2, cancelReason: null, payment: { status: "pending" }, shipment: { status: "pending" }, updatedAt: at(1) });
+    expect(asOfEvent(now, created).history.map((m) => m.to)).toEqual(["PENDING", "CREATED"]);
+    expect(asOfEvent(now, { ...created, status: "CANCELLED", version: 3 })).toBe(now);
   });
 });
 

@@ -12,6 +12,8 @@ export interface LdapConfig {
   /** Where users are, and the filter that finds one: `{username}` is replaced by the escaped name. */
   userBase: string;
   userFilter: string;
+  /** The entry's attribute that is the user's id in Orderly (so `Alice` and `alice` are one user). */
+  userIdAttribute: string;
   /** Where groups are, and the filter that finds a user's: `{dn}` is replaced by the user's escaped DN. */
   groupBase: string;
   groupFilter: string;
@@ -57,48 +59,57 @@ const all = (value: string | string[] | Buffer | Buffer[] | undefined): string[]
 export function createLdapSignIn(config: LdapConfig) {
   const connect = () => new Client({ url: config.url, timeout: config.timeoutMs, connectTimeout: config.timeoutMs, strictDN: true });
 
+  // A template's placeholder replaced by a function: a string replacement would read `$&`, `$'` in the value.
+  const fill = (template: string, placeholder: string, value: string) => template.replaceAll(placeholder, () => escapeFilterValue(value));
+
   async function lookUp(credentials: Credentials): Promise<Outcome<Identity, SignInRefusal>> {
     const search = connect();
-    let userDn: string;
+    let userDn: string | undefined;
+    let userId: string | undefined;
     let tenantId: string | undefined;
-    let roles: Role[];
+    let roles: Role[] = [];
     try {
       if (config.bindDn) await search.bind(config.bindDn, config.bindPassword ?? "");
       const { searchEntries: users } = await search.search(config.userBase, {
         scope: "sub",
-        filter: config.userFilter.replaceAll("{username}", escapeFilterValue(credentials.username)),
-        attributes: config.tenantAttribute ? [config.tenantAttribute] : ["1.1"],
+        filter: fill(config.userFilter, "{username}", credentials.username),
+        attributes: [config.userIdAttribute, ...(config.tenantAttribute ? [config.tenantAttribute] : [])],
         sizeLimit: 2,
       });
-      // None, or more than one (a filter that matches several people is never a sign-in).
-      if (users.length !== 1) return refuse("INVALID_CREDENTIALS");
-      const user = users[0]!;
-      userDn = user.dn;
-      tenantId = config.fixedTenant ?? (config.tenantAttribute ? first(user[config.tenantAttribute]) : undefined);
-      const { searchEntries: groups } = await search.search(config.groupBase, {
-        scope: "sub",
-        filter: config.groupFilter.replaceAll("{dn}", escapeFilterValue(userDn)),
-        attributes: ["cn"],
-      });
-      const named = new Set(groups.flatMap((g) => all(g.cn)).flatMap((cn) => (config.roleMap[cn] ? [config.roleMap[cn]] : [])));
-      roles = ROLES.filter((r) => named.has(r));
+      // Exactly one (a filter that matches several people is never a sign-in).
+      const user = users.length === 1 ? users[0] : undefined;
+      if (user) {
+        userDn = user.dn;
+        userId = first(user[config.userIdAttribute]);
+        tenantId = config.fixedTenant ?? (config.tenantAttribute ? first(user[config.tenantAttribute]) : undefined);
+        const { searchEntries: groups } = await search.search(config.groupBase, {
+          scope: "sub",
+          filter: fill(config.groupFilter, "{dn}", user.dn),
+          attributes: ["cn"],
+        });
+        const named = new Set(groups.flatMap((g) => all(g.cn)).flatMap((cn) => (config.roleMap[cn] ? [config.roleMap[cn]] : [])));
+        roles = ROLES.filter((r) => named.has(r));
+      }
     } finally {
       await search.unbind().catch(() => {});
     }
 
+    // A bind either way, so an unknown user takes as long as a known one with a wrong password.
     const asUser = connect();
+    let bound = false;
     try {
-      await asUser.bind(userDn, credentials.password);
+      await asUser.bind(userDn ?? `cn=orderly-no-such-user,${config.userBase}`, credentials.password);
+      bound = true;
     } catch (error) {
-      if (error instanceof InvalidCredentialsError) return refuse("INVALID_CREDENTIALS");
-      throw error;
+      if (!(error instanceof InvalidCredentialsError)) throw error;
     } finally {
       await asUser.unbind().catch(() => {});
     }
+    if (!bound || !userDn || !userId) return refuse("INVALID_CREDENTIALS");
     // A right password for another tenant's user is still the wrong credentials for this tenant.
     if (tenantId !== credentials.tenantId) return refuse("INVALID_CREDENTIALS");
     if (roles.length === 0) return refuse("NO_ROLE");
-    return ok({ tenantId, userId: credentials.username, roles });
+    return ok({ tenantId, userId, roles });
   }
 
   return {

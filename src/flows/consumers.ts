@@ -7,7 +7,7 @@ import type { Outbox } from "../kit/outbox.ts";
 import { participantEffect, SAGA_REPLY_TOPIC, type SagaRunner } from "../kit/saga.ts";
 import type { ProductChange } from "../modules/inventory/inventory.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
-import { ORDER_EVENT_TOPIC_PATTERN, type OrderSnapshot, type Orders, systemViewer } from "../modules/orders/orders.ts";
+import { ORDER_EVENT_TOPIC_PATTERN, type OrderSnapshot, type Orders, type OrderView, systemViewer } from "../modules/orders/orders.ts";
 import type { Notifications } from "../modules/notifications/notifications.ts";
 import type { Payments } from "../modules/payments/payments.ts";
 import { CAPTURE, captureContext } from "./capture.ts";
@@ -103,11 +103,33 @@ function paymentReported(deps: ConsumerDeps, reported: "captured" | "refund_pend
   };
 }
 
-/** At the orders service: an order event becomes a delivery to each endpoint of the tenant that asked for it, carrying the order as the API shows it. */
+/**
+ * At the orders service: an order event becomes a delivery to each endpoint of the tenant that asked
+ * for it, carrying the order as the API shows it, as it was when the event happened (a later move
+ * is its own event).
+ */
 function notifyMerchants(deps: ConsumerDeps): Effect {
   return async (tx: Tx, message: BusMessage) => {
-    const order = await deps.orders.getOrder(tx, systemViewer(message.tenantId), (message.payload as OrderSnapshot).id);
-    if (order) await deps.notifications.fanOut(tx, message, order);
+    const snapshot = message.payload as OrderSnapshot;
+    const order = await deps.orders.getOrder(tx, systemViewer(message.tenantId), snapshot.id);
+    if (order) await deps.notifications.fanOut(tx, message, asOfEvent(order, snapshot));
+  };
+}
+
+/** The order's view with what the event's snapshot says of the moment it was written; items and address never change. */
+export function asOfEvent(order: OrderView, snapshot: OrderSnapshot): OrderView {
+  if (order.version === snapshot.version) return order;
+  const reached = order.history.findIndex((move) => move.to === snapshot.status);
+  const history = reached === -1 ? order.history : order.history.slice(0, reached + 1);
+  return {
+    ...order,
+    status: snapshot.status,
+    version: snapshot.version,
+    payment: { method: snapshot.paymentMethod, status: snapshot.paymentStatus, externalTxnId: snapshot.externalTxnId },
+    shipment: snapshot.shipment,
+    cancelReason: snapshot.cancelReason,
+    history,
+    updatedAt: history.at(-1)?.at ?? order.updatedAt,
   };
 }
 

@@ -94,7 +94,7 @@ export function webhookRoutes(deps: { database: Database; notifications: Notific
         schema: {
           tags: ["webhooks"],
           operationId: "deleteWebhookEndpoint",
-          summary: "Delete a webhook endpoint (admin); deliveries already made are still sent",
+          summary: "Delete a webhook endpoint (admin); what it still had to receive is given up",
           params: Params,
           response: { 204: z.null().describe("deleted"), ...problems(400, 401, 403, 404) },
         },

@@ -6,7 +6,6 @@ import type { LookupFunction } from "node:net";
 import { and, asc, eq, sql } from "drizzle-orm";
 import ipaddr from "ipaddr.js";
 import { createWebhookSignatures, SIGNATURE_HEADER } from "../../auth/webhooks.ts";
-import pLimit from "p-limit";
 import { type Db, type Queryable, rows, type Tx } from "../../db/client.ts";
 import type { BusMessage } from "../../kit/bus.ts";
 import type { Cache } from "../../kit/cache.ts";
@@ -52,6 +51,8 @@ export interface DueDelivery {
   secret: string;
   attempts: number;
   createdAt: Date;
+  /** The lease this sender holds: its record counts only while the delivery still carries it. */
+  leaseUntil: Date;
 }
 
 /** Why a URL is not an endpoint Orderly will call; undefined when it is one. */
@@ -150,29 +151,43 @@ export function createNotifications(deps: {
   const delays = deps.retryDelaysMs ?? RETRY_DELAYS_MS;
   const giveUpAfterMs = deps.giveUpAfterMs ?? GIVE_UP_AFTER_MS;
   const timeoutMs = deps.timeoutMs ?? DELIVERY_TIMEOUT_MS;
-  // A claimed delivery is someone's for this long: an attempt's deadline and then some.
+  // A claimed delivery is someone's for this long: an attempt's deadline and then some. Each run
+  // claims only what it sends at once, so every claimed delivery is sent within its lease.
   const leaseMs = timeoutMs + 20_000;
+  const SENT_AT_ONCE = 8;
 
   const delayAfter = (attempts: number) => {
     const base = delays[Math.min(attempts - 1, delays.length - 1)] ?? 60_000;
     return Math.round(base * (0.8 + Math.random() * 0.4));
   };
 
-  /** Up to `limit` due deliveries, leased to the caller (across tenants: the sender's own connection). */
-  async function claimDue(db: Db, limit: number): Promise<DueDelivery[]> {
-    const now = clock.now();
-    const found = await rows<DueDelivery>(
+  /**
+   * Up to `limit` due deliveries, leased to the caller until `leaseUntil` (across tenants: the
+   * owner's connection). A due delivery whose endpoint is gone is given up here, so it can never sit
+   * at the head of the queue.
+   */
+  async function claimDue(limit: number): Promise<DueDelivery[]> {
+    const now = clock.now().toISOString();
+    const leaseUntil = new Date(clock.now().getTime() + leaseMs);
+    const found = await rows<Omit<DueDelivery, "leaseUntil">>(
       db,
       sql`with due as (
             select d.id from webhook_deliveries d
-            where d.status = 'pending' and d.next_attempt_at <= ${now.toISOString()}::timestamptz
-            order by d.next_attempt_at limit ${limit} for update skip locked)
-          update webhook_deliveries d set next_attempt_at = ${new Date(now.getTime() + leaseMs).toISOString()}::timestamptz
-          from due, webhook_endpoints e
-          where d.id = due.id and e.tenant_id = d.tenant_id and e.id = d.endpoint_id
-          returning d.id, d.tenant_id as "tenantId", d.url, d.body, e.secret, d.attempts, d.created_at as "createdAt"`,
+            where d.status = 'pending' and d.next_attempt_at <= ${now}::timestamptz
+            order by d.next_attempt_at limit ${limit} for update skip locked),
+          orphans as (
+            update webhook_deliveries d set status = 'given_up', settled_at = ${now}::timestamptz, next_attempt_at = ${now}::timestamptz
+            from due
+            where d.id = due.id and not exists (select 1 from webhook_endpoints e where e.tenant_id = d.tenant_id and e.id = d.endpoint_id)
+            returning d.id),
+          claimed as (
+            update webhook_deliveries d set next_attempt_at = ${leaseUntil.toISOString()}::timestamptz
+            from due, webhook_endpoints e
+            where d.id = due.id and e.tenant_id = d.tenant_id and e.id = d.endpoint_id
+            returning d.id, d.tenant_id, d.body, d.attempts, d.created_at, e.url, e.secret)
+          select id, tenant_id as "tenantId", url, body, secret, attempts, created_at as "createdAt" from claimed`,
     );
-    return found.map((d) => ({ ...d, createdAt: new Date(d.createdAt) }));
+    return found.map((d) => ({ ...d, createdAt: new Date(d.createdAt), leaseUntil }));
   }
 
   /** Sends one claimed delivery, signed with its endpoint's secret; never throws. */
@@ -188,17 +203,23 @@ export function createNotifications(deps: {
    * Records an attempt: delivered on a 2xx; otherwise tried again after the next delay, until an
    * attempt fails once the delivery is `giveUpAfterMs` old: then it is given up.
    */
-  async function record(db: Db, delivery: DueDelivery, result: AttemptResult): Promise<DeliveryStatus> {
+  async function record(delivery: DueDelivery, result: AttemptResult): Promise<DeliveryStatus | undefined> {
     const now = clock.now();
     const attempts = delivery.attempts + 1;
     const delivered = result.statusCode !== null && result.statusCode >= 200 && result.statusCode < 300;
     const status: DeliveryStatus = delivered ? "delivered" : now.getTime() - delivery.createdAt.getTime() >= giveUpAfterMs ? "given_up" : "pending";
     const next = status === "pending" ? new Date(now.getTime() + delayAfter(attempts)) : now;
-    await db.transaction(async (tx) => {
+    return db.transaction(async (tx) => {
+      // The attempt happened, whatever became of the delivery meanwhile: it is in the timeline either way.
       await tx.insert(webhookAttempts).values({ deliveryId: delivery.id, tenantId: delivery.tenantId, at: now, durationMs: result.durationMs, statusCode: result.statusCode, error: result.error });
-      await tx.update(webhookDeliveries).set({ attempts, status, nextAttemptAt: next, settledAt: status === "pending" ? null : now }).where(eq(webhookDeliveries.id, delivery.id));
+      // Only while this sender's lease holds: a delivery given up (its endpoint deleted) or taken over stays as it is.
+      const updated = await tx
+        .update(webhookDeliveries)
+        .set({ attempts, status, nextAttemptAt: next, settledAt: status === "pending" ? null : now })
+        .where(and(eq(webhookDeliveries.id, delivery.id), eq(webhookDeliveries.status, "pending"), eq(webhookDeliveries.nextAttemptAt, delivery.leaseUntil)))
+        .returning({ id: webhookDeliveries.id });
+      return updated.length > 0 ? status : undefined;
     });
-    return status;
   }
 
   return {
@@ -261,7 +282,9 @@ export function createNotifications(deps: {
       const endpoints = await tx
         .select()
         .from(webhookEndpoints)
-        .where(and(eq(webhookEndpoints.tenantId, message.tenantId), sql`${webhookEndpoints.events} ? ${message.topic}`));
+        .where(and(eq(webhookEndpoints.tenantId, message.tenantId), sql`${webhookEndpoints.events} ? ${message.topic}`))
+        // A delete of one of them waits for this transaction, then gives up what it made.
+        .for("key share");
       if (endpoints.length === 0) return 0;
       const now = clock.now();
       const body = JSON.stringify({ id: message.id, type: message.topic, tenantId: message.tenantId, createdAt: now.toISOString(), data: { order } });
@@ -289,32 +312,40 @@ export function createNotifications(deps: {
       return inserted.length;
     },
 
-    /** Deletes up to 1,000 deliveries settled before `before`, with their attempts; how many. */
+    /** Deletes deliveries settled before `before` with their attempts, up to 20 batches of 1,000 a run; how many. */
     async purgeSettled(before: Date): Promise<number> {
-      const [row] = await rows<{ n: number }>(
-        db,
-        sql`with gone as (
-              delete from webhook_deliveries where id in (
-                select id from webhook_deliveries where status <> 'pending' and settled_at < ${before.toISOString()}::timestamptz limit 1000)
-              returning id),
-            attempts as (delete from webhook_attempts where delivery_id in (select id from gone))
-            select count(*)::int as n from gone`,
-      );
-      return row?.n ?? 0;
+      let purged = 0;
+      for (let batch = 0; batch < 20; batch++) {
+        const [row] = await rows<{ n: number }>(
+          db,
+          sql`with gone as (
+                delete from webhook_deliveries where id in (
+                  select id from webhook_deliveries where status <> 'pending' and settled_at < ${before.toISOString()}::timestamptz limit 1000)
+                returning id),
+              attempts as (delete from webhook_attempts where delivery_id in (select id from gone))
+              select count(*)::int as n from gone`,
+        );
+        purged += row?.n ?? 0;
+        if ((row?.n ?? 0) < 1_000) break;
+      }
+      return purged;
     },
 
     /**
-     * Sends what is due, 20 claimed at a time and up to 8 at once, until nothing due is left (the
-     * background job's run); `counted` hears each attempt's outcome.
+     * Sends what is due, 8 at a time (each run claims only what it sends at once, within the lease),
+     * until nothing due is left: the background job's run. `counted` hears each recorded outcome.
      */
     async deliverDue(counted: (status: DeliveryStatus) => void = () => {}): Promise<number> {
-      const limit = pLimit(8);
       let attempted = 0;
       for (;;) {
-        const due = await claimDue(db, 20);
-        await Promise.all(due.map((delivery) => limit(async () => counted(await record(db, delivery, await send(delivery))))));
+        const due = await claimDue(SENT_AT_ONCE);
+        const outcomes = await Promise.allSettled(due.map(async (delivery) => record(delivery, await send(delivery))));
+        for (const outcome of outcomes) {
+          if (outcome.status === "rejected") throw outcome.reason;
+          if (outcome.value) counted(outcome.value);
+        }
         attempted += due.length;
-        if (due.length < 20) return attempted;
+        if (due.length < SENT_AT_ONCE) return attempted;
       }
     },
   };
