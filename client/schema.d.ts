@@ -277,6 +277,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/reconciliation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The latest reconciliation runs and what they found (admin)
+         * @description The checks of contract §5 (stock balances and reservations, wallets, refunds waiting, coupon counters, orders PENDING too long, and across services where one process holds every table they read) run every 10 minutes by one replica. Each finding names its check, what it is about and what is wrong; nothing is repaired here. In a split deployment each service checks its own tables, and this lists the runs this database holds.
+         */
+        get: operations["getReconciliation"];
+        put?: never;
+        /**
+         * Run the reconciliation now, in the answering process (admin)
+         * @description The checks of contract §5 (stock balances and reservations, wallets, refunds waiting, coupon counters, orders PENDING too long, and across services where one process holds every table they read) run every 10 minutes by one replica. Each finding names its check, what it is about and what is wrong; nothing is repaired here. In a split deployment each service checks its own tables, and this lists the runs this database holds.
+         */
+        post: operations["runReconciliation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/orders/{id}/timeline": {
         parameters: {
             query?: never;
@@ -722,6 +746,23 @@ export interface components {
             /** @description ISO 8601 UTC */
             at: string;
         };
+        ReconciliationRunInput: {
+            id: string;
+            /** @description the services whose tables it checked */
+            scope: string;
+            checks: string[];
+            /** @description ISO 8601 UTC */
+            startedAt: string;
+            /** @description ISO 8601 UTC */
+            finishedAt: string;
+            /** @description what the checks found for the caller's tenant; empty when all holds */
+            findings: {
+                tenantId: string;
+                check: string;
+                subject: string;
+                detail: string;
+            }[];
+        };
         SignInInput: {
             tenantId: string;
             /** @description the directory's user name (the `{username}` of ORDERLY_LDAP_USER_FILTER) */
@@ -981,6 +1022,23 @@ export interface components {
             };
             /** @description ISO 8601 UTC */
             at: string;
+        };
+        ReconciliationRun: {
+            id: string;
+            /** @description the services whose tables it checked */
+            scope: string;
+            checks: string[];
+            /** @description ISO 8601 UTC */
+            startedAt: string;
+            /** @description ISO 8601 UTC */
+            finishedAt: string;
+            /** @description what the checks found for the caller's tenant; empty when all holds */
+            findings: {
+                tenantId: string;
+                check: string;
+                subject: string;
+                detail: string;
+            }[];
         };
         SignIn: {
             tenantId: string;
@@ -3251,6 +3309,186 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["OperationsStatus"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
+            401: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 403: FORBIDDEN */
+            403: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getReconciliation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        runs: components["schemas"]["ReconciliationRun"][];
+                    };
+                };
+            };
+            /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */
+            401: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 403: FORBIDDEN */
+            403: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    runReconciliation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReconciliationRun"];
                 };
             };
             /** @description A problem; the codes of the API with status 401: UNAUTHENTICATED, BAD_SIGNATURE, INVALID_CREDENTIALS */

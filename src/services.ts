@@ -46,6 +46,7 @@ import { createWallets, type Wallets } from "./modules/payments/wallets.ts";
 import { createShipping, type Shipping } from "./modules/shipping/shipping.ts";
 import { createMetrics, type Metrics, timedHandler } from "./ops/metrics.ts";
 import { createOperations, type Operations } from "./ops/timeline.ts";
+import { createReconciliation, type Reconciliation } from "./ops/reconciliation.ts";
 import { createNotifications, type Notifications } from "./modules/notifications/notifications.ts";
 import type { Secrets } from "./ops/secrets.ts";
 
@@ -95,6 +96,8 @@ export interface Services {
   deadLetters: DeadLetters;
   /** Merchants' webhook endpoints and the deliveries to them (api-contract.md §7). */
   notifications: Notifications;
+  /** The checks of contract §5 on this process's services' tables, and their stored runs. */
+  reconciliation: Reconciliation;
   /** What operators read: order timelines, sagas by state (the admin API and the CLI). */
   operations: Operations;
   /** Refuses orders for SKUs the database just refused for lack of stock (see sold-out-gate.ts); undefined when this process cannot keep one. */
@@ -284,6 +287,7 @@ export function createServices(deps: ServiceDeps): Services {
     paymentTimeouts: createPaymentTimeouts({ database, orders, effects, clock }),
     deadLetters,
     notifications,
+    reconciliation: createReconciliation({ database, clock, roles }),
     operations: createOperations({ database, orders, clock, payments: roles.has("payments") }),
     soldOutGate,
     async start() {

@@ -108,6 +108,8 @@ describe("admin API: order timeline (saga strategy, one database)", () => {
     const expected: [string, string, string][] = [
       ["/api/v1/admin/orders/{id}/timeline", "get", "getOrderTimeline"],
       ["/api/v1/admin/status", "get", "getOperationsStatus"],
+      ["/api/v1/admin/reconciliation", "get", "getReconciliation"],
+      ["/api/v1/admin/reconciliation", "post", "runReconciliation"],
       ["/api/v1/admin/sagas", "get", "listSagas"],
       ["/api/v1/admin/dead-letters", "get", "listDeadLetters"],
       ["/api/v1/admin/dead-letters/{id}", "get", "getDeadLetter"],

@@ -178,11 +178,16 @@ describe.runIf(postgresUrl())("the operations console in Chromium", () => {
     expect((await api("GET", `/admin/dead-letters/${letters.outbox}`, tokens.otherAdmin)).status).toBe(404);
   });
 
-  it("lists sagas by state, keeps the session in the tab, and signs out", async () => {
+  it("lists sagas by state, runs the reconciliation, keeps the session in the tab, and signs out", async () => {
     await page.getByRole("link", { name: "Sagas" }).click();
     await expect.poll(() => page.getByText("No saga is running.").count()).toBe(1);
     await page.getByRole("link", { name: "stuck" }).click();
     await expect.poll(() => page.getByText("No saga is stuck.").count()).toBe(1);
+    // The reconciliation, run on demand: everything holds in this shop.
+    await page.getByRole("link", { name: "Reconciliation" }).click();
+    await page.getByRole("button", { name: "Run now" }).click();
+    await expect.poll(() => page.getByTestId("run").first().textContent()).toMatch(/All 12 checks hold\./);
+    await shoot("reconciliation");
     await page.reload();
     await expect.poll(() => page.getByTestId("operator").textContent()).toBe("olga · tenant shop");
     await page.getByRole("button", { name: "Sign out" }).click();

@@ -11,6 +11,7 @@ export type Saga = Schemas["Saga"];
 export type DeadLetter = Schemas["DeadLetter"];
 export type DeadLetterDetail = Schemas["DeadLetterDetail"];
 export type OperationsStatus = Schemas["OperationsStatus"];
+export type ReconciliationRun = Schemas["ReconciliationRun"];
 
 const TOKEN_KEY = "orderly.console.token";
 

@@ -6,6 +6,7 @@ import "./style.css";
 import { DeadLetterView, DeadLettersView } from "./views/dead-letters.tsx";
 import { FindOrdersView } from "./views/orders.tsx";
 import { OverviewView } from "./views/overview.tsx";
+import { ReconciliationView } from "./views/reconciliation.tsx";
 import { SagasView } from "./views/sagas.tsx";
 import { SignIn } from "./views/sign-in.tsx";
 import { TimelineView } from "./views/timeline.tsx";
@@ -15,6 +16,7 @@ const SECTIONS = [
   { path: "orders", label: "Orders" },
   { path: "sagas", label: "Sagas" },
   { path: "dead-letters", label: "Dead letters" },
+  { path: "reconciliation", label: "Reconciliation" },
 ] as const;
 
 function Page() {
@@ -25,6 +27,7 @@ function Page() {
   if (section === "orders") return <FindOrdersView query={query.get("q") ?? ""} />;
   if (section === "sagas") return <SagasView key={query.get("state")} state={query.get("state") ?? "running"} />;
   if (section === "dead-letters" && id) return <DeadLetterView key={id} id={id} />;
+  if (section === "reconciliation") return <ReconciliationView />;
   if (section === "dead-letters") return <DeadLettersView key={query.get("status")} status={query.get("status") ?? "open"} />;
   return <OverviewView />;
 }

@@ -143,3 +143,20 @@ export const sagas = pgTable(
     index("sagas_finished").on(t.updatedAt).where(sql`${t.status} in ('completed', 'compensated')`),
   ],
 );
+
+/**
+ * Reconciliation runs (src/ops/reconciliation.ts): what the checks of contract §5 found, per scope
+ * (the services a process runs), for operators. A kit table, so every service's database keeps its own.
+ */
+export const reconciliationRuns = pgTable(
+  "reconciliation_runs",
+  {
+    id: text("id").primaryKey(),
+    scope: text("scope").notNull(),
+    checks: jsonb("checks").$type<string[]>().notNull(),
+    startedAt: timestamp("started_at", { withTimezone: true }).notNull(),
+    finishedAt: timestamp("finished_at", { withTimezone: true }).notNull(),
+    findings: jsonb("findings").notNull(),
+  },
+  (t) => [index("reconciliation_runs_latest").on(t.scope, t.startedAt.desc())],
+);

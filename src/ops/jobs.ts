@@ -29,10 +29,10 @@ export async function refreshBacklogGauges(deps: Pick<Services, "database" | "cl
  * a run never overlaps the previous run of the same job.
  */
 export function startJobs(
-  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "metrics" | "soldOutGate" | "notifications"> & {
+  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "metrics" | "soldOutGate" | "notifications" | "reconciliation"> & {
     config: Pick<Config, "retentionHours">;
   },
-  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number; webhooksMs?: number } = {},
+  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number; webhooksMs?: number; reconciliationMs?: number } = {},
 ): () => Promise<void> {
   const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log, soldOutGate } = deps;
   const jobs: Job[] = [
@@ -48,6 +48,15 @@ export function startJobs(
       : []),
     // Sold-out marks re-checked against PostgreSQL where the stock tables are; one replica a period (the store's lead).
     ...(soldOutGate && deps.roles.has("inventory") ? [{ name: "sold-out-gate-reconcile", everyMs: soldOutGate.reconcileEveryMs, run: () => soldOutGate.reconcile() }] : []),
+    // The checks of contract §5, one replica at a time (the others skip while it runs); the findings wait for an operator.
+    {
+      name: "reconciliation",
+      everyMs: options.reconciliationMs ?? 600_000,
+      run: async () => {
+        const run = await deps.reconciliation.run({ wait: false });
+        if (run && run.findings.length > 0) log.warn({ reconciliation: run.id, findings: run.findings.length, checks: [...new Set(run.findings.map((f) => f.check))] }, "reconciliation found something to look at");
+      },
+    },
     // Keys are kept at least 24 h (api-contract.md §4); a day's margin beyond that.
     { name: "idempotency-purge", everyMs: options.purgeMs ?? 3_600_000, run: () => idempotency.purge(database.db, new Date(clock.now().getTime() - 2 * DAY_MS)) },
     // Sent messages, inbox rows, barriers, finished sagas (ORDERLY_RETENTION_HOURS) and closed dead
@@ -60,6 +69,7 @@ export function startJobs(
         const purged = await purgeExpired(database.db, clock.now(), { retentionMs });
         // Settled webhook deliveries and their attempts, kept as long as the messages they came from.
         if (deps.roles.has("orders")) Object.assign(purged, { webhookDeliveries: await deps.notifications.purgeSettled(new Date(clock.now().getTime() - retentionMs)) });
+        Object.assign(purged, { reconciliationRuns: await deps.reconciliation.purge(new Date(clock.now().getTime() - retentionMs)) });
         if (Object.values(purged).some((n) => n > 0)) log.info({ purged }, "purged rows past their retention");
       },
     },

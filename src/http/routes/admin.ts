@@ -6,6 +6,7 @@ import type { Clock } from "../../kit/clock.ts";
 import { encodeCursor, page } from "../../kit/cursor.ts";
 import type { DeadLetter, DeadLetterOutcome, DeadLetters } from "../../kit/dead-letters.ts";
 import { AppError } from "../../kit/errors.ts";
+import type { Reconciliation, ReconciliationRun } from "../../ops/reconciliation.ts";
 import type { Operations } from "../../ops/timeline.ts";
 import { requireAdmin } from "../context.ts";
 import { ListQuery, Order, problems } from "../schemas.ts";
@@ -81,6 +82,18 @@ const Status = z
   })
   .meta({ id: "OperationsStatus" });
 
+const Finding = z.object({ tenantId: z.string(), check: z.string(), subject: z.string(), detail: z.string() });
+const Run = z
+  .object({
+    id: z.string(),
+    scope: z.string().describe("the services whose tables it checked"),
+    checks: z.array(z.string()),
+    startedAt: Timestamp,
+    finishedAt: Timestamp,
+    findings: z.array(Finding).describe("what the checks found for the caller's tenant; empty when all holds"),
+  })
+  .meta({ id: "ReconciliationRun" });
+
 const letterView = (l: DeadLetter) => ({ ...l, payload: l.payload ?? null, createdAt: l.createdAt.toISOString(), updatedAt: l.updatedAt.toISOString() });
 
 /** The refusal of a dead-letter action as a problem: it names why, never pretends (api-contract.md §6). */
@@ -101,8 +114,15 @@ function refusalOf(outcome: Extract<DeadLetterOutcome, { ok: false }>): AppError
  * timeline, sagas by state, dead letters with audited retry / skip / resolve, and health and
  * backlog at a glance.
  */
-export function adminRoutes(deps: { database: Database; operations: Operations; deadLetters: DeadLetters; clock: Clock; checks: readonly ReadinessCheck[] }): FastifyPluginAsyncZod {
-  const { database, operations, deadLetters, clock, checks } = deps;
+export function adminRoutes(deps: {
+  database: Database;
+  operations: Operations;
+  deadLetters: DeadLetters;
+  reconciliation: Reconciliation;
+  clock: Clock;
+  checks: readonly ReadinessCheck[];
+}): FastifyPluginAsyncZod {
+  const { database, operations, deadLetters, reconciliation, clock, checks } = deps;
   return async (app) => {
     app.addHook("onRequest", requireAdmin);
 
@@ -131,6 +151,39 @@ export function adminRoutes(deps: { database: Database; operations: Operations; 
           at: now.toISOString(),
         };
       },
+    );
+
+    const reconciliationDescription =
+      "The checks of contract §5 (stock balances and reservations, wallets, refunds waiting, coupon counters, orders PENDING too long, " +
+      "and across services where one process holds every table they read) run every 10 minutes by one replica. " +
+      "Each finding names its check, what it is about and what is wrong; nothing is repaired here. In a split deployment each service checks its own tables, " +
+      "and this lists the runs this database holds.";
+    const tenantsRun = (run: ReconciliationRun, tenantId: string) => ({ ...run, findings: run.findings.filter((f) => f.tenantId === tenantId) });
+    app.get(
+      "/admin/reconciliation",
+      {
+        schema: {
+          tags: ["operations"],
+          operationId: "getReconciliation",
+          summary: "The latest reconciliation runs and what they found (admin)",
+          description: reconciliationDescription,
+          response: { 200: z.object({ runs: z.array(Run) }), ...problems(401, 403) },
+        },
+      },
+      async (request) => ({ runs: await reconciliation.latest(request.identity!.tenantId) }),
+    );
+    app.post(
+      "/admin/reconciliation",
+      {
+        schema: {
+          tags: ["operations"],
+          operationId: "runReconciliation",
+          summary: "Run the reconciliation now, in the answering process (admin)",
+          description: reconciliationDescription,
+          response: { 200: Run, ...problems(401, 403) },
+        },
+      },
+      async (request) => tenantsRun((await reconciliation.run({ wait: true }))!, request.identity!.tenantId),
     );
 
     app.get(

@@ -1,0 +1,213 @@
+import { type SQL, sql } from "drizzle-orm";
+import type { ServiceName } from "../config.ts";
+import { type Database, rows } from "../db/client.ts";
+import type { Clock } from "../kit/clock.ts";
+import { newId } from "../kit/ids.ts";
+import { STUCK_AFTER_MS } from "../kit/backlog.ts";
+
+/** Something a check found that contract §5 says cannot be: for an operator to look at. */
+export interface Finding {
+  tenantId: string;
+  check: string;
+  /** What it is about: a SKU, a user's wallet, an order, a coupon code. */
+  subject: string;
+  detail: string;
+}
+
+export interface ReconciliationRun {
+  id: string;
+  /** The services whose tables the run checked ("orders,inventory,…"), and whether it compared them with each other. */
+  scope: string;
+  checks: string[];
+  startedAt: string;
+  finishedAt: string;
+  findings: Finding[];
+}
+
+interface Check {
+  name: string;
+  /** The services whose tables it reads: a check runs only where one process has them all (api-contract.md §5, invariant 6). */
+  needs: ServiceName[];
+  /** Rows of (tenant_id, subject, detail). */
+  query(now: Date): SQL;
+}
+
+const PAID = sql`('PAID', 'SHIPPED', 'COMPLETED')`;
+
+/**
+ * The checks of contract §5, each on the tables of the services it names. A service checks its own
+ * tables on its own; the checks across services run where one process holds every table they read
+ * (the all-in-one). Constraints already forbid some states (negative stock or wallets, two captures
+ * of one order, a coupon past its limit): these look for what constraints cannot see.
+ */
+const CHECKS: readonly Check[] = [
+  {
+    name: "stock-balance",
+    needs: ["inventory"],
+    query: () => sql`select tenant_id, sku as subject,
+        format('initial %s + adjusted %s <> available %s + reserved %s + sold %s', initial, adjusted, available, reserved, sold) as detail
+      from stock_levels where initial + adjusted <> available + reserved + sold`,
+  },
+  {
+    name: "stock-reservations",
+    needs: ["inventory"],
+    query: () => sql`select l.tenant_id, l.sku as subject,
+        format('reserved %s, sold %s; reservations hold %s, sold %s', l.reserved, l.sold, coalesce(r.held, 0), coalesce(r.sold, 0)) as detail
+      from stock_levels l left join (
+        select tenant_id, sku, sum(quantity) filter (where status = 'reserved') as held, sum(quantity) filter (where status = 'sold') as sold
+        from stock_reservations group by tenant_id, sku) r on r.tenant_id = l.tenant_id and r.sku = l.sku
+      where l.reserved <> coalesce(r.held, 0) or l.sold <> coalesce(r.sold, 0)`,
+  },
+  {
+    name: "wallet-balance",
+    needs: ["payments"],
+    query: () => sql`select t.tenant_id, 'wallets' as subject,
+        format('credits %s <> balances %s + debits not refunded %s', t.credits, t.balances, t.debits) as detail
+      from (
+        select w.tenant_id,
+          coalesce((select sum(amount) from wallet_entries e where e.tenant_id = w.tenant_id and e.kind = 'credit'), 0) as credits,
+          sum(w.balance) as balances,
+          coalesce((select sum(-amount) from wallet_entries e where e.tenant_id = w.tenant_id and e.kind = 'debit'
+            and not exists (select 1 from wallet_entries r where r.tenant_id = e.tenant_id and r.order_id = e.order_id and r.kind = 'refund')), 0) as debits
+        from wallets w group by w.tenant_id) t
+      where t.credits <> t.balances + t.debits`,
+  },
+  {
+    name: "refund-pending",
+    needs: ["payments"],
+    query: () => sql`select tenant_id, order_id as subject,
+        format('%s %s taken by transaction %s is waiting to be refunded', amount, currency, external_txn_id) as detail
+      from payments where status = 'refund_pending'`,
+  },
+  {
+    name: "coupon-counter",
+    needs: ["coupons"],
+    query: () => sql`select c.tenant_id, c.code as subject, format('counter %s, redemptions %s', c.redemptions, coalesce(r.n, 0)) as detail
+      from coupons c left join (
+        select tenant_id, code, count(*) as n from coupon_redemptions where status = 'redeemed' group by tenant_id, code) r
+        on r.tenant_id = c.tenant_id and r.code = c.code
+      where c.redemptions <> coalesce(r.n, 0)`,
+  },
+  {
+    name: "order-pending-too-long",
+    needs: ["orders"],
+    query: (now) => sql`select tenant_id, id as subject, format('PENDING since %s', created_at) as detail
+      from orders where status = 'PENDING' and created_at < ${new Date(now.getTime() - STUCK_AFTER_MS).toISOString()}::timestamptz`,
+  },
+  {
+    name: "paid-order-without-waybill",
+    needs: ["orders"],
+    query: () => sql`select tenant_id, id as subject, format('%s without a shipment document', status) as detail
+      from orders where status in ${PAID} and shipment_waybill is null`,
+  },
+  {
+    name: "reservation-outlives-order",
+    needs: ["orders", "inventory"],
+    query: () => sql`select r.tenant_id, r.order_id as subject, format('%s × %s still reserved for a %s order', r.quantity, r.sku, o.status) as detail
+      from stock_reservations r join orders o on o.tenant_id = r.tenant_id and o.id = r.order_id
+      where r.status = 'reserved' and o.status not in ('PENDING', 'CREATED')`,
+  },
+  {
+    name: "stock-sold-to-unpaid-order",
+    needs: ["orders", "inventory"],
+    query: () => sql`select r.tenant_id, r.order_id as subject, format('%s × %s sold to a %s order', r.quantity, r.sku, o.status) as detail
+      from stock_reservations r join orders o on o.tenant_id = r.tenant_id and o.id = r.order_id
+      where r.status = 'sold' and o.status not in ${PAID}`,
+  },
+  {
+    name: "wallet-debits-match-orders",
+    needs: ["orders", "payments"],
+    query: () => sql`select coalesce(d.tenant_id, o.tenant_id) as tenant_id, 'wallet-paid orders' as subject,
+        format('debits not refunded %s <> wallet-paid orders %s', coalesce(d.debits, 0), coalesce(o.paid, 0)) as detail
+      from (
+        select tenant_id, sum(-amount) as debits from wallet_entries e where kind = 'debit'
+          and not exists (select 1 from wallet_entries r where r.tenant_id = e.tenant_id and r.order_id = e.order_id and r.kind = 'refund')
+        group by tenant_id) d
+      full join (
+        select tenant_id, sum(total) as paid from orders
+        where payment_method = 'balance' and status in ${PAID} and payment_status = 'captured' group by tenant_id) o
+        on o.tenant_id = d.tenant_id
+      where coalesce(d.debits, 0) <> coalesce(o.paid, 0)`,
+  },
+  {
+    name: "coupon-redeemed-by-cancelled-order",
+    needs: ["orders", "coupons"],
+    query: () => sql`select r.tenant_id, r.order_id as subject, format('coupon %s still redeemed by a cancelled order', r.code) as detail
+      from coupon_redemptions r join orders o on o.tenant_id = r.tenant_id and o.id = r.order_id
+      where r.status = 'redeemed' and o.status = 'CANCELLED'`,
+  },
+  {
+    name: "cancelled-order-live-shipment",
+    needs: ["orders", "shipping"],
+    query: () => sql`select s.tenant_id, s.order_id as subject, format('shipment document %s is %s for a cancelled order', s.waybill, s.status) as detail
+      from shipments s join orders o on o.tenant_id = s.tenant_id and o.id = s.order_id
+      where o.status = 'CANCELLED' and s.status <> 'cancelled'`,
+  },
+];
+
+/**
+ * Reconciliation (api-contract.md §6): the checks of §5 on the tables of the services this process
+ * runs, stored as a run (kit table, so every service can keep its own), for operators through the
+ * admin API. A run takes an advisory lock named after its scope: on many replicas, one runs at a
+ * time and the scheduled job skips while another holds it. It flags; it repairs nothing.
+ */
+export function createReconciliation(deps: { database: Database; clock: Clock; roles: ReadonlySet<ServiceName> }) {
+  const { database, clock, roles } = deps;
+  const checks = CHECKS.filter((c) => c.needs.every((service) => roles.has(service)));
+  const scope = [...roles].sort().join(",");
+
+  const view = (row: { id: string; scope: string; checks: string[]; started_at: Date | string; finished_at: Date | string; findings: Finding[] }, tenantId?: string): ReconciliationRun => ({
+    id: row.id,
+    scope: row.scope,
+    checks: row.checks,
+    startedAt: new Date(row.started_at).toISOString(),
+    finishedAt: new Date(row.finished_at).toISOString(),
+    findings: tenantId === undefined ? row.findings : row.findings.filter((f) => f.tenantId === tenantId),
+  });
+
+  return {
+    /** Runs every check this process can, and stores the run. `wait: false`: undefined when another replica is running one. */
+    async run(options: { wait: boolean }): Promise<ReconciliationRun | undefined> {
+      return database.db.transaction(async (tx) => {
+        const lock = sql`hashtext(${`orderly.reconciliation.${scope}`})`;
+        if (options.wait) await tx.execute(sql`select pg_advisory_xact_lock(${lock})`);
+        else {
+          const [got] = await rows<{ locked: boolean }>(tx, sql`select pg_try_advisory_xact_lock(${lock}) as locked`);
+          if (!got?.locked) return undefined;
+        }
+        const startedAt = clock.now();
+        const findings: Finding[] = [];
+        for (const check of checks) {
+          const found = await rows<{ tenant_id: string; subject: string; detail: string }>(tx, check.query(startedAt));
+          findings.push(...found.map((f) => ({ tenantId: f.tenant_id, check: check.name, subject: String(f.subject), detail: f.detail })));
+        }
+        const row = { id: newId("rec"), scope, checks: checks.map((c) => c.name), started_at: startedAt, finished_at: clock.now(), findings };
+        await tx.execute(sql`insert into reconciliation_runs (id, scope, checks, started_at, finished_at, findings)
+          values (${row.id}, ${scope}, ${JSON.stringify(row.checks)}::jsonb, ${startedAt.toISOString()}::timestamptz, ${row.finished_at.toISOString()}::timestamptz, ${JSON.stringify(findings)}::jsonb)`);
+        return view(row);
+      });
+    },
+
+    /** The latest run of each scope this database holds, with one tenant's findings. */
+    async latest(tenantId: string): Promise<ReconciliationRun[]> {
+      const found = await rows<{ id: string; scope: string; checks: string[]; started_at: Date | string; finished_at: Date | string; findings: Finding[] }>(
+        database.db,
+        sql`select distinct on (scope) id, scope, checks, started_at, finished_at, findings from reconciliation_runs order by scope, started_at desc`,
+      );
+      return found.map((r) => view(r, tenantId));
+    },
+
+    /** Runs older than `before`, but never a scope's latest; how many were deleted. */
+    async purge(before: Date): Promise<number> {
+      const [row] = await rows<{ n: number }>(
+        database.db,
+        sql`with gone as (delete from reconciliation_runs r where r.started_at < ${before.toISOString()}::timestamptz
+              and exists (select 1 from reconciliation_runs newer where newer.scope = r.scope and newer.started_at > r.started_at) returning 1)
+            select count(*)::int as n from gone`,
+      );
+      return row?.n ?? 0;
+    },
+  };
+}
+
+export type Reconciliation = ReturnType<typeof createReconciliation>;
