@@ -24,6 +24,9 @@ export interface ReconciliationRun {
   findings: Finding[];
 }
 
+/** What a run found for one tenant: all an admin of that tenant may see. */
+export const ofTenant = (findings: readonly Finding[], tenantId: string): Finding[] => findings.filter((f) => f.tenantId === tenantId);
+
 interface Check {
   name: string;
   /** The services whose tables it reads: a check runs only where one process has them all (api-contract.md §5, invariant 6). */
@@ -162,7 +165,7 @@ export function createReconciliation(deps: { database: Database; clock: Clock; r
     checks: row.checks,
     startedAt: new Date(row.started_at).toISOString(),
     finishedAt: new Date(row.finished_at).toISOString(),
-    findings: tenantId === undefined ? row.findings : row.findings.filter((f) => f.tenantId === tenantId),
+    findings: tenantId === undefined ? row.findings : ofTenant(row.findings, tenantId),
   });
 
   return {

@@ -6,7 +6,7 @@ import type { Clock } from "../../kit/clock.ts";
 import { encodeCursor, page } from "../../kit/cursor.ts";
 import type { DeadLetter, DeadLetterOutcome, DeadLetters } from "../../kit/dead-letters.ts";
 import { AppError } from "../../kit/errors.ts";
-import type { Reconciliation, ReconciliationRun } from "../../ops/reconciliation.ts";
+import { ofTenant, type Reconciliation } from "../../ops/reconciliation.ts";
 import type { Operations } from "../../ops/timeline.ts";
 import { requireAdmin } from "../context.ts";
 import { ListQuery, Order, problems } from "../schemas.ts";
@@ -140,10 +140,10 @@ export function adminRoutes(deps: {
         },
       },
       async (request) => {
+        const { tenantId, userId } = request.identity!;
         const results = await Promise.allSettled(checks.map((check) => check.ping()));
         const now = clock.now();
-        const backlog = await backlogOf(database.db, now, request.identity!.tenantId);
-        const { tenantId, userId } = request.identity!;
+        const backlog = await backlogOf(database.db, now, tenantId);
         return {
           operator: { tenantId, userId },
           checks: Object.fromEntries(checks.map((check, i) => [check.name, results[i]?.status === "fulfilled" ? ("ok" as const) : ("unavailable" as const)])),
@@ -158,7 +158,6 @@ export function adminRoutes(deps: {
       "and across services where one process holds every table they read) run every 10 minutes by one replica. " +
       "Each finding names its check, what it is about and what is wrong; nothing is repaired here. In a split deployment each service checks its own tables, " +
       "and this lists the runs this database holds.";
-    const tenantsRun = (run: ReconciliationRun, tenantId: string) => ({ ...run, findings: run.findings.filter((f) => f.tenantId === tenantId) });
     app.get(
       "/admin/reconciliation",
       {
@@ -183,7 +182,11 @@ export function adminRoutes(deps: {
           response: { 200: Run, ...problems(401, 403) },
         },
       },
-      async (request) => tenantsRun((await reconciliation.run({ wait: true }))!, request.identity!.tenantId),
+      async (request) => {
+        // Waits for a run on another replica to end, so it always runs and answers one.
+        const run = (await reconciliation.run({ wait: true }))!;
+        return { ...run, findings: ofTenant(run.findings, request.identity!.tenantId) };
+      },
     );
 
     app.get(
