@@ -1,4 +1,5 @@
 import { sql } from "drizzle-orm";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rows } from "../src/db/client.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
@@ -104,6 +105,64 @@ describe.runIf(postgresUrl()).each(variants)("concurrent placement on PostgreSQL
             and id in (select order_id from order_items where sku like 'SKU-%')`,
     );
     expect(placed?.n).toBeGreaterThan(50);
+    expect(await invariantViolations(h.services.database.db)).toEqual([]);
+  });
+});
+
+// A placement's statement that waits on a stock row's lock while the holder gives stock back must
+// see the count it waited for. inventory_reserve once filtered the rows it took by the count as of its
+// statement's snapshot (before the wait): it locked and checked every line, took only some, and raised
+// "reservation of order … took 1 of 2 lines" (a 500); an order of that SKU alone was refused OUT_OF_STOCK.
+describe.runIf(postgresUrl())("a placement waiting on a stock row while its stock comes back, on PostgreSQL", () => {
+  let h: Harness;
+  let url: string;
+  let buyer: string;
+
+  beforeAll(async () => {
+    const database = await openTestPostgres({ max: 8 });
+    url = database.url;
+    h = await createHarness(database);
+    buyer = await h.token("back", "buyer");
+    // One unit each: an order of 3 fits only with the units that come back while it waits.
+    await h.seed("back", { products: [["SHORT-A", 10, 1], ["SHORT-B", 10, 1], ["PLENTY", 10, 100]] });
+  });
+  afterAll(() => h?.close());
+
+  /** Places `items` while another transaction holds `sku`'s row and adds 3 units to it, committing once the placement waits on it. */
+  async function placeWhileStockComesBack(sku: string, items: [string, number][]) {
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    try {
+      const [{ pid }] = (await holder.query("select pg_backend_pid() as pid")).rows as [{ pid: number }];
+      await holder.query("begin");
+      // Stands for a release or a restock (initial + adjusted = available + reserved + sold holds).
+      await holder.query("update stock_levels set available = available + 3, adjusted = adjusted + 3 where tenant_id = 'back' and sku = $1", [sku]);
+      const placing = h.call("POST", "/api/v1/orders", { token: buyer, body: h.orderBody(items, { payment: { method: "external" } }) });
+      for (let waited = 0; ; waited += 10) {
+        const [row] = await rows<{ n: number }>(
+          h.services.database.db,
+          sql`select count(*)::int as n from pg_stat_activity where ${pid}::int = any (pg_blocking_pids(pid))`,
+        );
+        if (row?.n) break;
+        if (waited > 10_000) throw new Error("the placement never waited on the held row");
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await holder.query("commit");
+      return await placing;
+    } finally {
+      await holder.end();
+    }
+  }
+
+  it("takes every line of an order of several SKUs, with the units that came back", async () => {
+    const r = await placeWhileStockComesBack("SHORT-A", [["PLENTY", 1], ["SHORT-A", 3]]);
+    expect({ status: r.status, code: r.body.code }).toEqual({ status: 201, code: undefined });
+    expect(await invariantViolations(h.services.database.db)).toEqual([]);
+  });
+
+  it("takes an order of that SKU alone instead of refusing it OUT_OF_STOCK", async () => {
+    const r = await placeWhileStockComesBack("SHORT-B", [["SHORT-B", 3]]);
+    expect({ status: r.status, code: r.body.code }).toEqual({ status: 201, code: undefined });
     expect(await invariantViolations(h.services.database.db)).toEqual([]);
   });
 });
