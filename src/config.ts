@@ -45,6 +45,13 @@ export interface Config {
   /** ORDERLY_TRUST_PROXY: Fastify's trustProxy (true, a hop count, or addresses and CIDRs); undefined trusts none. */
   trustProxy: boolean | number | string | undefined;
   webhookSecret: string | undefined;
+  /**
+   * ORDERLY_REFUND_URL: the payment provider's refund endpoint; money kept as refund_pending is given
+   * back through it (src/flows/refunds.ts). Unset: nothing is refunded, and reconciliation flags it.
+   */
+  refundUrl: string | undefined;
+  /** ORDERLY_REFUND_TIMEOUT_MS: how long one refund request may take. */
+  refundTimeoutMs: number;
   paymentTimeoutMs: number;
   /** Delays between retries of saga steps and outbox messages (split deployment). */
   retryDelaysMs: number[];
@@ -178,6 +185,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     ldap: ldapConfig(env),
     trustProxy: parse<boolean | number | string | undefined>(env, "ORDERLY_TRUST_PROXY", TRUST_PROXY, undefined),
     webhookSecret: parse(env, "ORDERLY_WEBHOOK_SECRET", z.string().min(16, "must be at least 16 characters"), undefined),
+    refundUrl: parse(env, "ORDERLY_REFUND_URL", urlOf(["https:", "http:"]), undefined),
+    refundTimeoutMs: parse(env, "ORDERLY_REFUND_TIMEOUT_MS", integer(100, 120_000), 10_000),
     paymentTimeoutMs: parse(env, "ORDERLY_PAYMENT_TIMEOUT_MS", integer(1000, 30 * 24 * 3600 * 1000), 900_000),
     retryDelaysMs: parse(
       env,
@@ -222,6 +231,7 @@ export function checkProduction(config: Config): void {
   if (config.ldap && !config.jwtSecret) throw new ConfigError("ORDERLY_JWT_SECRET", "is required with ORDERLY_LDAP_URL: it signs the tokens a directory sign-in answers");
   // Passwords cross the wire in a simple bind: only over TLS in production.
   if (config.ldap && !config.ldap.url.startsWith("ldaps:")) throw new ConfigError("ORDERLY_LDAP_URL", "must be ldaps:// when NODE_ENV=production (passwords are sent in the bind)");
+  if (config.refundUrl && !config.refundUrl.startsWith("https:")) throw new ConfigError("ORDERLY_REFUND_URL", "must be https:// when NODE_ENV=production (refund requests move money)");
 }
 
 /** Parses `--services all|a,b,c`. */

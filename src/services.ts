@@ -48,6 +48,8 @@ import { createMetrics, type Metrics, timedHandler } from "./ops/metrics.ts";
 import { createOperations, type Operations } from "./ops/timeline.ts";
 import { createReconciliation, type Reconciliation } from "./ops/reconciliation.ts";
 import { createNotifications, type Notifications } from "./modules/notifications/notifications.ts";
+import { createHttpPaymentProvider, createRefunds, type PaymentProvider } from "./modules/payments/refunds.ts";
+import { createRefunder, type Refunder } from "./flows/refunds.ts";
 import type { Secrets } from "./ops/secrets.ts";
 
 export { BUS_CONSUMERS, BUS_TOPOLOGY } from "./flows/consumers.ts";
@@ -96,6 +98,8 @@ export interface Services {
   deadLetters: DeadLetters;
   /** Merchants' webhook endpoints and the deliveries to them (api-contract.md §7). */
   notifications: Notifications;
+  /** Gives back refund_pending money through the payment provider (ORDERLY_REFUND_URL), where this process runs the payments service. */
+  refunder: Refunder | undefined;
   /** The checks of contract §5 on this process's services' tables, and their stored runs. */
   reconciliation: Reconciliation;
   /** What operators read: order timelines, sagas by state (the admin API and the CLI). */
@@ -123,6 +127,10 @@ export interface ServiceDeps {
   retryDelaysMs?: number[];
   /** Webhook delivery timing (tests shorten it): delays between attempts, when to give up, an attempt's deadline. */
   notifications?: { retryDelaysMs?: number[]; giveUpAfterMs?: number; timeoutMs?: number };
+  /** The payment provider refunds go to (tests give a simulator); by default the one at ORDERLY_REFUND_URL. */
+  paymentProvider?: PaymentProvider;
+  /** Delays between refund requests for one payment (tests shorten them). */
+  refundDelaysMs?: number[];
 }
 
 /**
@@ -240,6 +248,22 @@ export function createServices(deps: ServiceDeps): Services {
     cache: caching.define<string[]>({ name: "webhook_events", ttlMs: 60_000, max: 10_000 }),
     ...deps.notifications,
   });
+  const paymentProvider =
+    deps.paymentProvider ??
+    (config.refundUrl ? createHttpPaymentProvider({ url: config.refundUrl, secret: deps.secrets.webhookSecret, clock, timeoutMs: config.refundTimeoutMs }) : undefined);
+  const refunder =
+    paymentProvider && roles.has("payments")
+      ? createRefunder({
+          database,
+          refunds: createRefunds({ clock }),
+          provider: paymentProvider,
+          clock,
+          log,
+          timeoutMs: config.refundTimeoutMs,
+          tellOrders: saga ? { outbox } : { orders },
+          retryDelaysMs: deps.refundDelaysMs,
+        })
+      : undefined;
   const consumerDeps = { steps, orders, payments, runner, barrier: createBarrier(), outbox, notifications };
   const subscription = (service: ServiceName, routes: Route[]) => ({
     consumer: service,
@@ -287,7 +311,8 @@ export function createServices(deps: ServiceDeps): Services {
     paymentTimeouts: createPaymentTimeouts({ database, orders, effects, clock }),
     deadLetters,
     notifications,
-    reconciliation: createReconciliation({ database, clock, roles }),
+    refunder,
+    reconciliation: createReconciliation({ database, clock, roles, refunding: refunder !== undefined }),
     operations: createOperations({ database, orders, clock, payments: roles.has("payments") }),
     soldOutGate,
     async start() {

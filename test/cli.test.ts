@@ -14,7 +14,7 @@ import { newId } from "../src/kit/ids.ts";
 import { createOutbox } from "../src/kit/outbox.ts";
 import { createRelay } from "../src/kit/relay.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
-import { CLI } from "./support/cli.ts";
+import { baseEnv, CLI, serve as startServe } from "./support/cli.ts";
 
 
 const dirs: string[] = [];
@@ -24,11 +24,6 @@ function tempDir(): string {
   const dir = mkdtempSync(join(tmpdir(), "orderly-cli-"));
   dirs.push(dir);
   return dir;
-}
-
-function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: "info", ...extra };
-  return env;
 }
 
 /** Runs the CLI to its end. */
@@ -50,26 +45,8 @@ function run(args: string[], env: Record<string, string>, timeoutMs = 30_000): P
   });
 }
 
-/** Starts `orderly serve` and resolves once it logged that it is ready, with its URL. */
-function serve(args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...CLI, "serve", ...args], { env: baseEnv({ PORT: "0", ...env }) });
-    children.push(child);
-    let output = "";
-    const timer = setTimeout(() => reject(new Error(`serve did not become ready: ${output}`)), 30_000);
-    const onData = (d: Buffer) => {
-      output += d;
-      const ready = /"url":"([^"]+)"[^\n]*"msg":"orderly is ready"/.exec(output);
-      if (ready) {
-        clearTimeout(timer);
-        resolve({ child, url: ready[1] as string, output: () => output });
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.on("exit", (code) => reject(new Error(`serve exited with ${code}: ${output}`)));
-  });
-}
+/** `orderly serve`, killed after the suite. */
+const serve = (args: string[], env: Record<string, string>) => startServe(args, env, (child) => children.push(child));
 
 const exited = (child: ChildProcess) => new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
 

@@ -71,7 +71,9 @@ describe.runIf(postgresUrl())("reconciliation (PostgreSQL, all-in-one)", () => {
     const findings = latest.body.runs[0].findings as { check: string; subject: string; detail: string }[];
     expect(findings.find((f) => f.check === "stock-balance")).toMatchObject({ subject: "PEN", detail: "initial 50 + adjusted 0 <> available 49 + reserved 0 + sold 2" });
     expect(findings.find((f) => f.check === "reservation-outlives-order")?.subject).toBe(external!.id);
-    expect(findings.find((f) => f.check === "refund-pending")?.detail).toBe("500 CNY taken by transaction txn-late is waiting to be refunded");
+    expect(findings.find((f) => f.check === "refund-pending")?.detail).toBe(
+      "500 CNY taken by transaction txn-late is waiting to be refunded (no refund endpoint is configured: ORDERLY_REFUND_URL)",
+    );
     // The other tenant's shop is untouched: its admin sees nothing of this one's.
     expect(await checksFound(await h.token("tidy", "root", ["admin"]))).toEqual([]);
   });

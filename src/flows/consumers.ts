@@ -13,6 +13,7 @@ import type { Payments } from "../modules/payments/payments.ts";
 import { CAPTURE, captureContext } from "./capture.ts";
 import { participantSteps } from "./executors.ts";
 import { PAYMENT_TOPICS, type PaymentEvent } from "./payment-callback.ts";
+import { noteOrderRefunded } from "./refunds.ts";
 import { COMMANDS, commandTopic, STEPS, type StepModules, stepTopic } from "./steps.ts";
 
 /** Events the inventory service writes when a product's name or price changes. */
@@ -55,6 +56,7 @@ const ROUTES: readonly { consumer: ServiceName; topic: string; effect(deps: Cons
   },
   { consumer: "orders", topic: PAYMENT_TOPICS.captured, effect: (d) => paymentReported(d, "captured") },
   { consumer: "orders", topic: PAYMENT_TOPICS.refundPending, effect: (d) => paymentReported(d, "refund_pending") },
+  { consumer: "orders", topic: PAYMENT_TOPICS.refunded, effect: (d) => paymentRefunded(d) },
   { consumer: "payments", topic: ORDER_EVENT_TOPIC_PATTERN, effect: (d) => keepOrderCopy(d) },
   // Merchants' webhooks (api-contract.md §7): only tenants with an endpoint for the event cost a transaction.
   { consumer: "orders", topic: ORDER_EVENT_TOPIC_PATTERN, effect: (d) => notifyMerchants(d), wanted: (d) => (message) => d.notifications.wants(message.tenantId, message.topic) },
@@ -99,6 +101,16 @@ function paymentReported(deps: ConsumerDeps, reported: "captured" | "refund_pend
       await orders.move(tx, moves, { order, by: "payment", payment: "refund_pending", reason: "payment_after_cancel", patch: { externalTxnId: event.externalTxnId } });
     }
     // Otherwise the order was paid by another transaction: the payments service keeps this one to refund.
+    afterCommit(() => orders.runAfterHooks(moves));
+  };
+}
+
+/** At the orders service: the payments service gave back money it kept for refund. */
+function paymentRefunded(deps: ConsumerDeps): Effect {
+  const { orders } = deps;
+  return async (tx: Tx, message: BusMessage, afterCommit: AfterCommit) => {
+    const moves: TransitionEvent[] = [];
+    await noteOrderRefunded(orders, tx, moves, message.tenantId, message.payload as PaymentEvent);
     afterCommit(() => orders.runAfterHooks(moves));
   };
 }

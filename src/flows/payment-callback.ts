@@ -61,6 +61,8 @@ export const PAYMENT_TOPICS = {
   captured: "payments.captured",
   /** payments → orders: money arrived for an order that can no longer be paid. */
   refundPending: "payments.refund-pending",
+  /** payments → orders: money kept for refund was given back (src/flows/refunds.ts). */
+  refunded: "payments.refunded",
 } as const;
 
 export interface PaymentEvent {

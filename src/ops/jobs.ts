@@ -29,12 +29,12 @@ export async function refreshBacklogGauges(deps: Pick<Services, "database" | "cl
  * a run never overlaps the previous run of the same job.
  */
 export function startJobs(
-  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "metrics" | "soldOutGate" | "notifications" | "reconciliation"> & {
+  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "metrics" | "soldOutGate" | "notifications" | "reconciliation" | "refunder"> & {
     config: Pick<Config, "retentionHours">;
   },
-  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number; webhooksMs?: number; reconciliationMs?: number } = {},
+  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number; webhooksMs?: number; reconciliationMs?: number; refundsMs?: number } = {},
 ): () => Promise<void> {
-  const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log, soldOutGate } = deps;
+  const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log, soldOutGate, refunder } = deps;
   const jobs: Job[] = [
     // Backlog gauges: fresh within seconds, which is all an alert on minutes-long trends needs.
     { name: "backlog-gauges", everyMs: options.backlogMs ?? 5_000, atStart: true, run: () => refreshBacklogGauges(deps) },
@@ -46,6 +46,8 @@ export function startJobs(
     ...(deps.roles.has("orders")
       ? [{ name: "webhook-deliveries", everyMs: options.webhooksMs ?? 1_000, run: () => deps.notifications.deliverDue((outcome) => deps.metrics.webhookAttempts.inc({ outcome })) }]
       : []),
+    // Money kept for refund given back through the payment provider, from every replica of the payments service (SKIP LOCKED and a lease).
+    ...(refunder ? [{ name: "refunds", everyMs: options.refundsMs ?? 5_000, atStart: true, run: () => refunder.refundDue((outcome) => deps.metrics.refundRequests.inc({ outcome })) }] : []),
     // Sold-out marks re-checked against PostgreSQL where the stock tables are; one replica a period (the store's lead).
     ...(soldOutGate && deps.roles.has("inventory") ? [{ name: "sold-out-gate-reconcile", everyMs: soldOutGate.reconcileEveryMs, run: () => soldOutGate.reconcile() }] : []),
     // The checks of contract §5, one replica at a time (the others skip while it runs); the findings wait for an operator.

@@ -102,6 +102,12 @@ export function createMetrics(sources: { poolStats?: () => PoolStats | undefined
       labelNames: ["outcome"] as const,
       registers: [registry],
     }),
+    refundRequests: new Counter({
+      name: "orderly_refund_requests_total",
+      help: "Refund requests sent to the payment provider, by its answer (refunded, pending, refused, unavailable)",
+      labelNames: ["outcome"] as const,
+      registers: [registry],
+    }),
     rateLimited: new Counter({
       name: "orderly_rate_limit_rejections_total",
       help: "Requests answered 429 by the rate limiter, by bucket scope (user, ip)",

@@ -32,10 +32,13 @@ interface Check {
   /** The services whose tables it reads: a check runs only where one process has them all (api-contract.md §5, invariant 6). */
   needs: ServiceName[];
   /** Rows of (tenant_id, subject, detail). */
-  query(now: Date): SQL;
+  query(now: Date, context: { refunding: boolean }): SQL;
 }
 
 const PAID = sql`('PAID', 'SHIPPED', 'COMPLETED')`;
+
+/** A refund still not done this long after the money arrived is for an operator to look at. */
+const REFUND_OVERDUE_MS = 3_600_000;
 
 /**
  * The checks of contract §5, each on the tables of the services it names. A service checks its own
@@ -76,11 +79,16 @@ const CHECKS: readonly Check[] = [
       where t.credits <> t.balances + t.debits`,
   },
   {
+    // Refunds under way are the refunder's (src/flows/refunds.ts); an operator sees those the provider
+    // refused or did not answer, those waiting over an hour, and all of them where nothing refunds.
     name: "refund-pending",
     needs: ["payments"],
-    query: () => sql`select tenant_id, order_id as subject,
-        format('%s %s taken by transaction %s is waiting to be refunded', amount, currency, external_txn_id) as detail
-      from payments where status = 'refund_pending'`,
+    query: (now, { refunding }) => sql`select tenant_id, order_id as subject,
+        format('%s %s taken by transaction %s is waiting to be refunded', amount, currency, external_txn_id)
+          || case when refund_error is not null then format(' (%s requests; the last: %s)', refund_attempts, refund_error)
+                  when not ${refunding} then ' (no refund endpoint is configured: ORDERLY_REFUND_URL)' else '' end as detail
+      from payments where status = 'refund_pending'
+        and (not ${refunding} or refund_error is not null or created_at < ${new Date(now.getTime() - REFUND_OVERDUE_MS).toISOString()}::timestamptz)`,
   },
   {
     name: "coupon-counter",
@@ -154,8 +162,14 @@ const CHECKS: readonly Check[] = [
  * admin API. A run takes an advisory lock named after its scope: on many replicas, one runs at a
  * time and the scheduled job skips while another holds it. It flags; it repairs nothing.
  */
-export function createReconciliation(deps: { database: Database; clock: Clock; roles: ReadonlySet<ServiceName> }) {
-  const { database, clock, roles } = deps;
+export function createReconciliation(deps: {
+  database: Database;
+  clock: Clock;
+  roles: ReadonlySet<ServiceName>;
+  /** Whether this process gives refund_pending money back (a payment provider is configured). */
+  refunding: boolean;
+}) {
+  const { database, clock, roles, refunding } = deps;
   const checks = CHECKS.filter((c) => c.needs.every((service) => roles.has(service)));
   const scope = [...roles].sort().join(",");
 
@@ -181,7 +195,7 @@ export function createReconciliation(deps: { database: Database; clock: Clock; r
         const startedAt = clock.now();
         const findings: Finding[] = [];
         for (const check of checks) {
-          const found = await rows<{ tenant_id: string; subject: string; detail: string }>(tx, check.query(startedAt));
+          const found = await rows<{ tenant_id: string; subject: string; detail: string }>(tx, check.query(startedAt, { refunding }));
           findings.push(...found.map((f) => ({ tenantId: f.tenant_id, check: check.name, subject: String(f.subject), detail: f.detail })));
         }
         const row = { id: newId("rec"), scope, checks: checks.map((c) => c.name), started_at: startedAt, finished_at: clock.now(), findings };

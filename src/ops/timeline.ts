@@ -129,9 +129,9 @@ export function createOperations(deps: { database: Database; orders: Orders; clo
       );
       const readsPayments = deps.payments === "if-present" ? await hasTable(tx, "payments") : deps.payments;
       const payments = readsPayments
-        ? await rows<{ external_txn_id: string; outcome: string; status: string; amount: number | string; currency: string; created_at: Date | string }>(
+        ? await rows<{ external_txn_id: string; outcome: string; status: string; amount: number | string; currency: string; created_at: Date | string; refund_attempts: number; refund_error: string | null; provider_refund_id: string | null; refunded_at: Date | string | null }>(
             tx,
-            sql`select external_txn_id, outcome, status, amount, currency, created_at from payments where tenant_id = ${tenantId} and order_id = ${orderId} order by created_at`,
+            sql`select external_txn_id, outcome, status, amount, currency, created_at, refund_attempts, refund_error, provider_refund_id, refunded_at from payments where tenant_id = ${tenantId} and order_id = ${orderId} order by created_at`,
           )
         : [];
       // Merchants' webhooks (the orders service's tables): each delivery of an event about it and its attempts.
@@ -236,6 +236,15 @@ export function createOperations(deps: { database: Database; orders: Orders; clo
         ref: p.external_txn_id,
         details: { externalTxnId: p.external_txn_id, outcome: p.outcome, status: p.status, amount: Number(p.amount), currency: p.currency },
       });
+      if (p.refunded_at) {
+        add({
+          at: iso(p.refunded_at),
+          kind: "payment",
+          title: `refunded by the provider: ${p.amount} ${p.currency}`,
+          ref: p.external_txn_id,
+          details: { externalTxnId: p.external_txn_id, providerRefundId: p.provider_refund_id, requests: p.refund_attempts },
+        });
+      }
     }
     notifications.forEach((n, i) => {
       const last = notifications[i + 1]?.id !== n.id;

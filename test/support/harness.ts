@@ -72,7 +72,7 @@ export function gatedBus(): Bus & { hold(): void; release(): void } {
 
 export async function createHarness(
   database: Database,
-  options: { clock?: Clock; env?: Record<string, string>; strategy?: Strategy; bus?: Bus; notifications?: ServiceDeps["notifications"] } = {},
+  options: { clock?: Clock; env?: Record<string, string>; strategy?: Strategy; bus?: Bus; notifications?: ServiceDeps["notifications"]; refundDelaysMs?: number[] } = {},
 ): Promise<Harness> {
   const config = loadConfig(options.env ?? {});
   const saga = options.strategy === "saga" || options.bus !== undefined;
@@ -83,6 +83,7 @@ export async function createHarness(
     log: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
     clock: options.clock,
     notifications: options.notifications,
+    refundDelaysMs: options.refundDelaysMs,
     ...(saga ? { bus: options.bus ?? createInProcessBus(), retryDelaysMs: [200, 400, 800] } : {}),
   });
   await services.start();

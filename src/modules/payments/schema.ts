@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { bigint, bigserial, check, integer, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
+import { bigint, bigserial, check, index, integer, pgTable, primaryKey, text, timestamp, uniqueIndex } from "drizzle-orm/pg-core";
 import type { OrderStatus, PaymentMethod, PaymentStatus } from "../orders/schema.ts";
 
 export const wallets = pgTable(
@@ -48,10 +48,20 @@ export const payments = pgTable(
     /** What became of the money. */
     status: text("status", { enum: ["captured", "failed", "refund_pending", "refunded"] }).notNull(),
     createdAt: timestamp("created_at", { withTimezone: true }).notNull().defaultNow(),
+    /** Refund requests sent to the provider for refund_pending money (src/modules/payments/refunds.ts). */
+    refundAttempts: integer("refund_attempts").notNull().default(0),
+    /** When the next refund request is due; while one is being sent, the end of its sender's lease. Null: due now. */
+    refundNextAt: timestamp("refund_next_at", { withTimezone: true }),
+    /** Why the last request did not refund, as the provider or the network said it. */
+    refundError: text("refund_error"),
+    /** The provider's id of the refund, once it is done. */
+    providerRefundId: text("provider_refund_id"),
+    refundedAt: timestamp("refunded_at", { withTimezone: true }),
   },
   (t) => [
     primaryKey({ columns: [t.tenantId, t.orderId, t.externalTxnId, t.outcome] }),
     uniqueIndex("payments_one_capture_per_order").on(t.tenantId, t.orderId).where(sql`${t.status} = 'captured'`),
+    index("payments_refunds_due").on(t.refundNextAt).where(sql`${t.status} = 'refund_pending'`),
   ],
 );
 

@@ -1,0 +1,8 @@
+-- Refunds of refund_pending money through the payment provider: attempts, the next one due (or the
+-- sender's lease), the last error, and the provider's refund id once done.
+ALTER TABLE "payments" ADD COLUMN "refund_attempts" integer DEFAULT 0 NOT NULL;--> statement-breakpoint
+ALTER TABLE "payments" ADD COLUMN "refund_next_at" timestamp with time zone;--> statement-breakpoint
+ALTER TABLE "payments" ADD COLUMN "refund_error" text;--> statement-breakpoint
+ALTER TABLE "payments" ADD COLUMN "provider_refund_id" text;--> statement-breakpoint
+ALTER TABLE "payments" ADD COLUMN "refunded_at" timestamp with time zone;--> statement-breakpoint
+CREATE INDEX "payments_refunds_due" ON "payments" USING btree ("refund_next_at") WHERE "payments"."status" = 'refund_pending';
