@@ -286,13 +286,13 @@ export interface paths {
         };
         /**
          * The latest reconciliation runs and what they found (admin)
-         * @description The checks of contract §5 (stock balances and reservations, wallets, refunds waiting, coupon counters, orders PENDING too long, and across services where one process holds every table they read) run every 10 minutes by one replica. Each finding names its check, what it is about and what is wrong; nothing is repaired here. In a split deployment each service checks its own tables, and this lists the runs this database holds.
+         * @description The checks of contract §5 (stock balances and reservations, wallets, refunds waiting, coupon counters, orders PENDING too long, and across services where one process holds every table they read) run every 10 minutes by one replica. Each finding names its check, what it is about, what is wrong and whether the run repaired it (what has one right answer: coupon counters, a cancelled order's leftover reservation, redemption or shipment, a paid order's reservation not yet a sale); the rest is for an operator. In a split deployment each service checks its own tables, and this lists the runs this database holds.
          */
         get: operations["getReconciliation"];
         put?: never;
         /**
          * Run the reconciliation now, in the answering process (admin)
-         * @description The checks of contract §5 (stock balances and reservations, wallets, refunds waiting, coupon counters, orders PENDING too long, and across services where one process holds every table they read) run every 10 minutes by one replica. Each finding names its check, what it is about and what is wrong; nothing is repaired here. In a split deployment each service checks its own tables, and this lists the runs this database holds.
+         * @description The checks of contract §5 (stock balances and reservations, wallets, refunds waiting, coupon counters, orders PENDING too long, and across services where one process holds every table they read) run every 10 minutes by one replica. Each finding names its check, what it is about, what is wrong and whether the run repaired it (what has one right answer: coupon counters, a cancelled order's leftover reservation, redemption or shipment, a paid order's reservation not yet a sale); the rest is for an operator. In a split deployment each service checks its own tables, and this lists the runs this database holds.
          */
         post: operations["runReconciliation"];
         delete?: never;
@@ -761,6 +761,8 @@ export interface components {
                 check: string;
                 subject: string;
                 detail: string;
+                /** @description put right by the run (one right answer); false: left for an operator */
+                repaired: boolean;
             }[];
         };
         SignInInput: {
@@ -1038,6 +1040,8 @@ export interface components {
                 check: string;
                 subject: string;
                 detail: string;
+                /** @description put right by the run (one right answer); false: left for an operator */
+                repaired: boolean;
             }[];
         };
         SignIn: {

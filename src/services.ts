@@ -312,7 +312,7 @@ export function createServices(deps: ServiceDeps): Services {
     deadLetters,
     notifications,
     refunder,
-    reconciliation: createReconciliation({ database, clock, roles, refunding: refunder !== undefined }),
+    reconciliation: createReconciliation({ database, clock, roles, refunding: refunder !== undefined, modules: { inventory, coupons, shipping } }),
     operations: createOperations({ database, orders, clock, payments: roles.has("payments") }),
     soldOutGate,
     async start() {

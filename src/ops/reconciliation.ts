@@ -1,6 +1,9 @@
 import { type SQL, sql } from "drizzle-orm";
 import type { ServiceName } from "../config.ts";
-import { type Database, rows } from "../db/client.ts";
+import { type Database, rows, type Tx } from "../db/client.ts";
+import type { Coupons } from "../modules/coupons/coupons.ts";
+import type { Inventory } from "../modules/inventory/inventory.ts";
+import type { Shipping } from "../modules/shipping/shipping.ts";
 import type { Clock } from "../kit/clock.ts";
 import { newId } from "../kit/ids.ts";
 import { STUCK_AFTER_MS } from "../kit/backlog.ts";
@@ -12,6 +15,8 @@ export interface Finding {
   /** What it is about: a SKU, a user's wallet, an order, a coupon code. */
   subject: string;
   detail: string;
+  /** Whether the run put it right (a finding with one right answer), or left it for an operator. */
+  repaired: boolean;
 }
 
 export interface ReconciliationRun {
@@ -33,9 +38,39 @@ interface Check {
   needs: ServiceName[];
   /** Rows of (tenant_id, subject, detail). */
   query(now: Date, context: { refunding: boolean }): SQL;
+  /**
+   * For a finding with one right answer: puts it right in the run's transaction, through the owning
+   * module where it has the function, after looking again under a lock. False when what it found
+   * no longer holds or is too fresh to be sure of (then it stays flagged).
+   */
+  repair?(tx: Tx, finding: { tenantId: string; subject: string }, modules: RepairModules, now: Date): Promise<boolean>;
+}
+
+/** The module front doors repairs go through. */
+export interface RepairModules {
+  inventory: Inventory;
+  coupons: Coupons;
+  shipping: Shipping;
+}
+
+/**
+ * The order, locked, when it has been `status` for at least SETTLED_AFTER_MS: in the saga strategy a
+ * cancel's compensations arrive a moment after it, and a repair must not race them (they are
+ * idempotent, so the race would be harmless, but a finding younger than that is not yet damage).
+ */
+async function settledOrder(tx: Tx, tenantId: string, orderId: string, now: Date): Promise<{ status: string } | undefined> {
+  const [order] = await rows<{ status: string }>(
+    tx,
+    sql`select status from orders where tenant_id = ${tenantId} and id = ${orderId}
+          and updated_at < ${new Date(now.getTime() - SETTLED_AFTER_MS).toISOString()}::timestamptz for update`,
+  );
+  return order;
 }
 
 const PAID = sql`('PAID', 'SHIPPED', 'COMPLETED')`;
+
+/** How long an order must have been as it is before a repair acts on it. */
+const SETTLED_AFTER_MS = STUCK_AFTER_MS;
 
 /** A refund still not done this long after the money arrived is for an operator to look at. */
 const REFUND_OVERDUE_MS = 3_600_000;
@@ -98,6 +133,17 @@ const CHECKS: readonly Check[] = [
         select tenant_id, code, count(*) as n from coupon_redemptions where status = 'redeemed' group by tenant_id, code) r
         on r.tenant_id = c.tenant_id and r.code = c.code
       where c.redemptions <> coalesce(r.n, 0)`,
+    // The redemptions are the truth (one row per order, made with the counter in one statement).
+    async repair(tx, { tenantId, subject }) {
+      const fixed = await rows(
+        tx,
+        sql`update coupons c set redemptions = (select count(*) from coupon_redemptions r where r.tenant_id = c.tenant_id and r.code = c.code and r.status = 'redeemed'), updated_at = now()
+            where c.tenant_id = ${tenantId} and c.code = ${subject}
+              and c.redemptions <> (select count(*) from coupon_redemptions r where r.tenant_id = c.tenant_id and r.code = c.code and r.status = 'redeemed')
+            returning c.code`,
+      );
+      return fixed.length > 0;
+    },
   },
   {
     name: "order-pending-too-long",
@@ -117,6 +163,14 @@ const CHECKS: readonly Check[] = [
     query: () => sql`select r.tenant_id, r.order_id as subject, format('%s × %s still reserved for a %s order', r.quantity, r.sku, o.status) as detail
       from stock_reservations r join orders o on o.tenant_id = r.tenant_id and o.id = r.order_id
       where r.status = 'reserved' and o.status not in ('PENDING', 'CREATED')`,
+    // A cancelled order's stock goes back; a paid order's reservation becomes the sale it is.
+    async repair(tx, { tenantId, subject }, { inventory }, now) {
+      const order = await settledOrder(tx, tenantId, subject, now);
+      if (order?.status === "CANCELLED") await inventory.release(tx, { tenantId, orderId: subject });
+      else if (order && ["PAID", "SHIPPED", "COMPLETED"].includes(order.status)) await inventory.sell(tx, { tenantId, orderId: subject });
+      else return false;
+      return true;
+    },
   },
   {
     name: "stock-sold-to-unpaid-order",
@@ -146,6 +200,11 @@ const CHECKS: readonly Check[] = [
     query: () => sql`select r.tenant_id, r.order_id as subject, format('coupon %s still redeemed by a cancelled order', r.code) as detail
       from coupon_redemptions r join orders o on o.tenant_id = r.tenant_id and o.id = r.order_id
       where r.status = 'redeemed' and o.status = 'CANCELLED'`,
+    async repair(tx, { tenantId, subject }, { coupons }, now) {
+      if ((await settledOrder(tx, tenantId, subject, now))?.status !== "CANCELLED") return false;
+      await coupons.restore(tx, { tenantId, orderId: subject });
+      return true;
+    },
   },
   {
     name: "cancelled-order-live-shipment",
@@ -153,6 +212,11 @@ const CHECKS: readonly Check[] = [
     query: () => sql`select s.tenant_id, s.order_id as subject, format('shipment document %s is %s for a cancelled order', s.waybill, s.status) as detail
       from shipments s join orders o on o.tenant_id = s.tenant_id and o.id = s.order_id
       where o.status = 'CANCELLED' and s.status <> 'cancelled'`,
+    async repair(tx, { tenantId, subject }, { shipping }, now) {
+      if ((await settledOrder(tx, tenantId, subject, now))?.status !== "CANCELLED") return false;
+      await shipping.cancelDocument(tx, { tenantId, orderId: subject });
+      return true;
+    },
   },
 ];
 
@@ -160,7 +224,9 @@ const CHECKS: readonly Check[] = [
  * Reconciliation (api-contract.md §6): the checks of §5 on the tables of the services this process
  * runs, stored as a run (kit table, so every service can keep its own), for operators through the
  * admin API. A run takes an advisory lock named after its scope: on many replicas, one runs at a
- * time and the scheduled job skips while another holds it. It flags; it repairs nothing.
+ * time and the scheduled job skips while another holds it. What has one right answer (a coupon
+ * counter, a cancelled order's leftover reservation, redemption or shipment document, a paid order's
+ * reservation not yet a sale) is repaired in the run's transaction; the rest is flagged.
  */
 export function createReconciliation(deps: {
   database: Database;
@@ -168,6 +234,7 @@ export function createReconciliation(deps: {
   roles: ReadonlySet<ServiceName>;
   /** Whether this process gives refund_pending money back (a payment provider is configured). */
   refunding: boolean;
+  modules: RepairModules;
 }) {
   const { database, clock, roles, refunding } = deps;
   const checks = CHECKS.filter((c) => c.needs.every((service) => roles.has(service)));
@@ -179,7 +246,7 @@ export function createReconciliation(deps: {
     checks: row.checks,
     startedAt: new Date(row.started_at).toISOString(),
     finishedAt: new Date(row.finished_at).toISOString(),
-    findings: tenantId === undefined ? row.findings : ofTenant(row.findings, tenantId),
+    findings: (tenantId === undefined ? row.findings : ofTenant(row.findings, tenantId)).map((f) => ({ ...f, repaired: f.repaired ?? false })),
   });
 
   return {
@@ -196,7 +263,11 @@ export function createReconciliation(deps: {
         const findings: Finding[] = [];
         for (const check of checks) {
           const found = await rows<{ tenant_id: string; subject: string; detail: string }>(tx, check.query(startedAt, { refunding }));
-          findings.push(...found.map((f) => ({ tenantId: f.tenant_id, check: check.name, subject: String(f.subject), detail: f.detail })));
+          for (const f of found) {
+            const finding = { tenantId: f.tenant_id, check: check.name, subject: String(f.subject), detail: f.detail };
+            const repaired = check.repair ? await check.repair(tx, finding, deps.modules, startedAt) : false;
+            findings.push({ ...finding, repaired });
+          }
         }
         const row = { id: newId("rec"), scope, checks: checks.map((c) => c.name), started_at: startedAt, finished_at: clock.now(), findings };
         await tx.execute(sql`insert into reconciliation_runs (id, scope, checks, started_at, finished_at, findings)

@@ -54,7 +54,8 @@ export function ReconciliationView() {
                   <tr>
                     <th>Check</th>
                     <th>About</th>
-                    <th>What is wrong</th>
+                    <th>What was wrong</th>
+                    <th>Done</th>
                   </tr>
                 </thead>
                 <tbody>
@@ -63,6 +64,7 @@ export function ReconciliationView() {
                       <td>{f.check}</td>
                       <td class="mono">{f.subject.startsWith("ord_") ? <a href={href("orders", f.subject)}>{f.subject}</a> : f.subject}</td>
                       <td>{f.detail}</td>
+                      <td>{f.repaired ? "repaired" : "for an operator"}</td>
                     </tr>
                   ))}
                 </tbody>

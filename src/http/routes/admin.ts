@@ -82,7 +82,13 @@ const Status = z
   })
   .meta({ id: "OperationsStatus" });
 
-const Finding = z.object({ tenantId: z.string(), check: z.string(), subject: z.string(), detail: z.string() });
+const Finding = z.object({
+  tenantId: z.string(),
+  check: z.string(),
+  subject: z.string(),
+  detail: z.string(),
+  repaired: z.boolean().describe("put right by the run (one right answer); false: left for an operator"),
+});
 const Run = z
   .object({
     id: z.string(),
@@ -156,7 +162,7 @@ export function adminRoutes(deps: {
     const reconciliationDescription =
       "The checks of contract §5 (stock balances and reservations, wallets, refunds waiting, coupon counters, orders PENDING too long, " +
       "and across services where one process holds every table they read) run every 10 minutes by one replica. " +
-      "Each finding names its check, what it is about and what is wrong; nothing is repaired here. In a split deployment each service checks its own tables, " +
+      "Each finding names its check, what it is about, what is wrong and whether the run repaired it (what has one right answer: coupon counters, a cancelled order's leftover reservation, redemption or shipment, a paid order's reservation not yet a sale); the rest is for an operator. In a split deployment each service checks its own tables, " +
       "and this lists the runs this database holds.";
     app.get(
       "/admin/reconciliation",
