@@ -108,7 +108,7 @@ export async function buildApp(services: Services, options: { logger?: Logger; s
     async (api) => {
       // Signed-in callers: token first (before any body is read), then their own rate bucket.
       await api.register(async (signedIn) => {
-        signedIn.addHook("onRequest", authenticate(services.tokens));
+        signedIn.addHook("onRequest", authenticate(services.identities));
         signedIn.addHook(
           "onRequest",
           rateLimit(services.rateLimiter, (request) => `user:${request.identity!.tenantId}:${request.identity!.userId}`, () => services.metrics.rateLimited.inc({ scope: "user" })),

@@ -49,6 +49,25 @@ describe("configuration", () => {
     expect(loadConfig({ ORDERLY_RETRY_DELAYS_MS: "500,1500" }).retryDelaysMs).toEqual([500, 1500]);
   });
 
+  it("chooses identity providers by ORDERLY_IDENTITY_PROVIDERS, each of them configured, and ldap only beside secret", () => {
+    expect(loadConfig({}).identityProviders).toBeUndefined();
+    expect(loadConfig({ ORDERLY_IDENTITY_PROVIDERS: "jwks, secret", ORDERLY_JWKS_URL: "https://idp.example/jwks.json" }).identityProviders).toEqual(["jwks", "secret"]);
+    const refused = (env: Record<string, string>) => {
+      try {
+        loadConfig(env);
+      } catch (error) {
+        return error instanceof ConfigError ? error.variable : error;
+      }
+      return undefined;
+    };
+    expect(refused({ ORDERLY_IDENTITY_PROVIDERS: "kerberos" })).toBe("ORDERLY_IDENTITY_PROVIDERS");
+    expect(refused({ ORDERLY_IDENTITY_PROVIDERS: "jwks" })).toBe("ORDERLY_IDENTITY_PROVIDERS");
+    expect(refused({ ORDERLY_IDENTITY_PROVIDERS: "ldap" })).toBe("ORDERLY_IDENTITY_PROVIDERS");
+    const ldap = { ORDERLY_LDAP_URL: "ldap://127.0.0.1:389", ORDERLY_LDAP_USER_BASE: "ou=people,dc=x", ORDERLY_LDAP_ROLE_MAP: "staff=admin", ORDERLY_LDAP_TENANT: "t" };
+    expect(refused({ ...ldap, ORDERLY_IDENTITY_PROVIDERS: "ldap" })).toBe("ORDERLY_IDENTITY_PROVIDERS");
+    expect(loadConfig({ ...ldap, ORDERLY_IDENTITY_PROVIDERS: "secret,ldap" }).identityProviders).toEqual(["secret", "ldap"]);
+  });
+
   it("refuses production without a database server, a webhook secret, or a way to verify tokens", () => {
     const ready = { NODE_ENV: "production", DATABASE_URL: "postgres://db/orderly", ORDERLY_WEBHOOK_SECRET: "w".repeat(16), ORDERLY_JWT_SECRET: "x".repeat(32) };
     expect(() => checkProduction(loadConfig(ready))).not.toThrow();

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { IDENTITY_PROVIDER_NAMES, type IdentityProviderName } from "./auth/identity.ts";
 import type { LdapConfig } from "./auth/ldap.ts";
 import type { ClaimMapping } from "./auth/tokens.ts";
 
@@ -40,6 +41,12 @@ export interface Config {
    * called customer or admin needs no entry.
    */
   jwtClaims: ClaimMapping;
+  /**
+   * ORDERLY_IDENTITY_PROVIDERS (`secret,jwks,ldap`, any of them): who may tell Orderly who a caller is.
+   * Undefined: every one configured. Production with an identity provider can leave out `secret`,
+   * so that no token signed with a shared secret is taken.
+   */
+  identityProviders: IdentityProviderName[] | undefined;
   /** ORDERLY_LDAP_URL and the rest of ORDERLY_LDAP_*: sign-in against a directory (api-contract.md §8); undefined when unset. */
   ldap: LdapConfig | undefined;
   /** ORDERLY_TRUST_PROXY: Fastify's trustProxy (true, a hop count, or addresses and CIDRs); undefined trusts none. */
@@ -182,6 +189,15 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       fixedTenant: parse(env, "ORDERLY_JWT_TENANT", z.string().regex(/^[\x20-\x7e]{1,128}$/, "must be 1 to 128 printable characters"), undefined),
       roleMap: parse(env, "ORDERLY_JWT_ROLE_MAP", ROLE_MAP, {}),
     },
+    identityProviders: parse<IdentityProviderName[] | undefined>(
+      env,
+      "ORDERLY_IDENTITY_PROVIDERS",
+      z
+        .string()
+        .transform((list) => [...new Set(list.split(",").map((name) => name.trim()))])
+        .pipe(z.array(z.enum(IDENTITY_PROVIDER_NAMES, `must be a comma list of ${IDENTITY_PROVIDER_NAMES.join(", ")}`)).min(1)),
+      undefined,
+    ),
     ldap: ldapConfig(env),
     trustProxy: parse<boolean | number | string | undefined>(env, "ORDERLY_TRUST_PROXY", TRUST_PROXY, undefined),
     webhookSecret: parse(env, "ORDERLY_WEBHOOK_SECRET", z.string().min(16, "must be at least 16 characters"), undefined),
@@ -215,6 +231,11 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (config.ldap && fixedTenant && config.ldap.fixedTenant !== fixedTenant) {
     throw new ConfigError("ORDERLY_JWT_TENANT", "with ORDERLY_LDAP_URL, must be unset or equal ORDERLY_LDAP_TENANT: tokens would carry another tenant than the directory's");
   }
+  const providers = config.identityProviders;
+  if (providers?.includes("jwks") && !config.jwksUrl) throw new ConfigError("ORDERLY_IDENTITY_PROVIDERS", "names jwks without ORDERLY_JWKS_URL");
+  if (providers?.includes("ldap") && !config.ldap) throw new ConfigError("ORDERLY_IDENTITY_PROVIDERS", "names ldap without ORDERLY_LDAP_URL");
+  // A directory's user gets a token signed with the secret: it must be taken back.
+  if (providers?.includes("ldap") && !providers.includes("secret")) throw new ConfigError("ORDERLY_IDENTITY_PROVIDERS", "names ldap without secret: the tokens a directory sign-in answers are signed with ORDERLY_JWT_SECRET");
   return config;
 }
 

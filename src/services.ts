@@ -1,8 +1,8 @@
 import type { Logger } from "pino";
-import { createLdapSignIn, type LdapSignIn } from "./auth/ldap.ts";
+import { createLdapSignIn } from "./auth/ldap.ts";
 import { createTokens, type Tokens } from "./auth/tokens.ts";
 import { createWebhookSignatures, type WebhookSignatures } from "./auth/webhooks.ts";
-import { type Config, SERVICE_NAMES, type ServiceName } from "./config.ts";
+import { type Config, ConfigError, SERVICE_NAMES, type ServiceName } from "./config.ts";
 import type { Database } from "./db/client.ts";
 import { registerCaptureSaga } from "./flows/capture.ts";
 import { PRODUCT_CHANGED_TOPIC, routesOf } from "./flows/consumers.ts";
@@ -47,6 +47,7 @@ import { createShipping, type Shipping } from "./modules/shipping/shipping.ts";
 import { createMetrics, type Metrics, timedHandler } from "./ops/metrics.ts";
 import { createOperations, type Operations } from "./ops/timeline.ts";
 import { createReconciliation, type Reconciliation } from "./ops/reconciliation.ts";
+import { createIdentities, type Identities, IDENTITY_PROVIDER_NAMES, type IdentityProvider, type IdentityProviderName } from "./auth/identity.ts";
 import { createNotifications, type Notifications } from "./modules/notifications/notifications.ts";
 import { createHttpPaymentProvider, createRefunds, type PaymentProvider } from "./modules/payments/refunds.ts";
 import { createRefunder, type Refunder } from "./flows/refunds.ts";
@@ -60,9 +61,10 @@ export interface Services {
   database: Database;
   log: Logger;
   clock: Clock;
+  /** Signs Orderly's own tokens (CLI, demo, directory sign-in) with ORDERLY_JWT_SECRET. */
   tokens: Tokens;
-  /** Sign-in against a directory (api-contract.md §8) when ORDERLY_LDAP_URL is set. */
-  ldap: LdapSignIn | undefined;
+  /** Who a caller is: the identity providers configuration chose (the secret, JWKS, an LDAP directory). */
+  identities: Identities;
   webhooks: WebhookSignatures;
   rateLimiter: RateLimiter;
   metrics: Metrics;
@@ -175,6 +177,7 @@ export function createServices(deps: ServiceDeps): Services {
       onStoreError: (_error, during) => metrics.soldOutGateErrors.inc({ during }),
     });
 
+  const tokens = createTokens({ secret: deps.secrets.jwtSecret, issuer: config.jwtIssuer, audience: config.jwtAudience, claims: config.jwtClaims });
   const outbox = createOutbox({ clock, newId });
   const caching = createCaching({ database, redisUrl: config.redisUrl, metrics: metrics.cache });
   const inventory = createInventory({
@@ -283,8 +286,8 @@ export function createServices(deps: ServiceDeps): Services {
     database,
     log,
     clock,
-    tokens: createTokens({ secret: deps.secrets.jwtSecret, jwksUrl: config.jwksUrl, issuer: config.jwtIssuer, audience: config.jwtAudience, claims: config.jwtClaims }),
-    ldap: config.ldap ? createLdapSignIn(config.ldap) : undefined,
+    tokens,
+    identities: identitiesOf(config, tokens),
     webhooks: createWebhookSignatures(deps.secrets.webhookSecret, clock),
     rateLimiter,
     metrics,
@@ -336,4 +339,29 @@ export function createServices(deps: ServiceDeps): Services {
       await caching.close();
     },
   };
+}
+
+/**
+ * The identity providers ORDERLY_IDENTITY_PROVIDERS names, in its order; unset: every one configured
+ * (the secret when there is one, JWKS with ORDERLY_JWKS_URL, LDAP with ORDERLY_LDAP_URL).
+ */
+function identitiesOf(config: Config, tokens: Tokens): Identities {
+  const claims = { issuer: config.jwtIssuer, audience: config.jwtAudience, claims: config.jwtClaims };
+  const configured: Record<IdentityProviderName, () => IdentityProvider | undefined> = {
+    secret: () => (tokens.canSign ? { name: "secret", verifyToken: (token) => tokens.verify(token) } : undefined),
+    jwks: () => {
+      if (!config.jwksUrl) return undefined;
+      const jwks = createTokens({ jwksUrl: config.jwksUrl, ...claims });
+      return { name: "jwks", verifyToken: (token) => jwks.verify(token) };
+    },
+    ldap: () => (config.ldap ? { name: "ldap", signIn: createLdapSignIn(config.ldap).signIn } : undefined),
+  };
+  const names = config.identityProviders ?? IDENTITY_PROVIDER_NAMES;
+  return createIdentities(
+    names.flatMap((name) => {
+      const provider = configured[name]();
+      if (!provider && config.identityProviders) throw new ConfigError("ORDERLY_IDENTITY_PROVIDERS", `names ${name}, which is not configured`);
+      return provider ? [provider] : [];
+    }),
+  );
 }

@@ -123,4 +123,21 @@ describe("tokens from a JWKS URL (RS256 and ES256)", () => {
       .sign(new TextEncoder().encode(JSON.stringify(jwk)));
     expect((await h.call("GET", "/api/v1/accounts/me", { token: confused })).status).toBe(401);
   });
+
+  it("takes the secret's tokens beside the provider's by default, and only the provider's with ORDERLY_IDENTITY_PROVIDERS=jwks", async () => {
+    const signedHere = await h.token("idp", "sam");
+    const fromProvider = await token("ES256", "ec-1", keys.ES256.privateKey);
+    expect((await h.call("GET", "/api/v1/accounts/me", { token: signedHere })).status).toBe(200);
+    expect(h.services.identities.names).toEqual(["secret", "jwks"]);
+    const only = await createHarness(await openTestPglite(), { env: { ORDERLY_JWKS_URL: h.services.config.jwksUrl as string, ORDERLY_IDENTITY_PROVIDERS: "jwks" } });
+    try {
+      expect(only.services.identities.names).toEqual(["jwks"]);
+      expect((await only.call("GET", "/api/v1/accounts/me", { token: signedHere })).status).toBe(401);
+      expect((await only.call("GET", "/api/v1/accounts/me", { token: fromProvider })).status).toBe(200);
+      // No password provider either: directory sign-in is not there.
+      expect((await only.call("POST", "/api/v1/auth/token", { body: { tenantId: "idp", username: "sam", password: "x" } })).status).toBe(404);
+    } finally {
+      await only.close();
+    }
+  });
 });

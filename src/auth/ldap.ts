@@ -132,4 +132,3 @@ export function createLdapSignIn(config: LdapConfig) {
   };
 }
 
-export type LdapSignIn = ReturnType<typeof createLdapSignIn>;

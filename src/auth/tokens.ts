@@ -156,6 +156,11 @@ export function createTokens(options: {
       return verifyInFull(token, now);
     },
 
+    /** Whether this signs (and verifies) with a secret: the `secret` identity provider. */
+    get canSign(): boolean {
+      return secretKey !== undefined;
+    },
+
     /** How many verified tokens are remembered now (never more than the cache's size). */
     get cachedTokens(): number {
       return verified.size;

@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import type { Identity, Tokens } from "../auth/tokens.ts";
+import type { Identities } from "../auth/identity.ts";
+import type { Identity } from "../auth/tokens.ts";
 import { AppError } from "../kit/errors.ts";
 import { randomHex } from "../kit/ids.ts";
 import { currentTraceparent } from "../kit/trace-context.ts";
@@ -55,11 +56,11 @@ export function startTrace(request: FastifyRequest, reply: FastifyReply): void {
 }
 
 /** onRequest hook for a scope: a valid bearer token or 401, before any body is parsed or validated. */
-export function authenticate(tokens: Tokens) {
+export function authenticate(identities: Identities) {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const header = request.headers.authorization;
     const match = typeof header === "string" ? /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header.trim()) : null;
-    const identity = match?.[1] ? await tokens.verify(match[1]) : undefined;
+    const identity = match?.[1] ? await identities.verify(match[1]) : undefined;
     if (!identity) {
       reply.header("www-authenticate", 'Bearer realm="orderly"');
       return sendProblem(request, reply, new AppError("UNAUTHENTICATED", header ? "the bearer token is not valid" : "a bearer token is required"));

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
-import type { LdapSignIn } from "../../auth/ldap.ts";
+import type { Identities } from "../../auth/identity.ts";
 import { PrintableId, type Tokens } from "../../auth/tokens.ts";
 import { AppError } from "../../kit/errors.ts";
 import { problems } from "../schemas.ts";
@@ -23,8 +23,8 @@ const AccessToken = z
  * POST /auth/token (api-contract.md §8): a directory's user signs in with a password and gets an
  * access token like any other (§3). Without ORDERLY_LDAP_URL it answers 404, saying so.
  */
-export function authRoutes(deps: { ldap: LdapSignIn | undefined; tokens: Tokens }): FastifyPluginAsyncZod {
-  const { ldap, tokens } = deps;
+export function authRoutes(deps: { identities: Identities; tokens: Tokens }): FastifyPluginAsyncZod {
+  const { identities, tokens } = deps;
   return async (app) => {
     app.post(
       "/auth/token",
@@ -43,8 +43,8 @@ export function authRoutes(deps: { ldap: LdapSignIn | undefined; tokens: Tokens 
         },
       },
       async (request) => {
-        if (!ldap) throw new AppError("NOT_FOUND", "sign-in through a directory is not configured here (ORDERLY_LDAP_URL)");
-        const outcome = await ldap.signIn(request.body);
+        if (!identities.signIn) throw new AppError("NOT_FOUND", "sign-in through a directory is not configured here (ORDERLY_LDAP_URL)");
+        const outcome = await identities.signIn(request.body);
         if (!outcome.ok) {
           switch (outcome.reason) {
             case "INVALID_CREDENTIALS":
