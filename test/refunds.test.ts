@@ -2,6 +2,7 @@ import type { ChildProcess } from "node:child_process";
 import { sql } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { rows } from "../src/db/client.ts";
+import { noteOrderRefunded } from "../src/flows/refunds.ts";
 import { refundIdOf } from "../src/modules/payments/refunds.ts";
 import { serve } from "./support/cli.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
@@ -35,7 +36,7 @@ describe.runIf(postgresUrl())("refunds (PostgreSQL, all-in-one, provider simulat
   beforeAll(async () => {
     provider = await startPaymentProvider(TEST_SECRETS.webhookSecret);
     // No delay between attempts, so a test asks again at once.
-    h = await createHarness(await openTestPostgres({ max: 12 }), { env: { ORDERLY_REFUND_URL: provider.url, ORDERLY_REFUND_TIMEOUT_MS: "1000" }, refundDelaysMs: [0] });
+    h = await createHarness(await openTestPostgres({ max: 12 }), { env: { ORDERLY_REFUND_URL: provider.url, ORDERLY_REFUND_TIMEOUT_MS: "10000" }, refundDelaysMs: [0] });
     admin = await h.token("ref", "root", ["admin"]);
     buyer = await h.token("ref", "rita");
     await h.seed("ref", { products: [["MUG", 700, 1_000]] });
@@ -84,9 +85,9 @@ describe.runIf(postgresUrl())("refunds (PostgreSQL, all-in-one, provider simulat
     expect(provider.refundedOf(late.externalTxnId)).toBe(late.amount);
   });
 
-  it("asks again with the same key after a 503, a lost answer and a pending one, and the provider pays once", async () => {
+  it("asks again with the same key after a 503 and after a lost answer, and the provider pays once", async () => {
     const late = await lateMoney();
-    provider.behave("unavailable", "drop", "pending");
+    provider.behave("unavailable", "drop");
     await refundDue();
     expect(await paymentOf(late.orderId)).toMatchObject({ status: "refund_pending", refund_error: "the provider answered 503" });
     await refundDue(); // the refund is made, and its answer lost
@@ -96,6 +97,30 @@ describe.runIf(postgresUrl())("refunds (PostgreSQL, all-in-one, provider simulat
     expect(await paymentOf(late.orderId)).toMatchObject({ status: "refunded", refund_attempts: 3, refund_error: null });
     expect(new Set(requestsFor(late.orderId).map((r) => r.key)).size).toBe(1);
     expect(provider.refundedOf(late.externalTxnId)).toBe(late.amount);
+  });
+
+  it("asks again after a pending answer, and records the refund once the provider says it is done", async () => {
+    const late = await lateMoney();
+    provider.behave("pending");
+    await refundDue();
+    expect(await paymentOf(late.orderId)).toMatchObject({ status: "refund_pending", refund_attempts: 1, refund_error: null });
+    await refundDue();
+    expect(await paymentOf(late.orderId)).toMatchObject({ status: "refunded", refund_attempts: 2 });
+    expect(provider.refundedOf(late.externalTxnId)).toBe(late.amount);
+  });
+
+  it("leaves money parked by the upgrade alone, and shows it to an operator", async () => {
+    const late = await lateMoney();
+    // What the migration does to money kept before refunds existed.
+    await db().execute(sql`update payments set refund_next_at = 'infinity' where order_id = ${late.orderId} and status = 'refund_pending'`);
+    expect(await refundDue()).toBe(0);
+    const run = await h.call("POST", "/api/v1/admin/reconciliation", { token: admin });
+    const flagged = (run.body.findings as { subject: string; detail: string }[]).find((f) => f.subject === late.orderId);
+    expect(flagged?.detail).toContain("recorded before Orderly refunded");
+    // Released by an operator (docs/operations.md): refunded like any other.
+    await db().execute(sql`update payments set refund_next_at = null where order_id = ${late.orderId} and refund_next_at = 'infinity'`);
+    expect(await refundDue()).toBe(1);
+    expect(await paymentOf(late.orderId)).toMatchObject({ status: "refunded" });
   });
 
   it("keeps a refused refund pending with the provider's reason, flags it for an operator, and refunds it once the provider agrees", async () => {
@@ -173,6 +198,20 @@ describe.runIf(postgresUrl())("refunds in the saga strategy (PostgreSQL, in-proc
     expect((await h.call("GET", `/api/v1/orders/${placed.body.id}`, { token: buyer })).body.payment.status).toBe("refunded");
     expect(provider.refundedOf("txn-sag")).toBe(300);
   });
+
+  it("lets payments.refunded overtake payments.refund-pending: the cancelled order hears of both", async () => {
+    const buyer = await h.token("sag", "sue");
+    const placed = await h.call("POST", "/api/v1/orders", { token: buyer, body: h.orderBody([["CUP", 1]], { payment: { method: "external" } }) });
+    await h.quiesce();
+    expect((await h.call("POST", `/api/v1/orders/${placed.body.id}/cancel`, { token: buyer })).status).toBe(200);
+    expect((await h.call("GET", `/api/v1/orders/${placed.body.id}`, { token: buyer })).body.payment.status).toBe("voided");
+    const { orders } = h.services;
+    await orders.withMoves(h.services.database, "sag", (tx, moves) =>
+      noteOrderRefunded(orders, tx, moves, "sag", { orderId: placed.body.id, externalTxnId: "txn-early", amount: 300, currency: "CNY" }),
+    );
+    const order = (await h.call("GET", `/api/v1/orders/${placed.body.id}`, { token: buyer })).body;
+    expect(order.payment).toMatchObject({ status: "refunded", externalTxnId: "txn-early" });
+  });
 });
 
 describe.runIf(postgresUrl())("refunds across a crash (PostgreSQL, orderly serve killed with SIGKILL)", () => {
@@ -203,7 +242,8 @@ describe.runIf(postgresUrl())("refunds across a crash (PostgreSQL, orderly serve
         ORDERLY_JWT_SECRET: TEST_SECRETS.jwtSecret,
         ORDERLY_WEBHOOK_SECRET: TEST_SECRETS.webhookSecret,
         ORDERLY_REFUND_URL: provider.url,
-        ORDERLY_REFUND_TIMEOUT_MS: "1000",
+        // Longer than the kill takes, so the request is cut by the crash, never by its own timeout.
+        ORDERLY_REFUND_TIMEOUT_MS: "3000",
         ORDERLY_DEMO: "0",
       };
       provider.behave("hold");
@@ -212,16 +252,19 @@ describe.runIf(postgresUrl())("refunds across a crash (PostgreSQL, orderly serve
       await held; // the refund is made at the provider; its answer waits
       first.child.kill("SIGKILL");
       await new Promise((resolve) => first.child.once("exit", resolve));
-      const [orphan] = await rows<{ status: string }>(database.db, sql`select status from payments where order_id = ${placed.body.id} and outcome = 'succeeded'`);
-      expect(orphan?.status).toBe("refund_pending");
+      const [orphan] = await rows<{ status: string; refund_attempts: number }>(
+        database.db,
+        sql`select status, refund_attempts from payments where order_id = ${placed.body.id} and outcome = 'succeeded'`,
+      );
+      expect(orphan).toEqual({ status: "refund_pending", refund_attempts: 0 }); // nothing recorded before the crash
 
       provider.behave("refund");
       const second = await serve(["--no-migrate"], env, (child) => children.push(child));
-      // After the dead process's lease (2 × 1 s + 2 s), the next run asks again with the same key.
+      // After the dead process's lease (2 × 3 s + 2 s), the next run asks again with the same key.
       await waitFor(
         async () => (await rows<{ status: string }>(database.db, sql`select status from payments where order_id = ${placed.body.id} and status = 'refunded'`)).length === 1,
         "the payment to read refunded after the restart",
-        20_000,
+        40_000,
       );
       second.child.kill("SIGTERM");
       await new Promise((resolve) => second.child.once("exit", resolve));

@@ -21,8 +21,15 @@ export type RefundOutcome = RefundAnswer["kind"];
  * capture: only the second payment was refunded).
  */
 export async function noteOrderRefunded(orders: Orders, tx: Tx, moves: TransitionEvent[], tenantId: string, event: PaymentEvent): Promise<void> {
-  const order = await orders.lockOrder(tx, systemViewer(tenantId), event.orderId);
-  if (!order || order.paymentStatus !== "refund_pending" || order.externalTxnId !== event.externalTxnId) return;
+  let order = await orders.lockOrder(tx, systemViewer(tenantId), event.orderId);
+  if (!order) return;
+  // In the split deployment this message may overtake payments.refund-pending: the order hears of both.
+  if (order.paymentStatus === "voided") {
+    const kept = await orders.move(tx, moves, { order, by: "payment", payment: "refund_pending", reason: "payment_after_cancel", patch: { externalTxnId: event.externalTxnId } });
+    if (!kept.ok) throw new Error(`recording the payment kept for refund of order ${order.id} failed: ${kept.reason}`);
+    order = kept.value;
+  }
+  if (order.paymentStatus !== "refund_pending" || order.externalTxnId !== event.externalTxnId) return;
   const moved = await orders.move(tx, moves, { order, by: "payment", payment: "refunded", reason: "refunded" });
   if (!moved.ok) throw new Error(`recording the refund of order ${order.id} failed: ${moved.reason}`);
 }
@@ -56,6 +63,7 @@ export function createRefunder(deps: {
   const delays = deps.retryDelaysMs ?? REFUND_DELAYS_MS;
   const leaseMs = 2 * deps.timeoutMs + 2_000;
 
+  /** After the request numbered `attempts + 1`: the first waits delays[0]. */
   const nextAttemptAt = (attempts: number) => {
     const base = delays[Math.min(attempts, delays.length - 1)] ?? 6 * 3_600_000;
     return new Date(clock.now().getTime() + Math.round(base * (0.8 + Math.random() * 0.4)));
@@ -65,7 +73,7 @@ export function createRefunder(deps: {
     const moves: TransitionEvent[] = [];
     const event: PaymentEvent = { orderId: due.orderId, externalTxnId: due.externalTxnId, amount: due.amount, currency: due.currency };
     const recorded = await database.tenant(due.tenantId, async (tx) => {
-      const result = await refunds.record(tx, due, answer, nextAttemptAt(due.attempts + 1));
+      const result = await refunds.record(tx, due, answer, nextAttemptAt(due.attempts));
       if (result !== "refunded") return result;
       if ("orders" in tellOrders) await noteOrderRefunded(tellOrders.orders, tx, moves, due.tenantId, event);
       else await tellOrders.outbox.enqueue(tx, { tenantId: due.tenantId, topic: PAYMENT_TOPICS.refunded, payload: event });

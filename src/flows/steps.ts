@@ -117,7 +117,9 @@ export const createShipment: Step<z.infer<typeof CreateShipment>, { waybill: str
   },
   fn: "shipping_create_document",
   call: (m, p) => m.shipping.createDocumentCall(p),
-  cancel: (m, tx, tenantId, orderId) => m.shipping.cancelDocument(tx, { tenantId, orderId }),
+  cancel: async (m, tx, tenantId, orderId) => {
+    await m.shipping.cancelDocument(tx, { tenantId, orderId });
+  },
 };
 
 /** A command to a service that is not a step of a saga: sent, applied once, not answered. */

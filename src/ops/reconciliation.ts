@@ -7,6 +7,7 @@ import type { Shipping } from "../modules/shipping/shipping.ts";
 import type { Clock } from "../kit/clock.ts";
 import { newId } from "../kit/ids.ts";
 import { STUCK_AFTER_MS } from "../kit/backlog.ts";
+import { isTransientDatabaseError } from "../db/errors.ts";
 
 /** Something a check found that contract §5 says cannot be: for an operator to look at. */
 export interface Finding {
@@ -62,7 +63,7 @@ async function settledOrder(tx: Tx, tenantId: string, orderId: string, now: Date
   const [order] = await rows<{ status: string }>(
     tx,
     sql`select status from orders where tenant_id = ${tenantId} and id = ${orderId}
-          and updated_at < ${new Date(now.getTime() - SETTLED_AFTER_MS).toISOString()}::timestamptz for update`,
+          and updated_at < ${new Date(now.getTime() - SETTLED_AFTER_MS).toISOString()}::timestamptz for update skip locked`,
   );
   return order;
 }
@@ -121,9 +122,10 @@ const CHECKS: readonly Check[] = [
     query: (now, { refunding }) => sql`select tenant_id, order_id as subject,
         format('%s %s taken by transaction %s is waiting to be refunded', amount, currency, external_txn_id)
           || case when refund_error is not null then format(' (%s requests; the last: %s)', refund_attempts, refund_error)
+                  when refund_next_at = 'infinity' then ' (recorded before Orderly refunded: refund it by hand, or release it to the refunder; see the runbook)'
                   when not ${refunding} then ' (no refund endpoint is configured: ORDERLY_REFUND_URL)' else '' end as detail
       from payments where status = 'refund_pending'
-        and (not ${refunding} or refund_error is not null or created_at < ${new Date(now.getTime() - REFUND_OVERDUE_MS).toISOString()}::timestamptz)`,
+        and (not ${refunding} or refund_error is not null or refund_next_at = 'infinity' or created_at < ${new Date(now.getTime() - REFUND_OVERDUE_MS).toISOString()}::timestamptz)`,
   },
   {
     name: "coupon-counter",
@@ -133,13 +135,17 @@ const CHECKS: readonly Check[] = [
         select tenant_id, code, count(*) as n from coupon_redemptions where status = 'redeemed' group by tenant_id, code) r
         on r.tenant_id = c.tenant_id and r.code = c.code
       where c.redemptions <> coalesce(r.n, 0)`,
-    // The redemptions are the truth (one row per order, made with the counter in one statement).
+    // The redemptions are the truth (one row per order, made with the counter in one statement). The
+    // coupon's row is locked first, so the count (a statement of its own, after the lock) sees every
+    // redemption and restore that committed before it.
     async repair(tx, { tenantId, subject }) {
+      const [locked] = await rows<{ code: string }>(tx, sql`select code from coupons where tenant_id = ${tenantId} and code = ${subject} for update skip locked`);
+      if (!locked) return false;
       const fixed = await rows(
         tx,
-        sql`update coupons c set redemptions = (select count(*) from coupon_redemptions r where r.tenant_id = c.tenant_id and r.code = c.code and r.status = 'redeemed'), updated_at = now()
-            where c.tenant_id = ${tenantId} and c.code = ${subject}
-              and c.redemptions <> (select count(*) from coupon_redemptions r where r.tenant_id = c.tenant_id and r.code = c.code and r.status = 'redeemed')
+        sql`with counted as (select count(*) as n from coupon_redemptions where tenant_id = ${tenantId} and code = ${subject} and status = 'redeemed')
+            update coupons c set redemptions = counted.n, updated_at = now() from counted
+            where c.tenant_id = ${tenantId} and c.code = ${subject} and c.redemptions <> counted.n
             returning c.code`,
       );
       return fixed.length > 0;
@@ -212,10 +218,10 @@ const CHECKS: readonly Check[] = [
     query: () => sql`select s.tenant_id, s.order_id as subject, format('shipment document %s is %s for a cancelled order', s.waybill, s.status) as detail
       from shipments s join orders o on o.tenant_id = s.tenant_id and o.id = s.order_id
       where o.status = 'CANCELLED' and s.status <> 'cancelled'`,
+    // Only a document never shipped can be withdrawn; a parcel on its way is for an operator.
     async repair(tx, { tenantId, subject }, { shipping }, now) {
       if ((await settledOrder(tx, tenantId, subject, now))?.status !== "CANCELLED") return false;
-      await shipping.cancelDocument(tx, { tenantId, orderId: subject });
-      return true;
+      return shipping.cancelDocument(tx, { tenantId, orderId: subject });
     },
   },
 ];
@@ -249,6 +255,20 @@ export function createReconciliation(deps: {
     findings: (tenantId === undefined ? row.findings : ofTenant(row.findings, tenantId)).map((f) => ({ ...f, repaired: f.repaired ?? false })),
   });
 
+  /**
+   * A repair in a short transaction of its own (the run's holds only its advisory lock and reads), so
+   * no row it locks waits for the rest of the run. Rows another transaction holds are skipped: the
+   * finding stays flagged and the next run looks again.
+   */
+  async function repairApart(repair: NonNullable<Check["repair"]>, finding: { tenantId: string; subject: string }): Promise<boolean> {
+    try {
+      return await database.db.transaction((tx) => repair(tx, finding, deps.modules, clock.now()));
+    } catch (error) {
+      if (isTransientDatabaseError(error)) return false;
+      throw error;
+    }
+  }
+
   return {
     /** Runs every check this process can, and stores the run. `wait: false`: undefined when another replica is running one. */
     async run(options: { wait: boolean }): Promise<ReconciliationRun | undefined> {
@@ -265,8 +285,7 @@ export function createReconciliation(deps: {
           const found = await rows<{ tenant_id: string; subject: string; detail: string }>(tx, check.query(startedAt, { refunding }));
           for (const f of found) {
             const finding = { tenantId: f.tenant_id, check: check.name, subject: String(f.subject), detail: f.detail };
-            const repaired = check.repair ? await check.repair(tx, finding, deps.modules, startedAt) : false;
-            findings.push({ ...finding, repaired });
+            findings.push({ ...finding, repaired: check.repair ? await repairApart(check.repair, finding) : false });
           }
         }
         const row = { id: newId("rec"), scope, checks: checks.map((c) => c.name), started_at: startedAt, finished_at: clock.now(), findings };

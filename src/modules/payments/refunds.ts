@@ -23,7 +23,7 @@ export type RefundAnswer =
   | { kind: "refunded"; providerRefundId: string }
   /** Accepted, not done yet: asked again later with the same key. */
   | { kind: "pending" }
-  /** The provider refuses it: asked again on the long schedule, and flagged for an operator meanwhile. */
+  /** The provider refuses it: asked again on the same schedule, and flagged for an operator meanwhile. */
   | { kind: "refused"; reason: string }
   /** No answer that says anything (a timeout, a 5xx, a network error): asked again. */
   | { kind: "unavailable"; reason: string };

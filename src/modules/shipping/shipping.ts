@@ -43,12 +43,14 @@ export function createShipping(options: { newId: IdGenerator }) {
       return row as ShipmentDocument;
     },
 
-    /** Withdraws a document that was never shipped (the order's saga compensates). Idempotent. */
-    async cancelDocument(tx: Tx, args: { tenantId: string; orderId: string }): Promise<void> {
-      await tx
+    /** Withdraws a document that was never shipped (the order's saga compensates). Idempotent: whether this call withdrew one. */
+    async cancelDocument(tx: Tx, args: { tenantId: string; orderId: string }): Promise<boolean> {
+      const withdrawn = await tx
         .update(shipments)
         .set({ status: "cancelled", updatedAt: sql`now()` })
-        .where(and(eq(shipments.tenantId, args.tenantId), eq(shipments.orderId, args.orderId), eq(shipments.status, "pending")));
+        .where(and(eq(shipments.tenantId, args.tenantId), eq(shipments.orderId, args.orderId), eq(shipments.status, "pending")))
+        .returning({ orderId: shipments.orderId });
+      return withdrawn.length > 0;
     },
 
     async markDelivered(tx: Tx, args: { tenantId: string; orderId: string }) {
