@@ -121,7 +121,8 @@ export async function startServer(config: Config, options: { demo: boolean; role
       await flushTracing();
     })());
 
-  if (demo) await printDemoBanner(services, url, demoLoaded);
+  // The banner's tokens are signed with the secret: only worth printing where the secret's tokens are taken.
+  if (demo && services.identities.names.includes("secret")) await printDemoBanner(services, url, demoLoaded);
   log.info({ url, database: database.kind, services: roles, ms: Date.now() - started }, "orderly is ready");
   return { app, services, url, close };
 }

@@ -135,7 +135,7 @@ describe("LDAP configuration", () => {
     const h = await createHarness(await openTestPglite());
     try {
       const r = await h.call("POST", "/api/v1/auth/token", { body: { tenantId: "acme", username: "alice", password: "alice-pw" } });
-      expect([r.status, r.body.code, r.body.detail]).toEqual([404, "NOT_FOUND", "sign-in through a directory is not configured here (ORDERLY_LDAP_URL)"]);
+      expect([r.status, r.body.code, r.body.detail]).toEqual([404, "NOT_FOUND", "sign-in through a directory is not offered here (ORDERLY_LDAP_URL, ORDERLY_IDENTITY_PROVIDERS)"]);
     } finally {
       await h.close();
     }

@@ -43,7 +43,7 @@ export function authRoutes(deps: { identities: Identities; tokens: Tokens }): Fa
         },
       },
       async (request) => {
-        if (!identities.signIn) throw new AppError("NOT_FOUND", "sign-in through a directory is not configured here (ORDERLY_LDAP_URL)");
+        if (!identities.signIn) throw new AppError("NOT_FOUND", "sign-in through a directory is not offered here (ORDERLY_LDAP_URL, ORDERLY_IDENTITY_PROVIDERS)");
         const outcome = await identities.signIn(request.body);
         if (!outcome.ok) {
           switch (outcome.reason) {
