@@ -299,7 +299,6 @@ export function createNotifications(deps: {
             eventId: message.id,
             eventType: message.topic,
             orderId,
-            url: e.url,
             body,
             status: "pending" as DeliveryStatus,
             attempts: 0,

@@ -34,7 +34,6 @@ export const webhookDeliveries = pgTable(
     eventId: text("event_id").notNull(),
     eventType: text("event_type").notNull(),
     orderId: text("order_id").notNull(),
-    url: text("url").notNull(),
     body: text("body").notNull(),
     status: text("status").$type<DeliveryStatus>().notNull(),
     attempts: integer("attempts").notNull(),
