@@ -225,9 +225,12 @@ export async function asyncPhase(config: BenchConfig, shop: Shop): Promise<Async
   return { accepted: httpLoad(run), drainSeconds, drained: pending === 0, drainedPerSecond, outcomes, lost, invariants };
 }
 
-/** P3: five services as processes on one database and RabbitMQ; the uniform load on the orders service. */
-export async function splitPhase(config: BenchConfig): Promise<(WorkloadResult & { settleSeconds: number }) | { skipped: string }> {
-  progress("P3 split: five services as processes, RabbitMQ between them");
+/**
+ * P3: five services as processes on one database and RabbitMQ; the uniform load on the orders
+ * service, which places by saga or, with `placement` 2pc, by two-phase commit.
+ */
+export async function splitPhase(config: BenchConfig, placement: "saga" | "2pc" = "saga"): Promise<(WorkloadResult & { settleSeconds: number }) | { skipped: string }> {
+  progress(`P3 split (${placement}): five services as processes, RabbitMQ between them`);
   try {
     const probe = new Connection({ url: config.amqpUrl });
     await probe.onConnect(3_000).finally(() => probe.close());
@@ -236,8 +239,8 @@ export async function splitPhase(config: BenchConfig): Promise<(WorkloadResult &
     progress(`  split SKIPPED: ${skipped}`);
     return { skipped };
   }
-  const databaseUrl = await scratchDatabase(config.databaseUrl, `orderly_bench_split_${config.stamp}`);
-  const prefix = `bench-${config.stamp}`;
+  const databaseUrl = await scratchDatabase(config.databaseUrl, `orderly_bench_split_${placement}_${config.stamp}`);
+  const prefix = `bench-${placement}-${config.stamp}`;
   // Registered before the services start, so it runs after they stop.
   onCleanup("delete the split deployment's RabbitMQ queues", () => deleteRabbitTopology(config.amqpUrl, prefix, BUS_CONSUMERS, DEFAULT_RETRY_DELAYS_MS));
   const checks = openPostgres(databaseUrl, { max: 2 });
@@ -246,7 +249,7 @@ export async function splitPhase(config: BenchConfig): Promise<(WorkloadResult &
   const servers = Object.fromEntries(
     await Promise.all(
       names.map(async (service) => {
-        const env = { DATABASE_URL: databaseUrl, AMQP_URL: config.amqpUrl, ORDERLY_AMQP_PREFIX: prefix, REDIS_URL: config.redisUrl, ORDERLY_DATA_DIR: join(config.scratchDir, service) };
+        const env = { DATABASE_URL: databaseUrl, AMQP_URL: config.amqpUrl, ORDERLY_AMQP_PREFIX: prefix, REDIS_URL: config.redisUrl, ORDERLY_DATA_DIR: join(config.scratchDir, service), ORDERLY_PLACEMENT: placement };
         return [service, await startServer({ name: `split-${service}`, args: ["--services", service], env, logDir: config.workDir })] as const;
       }),
     ),
@@ -258,7 +261,7 @@ export async function splitPhase(config: BenchConfig): Promise<(WorkloadResult &
     for (const until = Date.now() + 120_000; (await entries()) < POSTGRES_CATALOGUE.skus + 1; await sleep(250)) {
       if (Date.now() > until) throw new Error("the orders service's catalogue copy was not complete 120 s after seeding");
     }
-    const { run } = await warmAndMeasure(config, { label: "split · Orderly", url: servers.orders.url, order: uniformOrder(POSTGRES_CATALOGUE) }, databaseUrl);
+    const { run } = await warmAndMeasure(config, { label: `split${placement === "2pc" ? " 2pc" : ""} · Orderly`, url: servers.orders.url, order: uniformOrder(POSTGRES_CATALOGUE) }, databaseUrl);
     const settling = performance.now();
     const invariants = checked("invariants 1-3", await settledInvariants(checks.db, config.tenant));
     return { orderly: httpLoad(run), invariants, settleSeconds: (performance.now() - settling) / 1000 };

@@ -19,6 +19,8 @@ export interface Results {
   hot?: HotResult;
   async?: AsyncResult;
   split?: (WorkloadResult & { settleSeconds: number }) | { skipped: string };
+  /** The split deployment placing by two-phase commit (ORDERLY_PLACEMENT=2pc): no target, beside saga and local. */
+  split2pc?: (WorkloadResult & { settleSeconds: number }) | { skipped: string };
   embedded?: WorkloadResult;
   footprint?: FootprintResult;
   /** Phases that could not finish, with why. */
@@ -103,6 +105,15 @@ export function verdicts(results: Results): Verdict[] {
       rows.push(check("P3 split: invariants 1-3", split.invariants, "hold"));
     }
   }
+  const split2pc = results.split2pc;
+  if (split2pc) {
+    if ("skipped" in split2pc) rows.push({ what: "split 2pc", measured: `skipped: ${split2pc.skipped}`, target: "", verdict: "n/a" });
+    else {
+      rows.push(ratio("split 2pc: 201/s vs all-in-one uniform", split2pc.orderly.ordersPerSecond, uniform?.orderly.ordersPerSecond, 0, "uniform not run", otherAnswers(split2pc.orderly)));
+      rows.push(p99("split 2pc: p99", split2pc.orderly, TARGETS.split.p99));
+      rows.push(check("split 2pc: invariants 1-3", split2pc.invariants, "hold"));
+    }
+  }
   if (embedded) {
     const rate = embedded.orderly.ordersPerSecond;
     rows.push({ what: "P5 embedded: orders/s", measured: `${fmt(rate)}${otherAnswers(embedded.orderly)}`, target: `≥ ${TARGETS.embedded.ordersPerSecond}`, verdict: judge(rate >= TARGETS.embedded.ordersPerSecond) });
@@ -175,6 +186,7 @@ function workloads(results: Results): Workload[] {
   add("hot", results.hot, TARGETS.hot.p99);
   if (results.async) list.push({ name: "async (202 answers)", orderly: results.async.accepted, p99: TARGETS.async.p99 });
   if (results.split && !("skipped" in results.split)) add("split", results.split, TARGETS.split.p99);
+  if (results.split2pc && !("skipped" in results.split2pc)) add("split 2pc", results.split2pc, TARGETS.split.p99);
   add("embedded", results.embedded, TARGETS.embedded.p99);
   return list;
 }

@@ -4,7 +4,7 @@
 //
 // Env: DATABASE_URL (PostgreSQL server; default postgres://postgres@127.0.0.1:5432/postgres),
 // AMQP_URL (split phase, skipped when unreachable), REDIS_URL (passed to the servers on PostgreSQL),
-// BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64), BENCH_ONLY=uniform,hot,async,split,embedded,footprint;
+// BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64), BENCH_ONLY=uniform,hot,async,split,split-2pc,embedded,footprint;
 // ORDERLY_* settings (ORDERLY_DB_POOL_MAX, …) are passed on to every server.
 // Flag: --keep-pgbench-db keeps pgbench's seeded database (orderly_pgbench) between runs.
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -19,7 +19,7 @@ import { buildServer, passedSettings } from "./servers.ts";
 import { ratioTable, type Results, verdicts, writeReport } from "./report.ts";
 import { customerTokens } from "./workloads.ts";
 
-const PHASES = ["uniform", "hot", "async", "split", "embedded", "footprint"] as const;
+const PHASES = ["uniform", "hot", "async", "split", "split-2pc", "embedded", "footprint"] as const;
 type Phase = (typeof PHASES)[number];
 const ROOT = resolve(import.meta.dirname, "..");
 const RESULTS = join(ROOT, "bench", "results");
@@ -154,6 +154,7 @@ async function main(): Promise<number> {
       }
     }
     if (selected("split")) results.split = await attempt("split", () => splitPhase(config));
+    if (selected("split-2pc")) results.split2pc = await attempt("split-2pc", () => splitPhase(config, "2pc"));
     if (selected("embedded")) results.embedded = await attempt("embedded", () => embeddedPhase(config));
     if (selected("footprint")) results.footprint = await attempt("footprint", () => footprintPhase(config));
   } finally {

@@ -31,6 +31,8 @@ describe("configuration", () => {
     ["ORDERLY_JWT_SECRET", "short"],
     ["ORDERLY_RETRY_DELAYS_MS", "1s,2s"],
     ["ORDERLY_DB_POOL_MAX", "0"],
+    ["ORDERLY_PLACEMENT", "xa"],
+    ["ORDERLY_2PC_IN_DOUBT_MS", "10"],
     ["ORDERLY_RETENTION_HOURS", "12"],
     ["ORDERLY_RETENTION_HOURS", "a week"],
     ["ORDERLY_TRUST_PROXY", "everyone"],

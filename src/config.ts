@@ -60,6 +60,16 @@ export interface Config {
   /** ORDERLY_REFUND_TIMEOUT_MS: how long one refund request may take. */
   refundTimeoutMs: number;
   paymentTimeoutMs: number;
+  /**
+   * ORDERLY_PLACEMENT: how the orders service of the split deployment places an order. `saga` (steps as
+   * messages to their owners, each in its own transaction, compensated on a refusal) or `2pc` (the
+   * coordinator runs every step on its owner's database, prepares each transaction and commits them
+   * all after logging its decision: src/flows/two-phase-placement.ts). The all-in-one places in one
+   * local transaction whatever this says.
+   */
+  placement: "saga" | "2pc";
+  /** ORDERLY_2PC_IN_DOUBT_MS: a transaction prepared this long ago with no decision logged is rolled back by recovery. */
+  twoPhaseInDoubtMs: number;
   /** Delays between retries of saga steps and outbox messages (split deployment). */
   retryDelaysMs: number[];
   /** ORDERLY_RETENTION_HOURS: how long sent messages, inbox rows, barriers and finished sagas are kept. */
@@ -204,6 +214,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     refundUrl: parse(env, "ORDERLY_REFUND_URL", urlOf(["https:", "http:"]), undefined),
     refundTimeoutMs: parse(env, "ORDERLY_REFUND_TIMEOUT_MS", integer(100, 120_000), 10_000),
     paymentTimeoutMs: parse(env, "ORDERLY_PAYMENT_TIMEOUT_MS", integer(1000, 30 * 24 * 3600 * 1000), 900_000),
+    placement: parse(env, "ORDERLY_PLACEMENT", z.enum(["saga", "2pc"], "must be saga or 2pc"), "saga"),
+    twoPhaseInDoubtMs: parse(env, "ORDERLY_2PC_IN_DOUBT_MS", integer(1_000, 3_600_000), 30_000),
     retryDelaysMs: parse(
       env,
       "ORDERLY_RETRY_DELAYS_MS",

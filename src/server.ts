@@ -2,9 +2,11 @@ import type { FastifyInstance } from "fastify";
 import { type Logger, pino } from "pino";
 import { buildApp } from "./app.ts";
 import { checkProduction, type Config, ConfigError, SERVICE_NAMES, type ServiceName } from "./config.ts";
-import type { Database } from "./db/client.ts";
+import { type Database, openPostgres } from "./db/client.ts";
 import { openDatabase } from "./db/open.ts";
+import { maxPreparedTransactions } from "./db/prepared.ts";
 import { DEFAULT_WAIT_MS } from "./flows/placement.ts";
+import type { Participant } from "./flows/two-phase-placement.ts";
 import { DEMO_TENANT, loadDemo } from "./demo.ts";
 import type { Bus } from "./kit/bus.ts";
 import { systemClock } from "./kit/clock.ts";
@@ -37,7 +39,7 @@ const logNotifications = (log: Logger) => (live: boolean, error?: unknown) => {
  * A split service's database and bus: its own URL if it runs alone and one is set, else DATABASE_URL;
  * only its own tables migrated; RabbitMQ reached before it serves.
  */
-async function openSplit(config: Config, roles: ServiceName[], log: Logger, migrate: "apply" | "check"): Promise<{ database: Database; bus: Bus }> {
+async function openSplit(config: Config, roles: ServiceName[], log: Logger, migrate: "apply" | "check"): Promise<{ database: Database; bus: Bus; participants?: Record<ServiceName, Participant> }> {
   if (!config.databaseUrl && !roles.some((r) => config.serviceDatabaseUrls[r])) {
     throw new ConfigError("DATABASE_URL", "is required to serve split services (--services other than all)");
   }
@@ -52,6 +54,10 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger, migr
     sets: roles,
     migrate,
   });
+  const participants = roles.includes("orders") && config.placement === "2pc" ? await openParticipants(config).catch(async (error: unknown) => {
+    await database.close();
+    throw error;
+  }) : undefined;
   const deadLetters = createDeadLetters({ clock: systemClock, newId });
   const bus = createRabbitBus({
     url: config.amqpUrl,
@@ -68,9 +74,48 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger, migr
   } catch (error) {
     await bus.close().catch(() => {});
     await database.close();
+    await closeAll(participants);
     throw new ConfigError("AMQP_URL", `cannot reach RabbitMQ at ${new URL(config.amqpUrl).host}: ${(error as Error).message}`);
   }
-  return { database, bus };
+  return { database, bus, participants };
+}
+
+/**
+ * The two-phase-commit coordinator's own handles on every service's database (ORDERLY_PLACEMENT=2pc):
+ * one per distinct URL, each reachable and allowing prepared transactions. Nothing is migrated here:
+ * each service migrates its own tables.
+ */
+async function openParticipants(config: Config): Promise<Record<ServiceName, Participant>> {
+  const byUrl = new Map<string, Participant>();
+  const participants = {} as Record<ServiceName, Participant>;
+  try {
+    for (const service of SERVICE_NAMES) {
+      const own = config.serviceDatabaseUrls[service];
+      const variable = own ? `ORDERLY_${service.toUpperCase()}_DATABASE_URL` : "DATABASE_URL";
+      const url = own ?? config.databaseUrl;
+      if (!url) throw new ConfigError(variable, `is required with ORDERLY_PLACEMENT=2pc: the coordinator prepares a transaction on the ${service} service's database`);
+      if (!byUrl.has(url)) {
+        const work = await openDatabase(config, { url, variable, migrate: "none", lockTimeoutMs: DEFAULT_WAIT_MS });
+        const maxPrepared = await maxPreparedTransactions(work);
+        byUrl.set(url, { work, finish: openPostgres(url, { max: 2 }), maxPrepared });
+        if (maxPrepared === 0) {
+          throw new ConfigError("ORDERLY_PLACEMENT", `2pc needs max_prepared_transactions > 0 on the PostgreSQL server of ${variable} (it is 0; set it and restart the server)`);
+        }
+      }
+      participants[service] = byUrl.get(url) as Participant;
+    }
+    return participants;
+  } catch (error) {
+    await closeAll(Object.fromEntries([...byUrl.values()].map((p, i) => [i, p])));
+    throw error;
+  }
+}
+
+async function closeAll(participants: Record<string, Participant> | undefined): Promise<void> {
+  for (const { work, finish } of new Set(Object.values(participants ?? {}))) {
+    await work.close().catch(() => {});
+    await finish.close().catch(() => {});
+  }
 }
 
 /** Opens the database, wires everything, listens. The only place that calls listen(). */
@@ -86,15 +131,19 @@ export async function startServer(config: Config, options: { demo: boolean; role
   if (options.demo && config.production) log.warn("demo data is never loaded in production (NODE_ENV=production): --demo and ORDERLY_DEMO ignored");
   const demo = options.demo && !config.production && !split;
   const secrets = resolveSecrets(config);
-  const { database, bus } = split
+  if (!split && config.placement === "2pc") {
+    throw new ConfigError("ORDERLY_PLACEMENT", "2pc is for the orders service of the split deployment: the all-in-one places an order in one local transaction");
+  }
+  const { database, bus, participants } = split
     ? await openSplit(config, roles, log, migrate)
-    : { database: await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, onNotificationsChange: logNotifications(log), migrate }), bus: undefined };
-  const services = createServices({ config, database, secrets, log, ...(bus ? { bus, roles, retryDelaysMs: config.retryDelaysMs } : {}) });
+    : { database: await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, onNotificationsChange: logNotifications(log), migrate }), bus: undefined, participants: undefined };
+  const services = createServices({ config, database, secrets, log, ...(bus ? { bus, roles, retryDelaysMs: config.retryDelaysMs, participants } : {}) });
   try {
     await services.rateLimiter.ready();
   } catch (error) {
     await services.close();
     await database.close();
+    await closeAll(participants);
     throw new ConfigError("REDIS_URL", `cannot reach Redis at ${new URL(config.redisUrl ?? "redis://").host}: ${(error as Error).message}`);
   }
   await services.start();
@@ -118,6 +167,7 @@ export async function startServer(config: Config, options: { demo: boolean; role
       await services.localPlacement?.drain();
       await services.close();
       await database.close();
+      await closeAll(participants);
       await flushTracing();
     })());
 

@@ -13,6 +13,7 @@ import { createIntentPaymentCallback, createPaymentCallback, type HandlePaymentR
 import { createPaymentTimeouts, type PaymentTimeouts } from "./flows/payment-timeouts.ts";
 import type { Placement } from "./flows/placement.ts";
 import { createSagaPlacement, type SagaPlacement } from "./flows/saga-placement.ts";
+import { createTwoPhasePlacement, type Participant, type TwoPhasePlacement } from "./flows/two-phase-placement.ts";
 import type { StepModules } from "./flows/steps.ts";
 import { createBarrier } from "./kit/barrier.ts";
 import { type Caching, createCaching } from "./kit/cache.ts";
@@ -92,6 +93,8 @@ export interface Services {
   localPlacement: LocalPlacement | undefined;
   /** The saga runner, when this process coordinates sagas (the orders service of the split deployment). */
   runner: SagaRunner | undefined;
+  /** The two-phase-commit executor, when this orders service places by it (ORDERLY_PLACEMENT=2pc): recovery finishes what a coordinator left. */
+  twoPhase: TwoPhasePlacement | undefined;
   bus: Bus;
   relay: Relay;
   moves: OrderMoves;
@@ -133,6 +136,11 @@ export interface ServiceDeps {
   paymentProvider?: PaymentProvider;
   /** Delays between refund requests for one payment (tests shorten them). */
   refundDelaysMs?: number[];
+  /**
+   * Every service's database as the two-phase-commit coordinator's own handles: with them and
+   * ORDERLY_PLACEMENT=2pc, the orders service places synchronous orders by two-phase commit.
+   */
+  participants?: Readonly<Record<ServiceName, Participant>>;
 }
 
 /**
@@ -234,7 +242,25 @@ export function createServices(deps: ServiceDeps): Services {
   const sagaPlacement: SagaPlacement | undefined = runner
     ? createSagaPlacement({ database, orders, runner, effects, clock, newId, currency: config.currency, paymentTimeoutMs: config.paymentTimeoutMs, stepDeadlineMs })
     : undefined;
+  const twoPhase =
+    sagaPlacement && deps.participants && config.placement === "2pc"
+      ? createTwoPhasePlacement({
+          database,
+          participants: deps.participants,
+          orders,
+          steps,
+          barrier: createBarrier(),
+          clock,
+          newId,
+          log,
+          currency: config.currency,
+          paymentTimeoutMs: config.paymentTimeoutMs,
+          saga: sagaPlacement,
+          inDoubtAfterMs: config.twoPhaseInDoubtMs,
+        })
+      : undefined;
   const placement: Placement = localPlacement ??
+    twoPhase ??
     sagaPlacement ?? {
       place: async () => {
         throw new Error("this process does not run the orders service");
@@ -307,6 +333,7 @@ export function createServices(deps: ServiceDeps): Services {
     placement,
     localPlacement,
     runner,
+    twoPhase,
     bus,
     relay,
     moves: createOrderMoves({ database, orders, effects }),

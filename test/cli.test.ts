@@ -75,6 +75,7 @@ describe("orderly CLI", () => {
     [{ DATABASE_URL: "mysql://localhost/x" }, "DATABASE_URL"],
     [{ ORDERLY_CURRENCY: "rmb" }, "ORDERLY_CURRENCY"],
     [{ REDIS_URL: "redis://127.0.0.1:1" }, "REDIS_URL"],
+    [{ ORDERLY_PLACEMENT: "2pc" }, "ORDERLY_PLACEMENT"],
     [{ NODE_ENV: "production" }, "DATABASE_URL"],
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://127.0.0.1:1/none" }, "ORDERLY_WEBHOOK_SECRET"],
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://127.0.0.1:1/none", ORDERLY_WEBHOOK_SECRET: "w".repeat(16) }, "ORDERLY_JWT_SECRET"],

@@ -29,10 +29,10 @@ export async function refreshBacklogGauges(deps: Pick<Services, "database" | "cl
  * a run never overlaps the previous run of the same job.
  */
 export function startJobs(
-  deps: Pick<Services, "localPlacement" | "runner" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "metrics" | "soldOutGate" | "notifications" | "reconciliation" | "refunder"> & {
+  deps: Pick<Services, "localPlacement" | "runner" | "twoPhase" | "paymentTimeouts" | "idempotency" | "database" | "clock" | "log" | "roles" | "metrics" | "soldOutGate" | "notifications" | "reconciliation" | "refunder"> & {
     config: Pick<Config, "retentionHours">;
   },
-  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number; webhooksMs?: number; reconciliationMs?: number; refundsMs?: number } = {},
+  options: { paymentSweepMs?: number; recoveryMs?: number; sagaResumeMs?: number; twoPhaseRecoveryMs?: number; purgeMs?: number; retentionPurgeMs?: number; backlogMs?: number; webhooksMs?: number; reconciliationMs?: number; refundsMs?: number } = {},
 ): () => Promise<void> {
   const { localPlacement, runner, paymentTimeouts, idempotency, database, clock, log, soldOutGate, refunder } = deps;
   const jobs: Job[] = [
@@ -41,6 +41,8 @@ export function startJobs(
     ...(localPlacement ? [{ name: "pending-recovery", everyMs: options.recoveryMs ?? 5_000, run: () => localPlacement.recoverPending() }] : []),
     // Sagas whose step has not answered are resent, then aborted and compensated (saga strategy).
     ...(runner ? [{ name: "saga-resume", everyMs: options.sagaResumeMs ?? 500, run: () => runner.resumeDue(database) }] : []),
+    // Prepared transactions a two-phase-commit coordinator left (crashed, or cut off from a database) finished as decided.
+    ...(deps.twoPhase ? [{ name: "two-phase-recovery", everyMs: options.twoPhaseRecoveryMs ?? 5_000, atStart: true, run: () => deps.twoPhase!.recover() }] : []),
     ...(deps.roles.has("orders") ? [{ name: "payment-timeouts", everyMs: options.paymentSweepMs ?? 5_000, run: () => paymentTimeouts.sweep() }] : []),
     // Merchants' webhooks due now, from every replica of the orders service (each claims its own with SKIP LOCKED).
     ...(deps.roles.has("orders")
@@ -71,6 +73,7 @@ export function startJobs(
         const purged = await purgeExpired(database.db, clock.now(), { retentionMs });
         // Settled webhook deliveries and their attempts, kept as long as the messages they came from.
         if (deps.roles.has("orders")) Object.assign(purged, { webhookDeliveries: await deps.notifications.purgeSettled(new Date(clock.now().getTime() - retentionMs)) });
+        if (deps.twoPhase) Object.assign(purged, { placementDecisions: await deps.twoPhase.purge(new Date(clock.now().getTime() - retentionMs)) });
         Object.assign(purged, { reconciliationRuns: await deps.reconciliation.purge(new Date(clock.now().getTime() - retentionMs)) });
         if (Object.values(purged).some((n) => n > 0)) log.info({ purged }, "purged rows past their retention");
       },

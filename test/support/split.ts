@@ -72,7 +72,7 @@ export interface Deployment {
   /** Signs payment callbacks the payments service accepts. */
   signCallback(raw: string): string;
   /** Starts a service (or another replica of it) and waits until it is ready. */
-  start(service: ServiceName, replica?: string): Promise<void>;
+  start(service: ServiceName, replica?: string, env?: Record<string, string>): Promise<void>;
   /** Kills a service's process (SIGKILL by default) and waits for it to be gone. */
   kill(service: ServiceName, replica?: string, signal?: NodeJS.Signals): Promise<void>;
   url(service: ServiceName, path: string, replica?: string): string;
@@ -118,7 +118,7 @@ export async function startDeployment(options: { layout: Layout; env?: Record<st
     layout,
     tokens,
     signCallback: (raw) => createWebhookSignatures(SPLIT_WEBHOOK_SECRET, { now: () => new Date() }).sign(raw),
-    async start(service, replica = "") {
+    async start(service, replica = "", env = {}) {
       const name = `${service}${replica}`;
       const port = ports.get(name) ?? (await freePort());
       ports.set(name, port);
@@ -139,6 +139,7 @@ export async function startDeployment(options: { layout: Layout; env?: Record<st
           ORDERLY_DB_POOL_MAX: "10",
           LOG_LEVEL: "warn",
           ...options.env,
+          ...env,
         },
       });
       child.stdout?.on("data", (d) => logs.set(name, (logs.get(name) ?? "") + d));

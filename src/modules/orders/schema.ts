@@ -121,3 +121,26 @@ export const catalogueEntries = pgTable(
   },
   (t) => [primaryKey({ columns: [t.tenantId, t.sku] })],
 );
+
+/**
+ * The two-phase-commit coordinator's decision log (src/flows/two-phase-placement.ts): one row per
+ * placement that reached a decision, written and committed before any participant's prepared
+ * transaction is committed or rolled back. No row for a prepared placement means no decision yet;
+ * whoever inserts the row first (the coordinator's commit, or recovery's abort of a placement left
+ * in doubt) decides, so the two can never disagree.
+ */
+export const placementDecisions = pgTable(
+  "placement_decisions",
+  {
+    orderId: text("order_id").primaryKey(),
+    /** Null when recovery decided: a prepared transaction does not say whose it is. */
+    tenantId: text("tenant_id"),
+    decision: text("decision").$type<"commit" | "abort">().notNull(),
+    /** The prepared transactions (their identifiers) the decision is about; empty when recovery decided. */
+    participants: text("participants").array().notNull().default(sql`'{}'`),
+    decidedAt: timestamp("decided_at", { withTimezone: true }).notNull().defaultNow(),
+    /** When no participant held a prepared transaction of it any more. */
+    completedAt: timestamp("completed_at", { withTimezone: true }),
+  },
+  (t) => [index("placement_decisions_open").on(t.decidedAt).where(sql`completed_at is null`)],
+);
