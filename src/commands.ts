@@ -2,9 +2,7 @@ import { type ParseArgsConfig, parseArgs } from "node:util";
 import { pino } from "pino";
 import { createTokens, parseTtl, PrintableId, ROLES, type Role } from "./auth/tokens.ts";
 import { ConfigError, loadConfig, parseServices, type ServiceName } from "./config.ts";
-import { migrationStatus, openPglite } from "./db/client.ts";
-import { buildApp } from "./app.ts";
-import { createServices } from "./services.ts";
+import { migrationStatus } from "./db/client.ts";
 import { writeFileSync } from "node:fs";
 import { openDatabase } from "./db/open.ts";
 import { systemClock } from "./kit/clock.ts";
@@ -16,7 +14,6 @@ import { createOrders } from "./modules/orders/orders.ts";
 import { renderDeadLetter, renderDeadLetterList, renderTimeline } from "./ops/cli-views.ts";
 import { createOperations } from "./ops/timeline.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
-import { startServer } from "./server.ts";
 
 /** A command line that cannot be understood: one line on stderr, exit 2 (api-contract.md §1). */
 class UsageError extends Error {
@@ -124,6 +121,8 @@ async function serve(args: string[]) {
   });
   const services = parseServices(values.services);
   const config = loadConfig();
+  // The server, its app and services load only for the commands that need them: the others start in a fraction of the time.
+  const { startServer } = await import("./server.ts");
   const running = await startServer(config, { demo: config.demo ?? values.demo, roles: services, migrate: !values["no-migrate"] });
   let stopping = false;
   const stop = (signal: string) => {
@@ -266,6 +265,7 @@ async function order(args: string[]) {
 /** The OpenAPI document: the all-in-one app's routes, built on an empty in-memory database (nothing is served or stored). */
 async function openapi(args: string[]) {
   const { values } = parse(args, { out: { type: "string" } });
+  const [{ openPglite }, { createServices }, { buildApp }] = await Promise.all([import("./db/client.ts"), import("./services.ts"), import("./app.ts")]);
   const database = await openPglite(undefined);
   const config = loadConfig({});
   const services = createServices({ config, database, secrets: { jwtSecret: undefined, webhookSecret: "unused-for-the-document" }, log: pino({ level: "silent" }) });

@@ -55,7 +55,9 @@ afterAll(() => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-describe("orderly CLI", () => {
+// A test here starts up to a dozen CLI processes, each 1-2 s on a quiet machine and several times
+// that on a loaded CI machine: hence twice the suite's default timeout.
+describe("orderly CLI", { timeout: 120_000 }, () => {
   it("prints a token signed with the data dir's dev secret, carrying the identity asked for", async () => {
     const dir = tempDir();
     const r = await run(["token", "--tenant", "demo", "--user", "alice", "--role", "customer", "--ttl", "2h"], { ORDERLY_DATA_DIR: dir });
