@@ -26,8 +26,8 @@ function tempDir(): string {
   return dir;
 }
 
-/** Runs the CLI to its end. */
-function run(args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the CLI to its end (`serve` refusing a setting opens and migrates the embedded database first: up to 30 s on a loaded CI machine). */
+function run(args: string[], env: Record<string, string>, timeoutMs = 90_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...CLI, ...args], { env: baseEnv(env) });
     let stdout = "";
