@@ -187,7 +187,13 @@ export function createTwoPhasePlacement(deps: TwoPhaseDeps) {
       log.warn({ err: error, orderId }, "committing a two-phase placement failed part way; recovery commits the rest");
       return;
     }
-    await database.db.update(placementDecisions).set({ completedAt: sql`now()` }).where(eq(placementDecisions.orderId, orderId));
+    // Placed and committed: a failure to mark it must not turn the answer into an error (a client
+    // retrying without a key would order twice). Recovery marks it on its next run.
+    await database.db
+      .update(placementDecisions)
+      .set({ completedAt: sql`now()` })
+      .where(eq(placementDecisions.orderId, orderId))
+      .catch((error: unknown) => log.warn({ err: error, orderId }, "marking a committed two-phase placement complete failed; recovery marks it"));
   }
 
   async function placeNow(input: Parameters<Placement["place"]>[0], options: PlaceOptions): Promise<PlacementResult | "busy"> {
@@ -283,7 +289,16 @@ export function createTwoPhasePlacement(deps: TwoPhaseDeps) {
       // The orders database's time, as the decisions' is.
       const [{ now }] = (await rows<{ now: string }>(database.db, sql`select now()::text as now`)) as [{ now: string }];
       let finished = 0;
-      for (const participant of finishers()) finished += await recoverIn(participant);
+      let unreachable = false;
+      // One database that cannot be reached holds up only its own transactions, not the others'.
+      for (const participant of finishers()) {
+        finished += await recoverIn(participant).catch((error: unknown) => {
+          unreachable = true;
+          log.warn({ err: error }, "two-phase recovery could not finish a participant database's transactions; next run tries again");
+          return 0;
+        });
+      }
+      if (unreachable) return finished;
       // A decision made before this run began had every transaction prepared before it: none of them is left now.
       const left = new Set<string>();
       for (const participant of finishers()) for (const { gid } of await preparedTransactions(participant, GID_PREFIX)) left.add(orderOf(gid));

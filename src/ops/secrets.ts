@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Config } from "../config.ts";
+import { type Config, ConfigError } from "../config.ts";
 
 export interface Secrets {
   /** Undefined only in production with ORDERLY_JWKS_URL and no shared secret. */
@@ -15,8 +15,12 @@ export interface Secrets {
  */
 export function resolveSecrets(config: Config): Secrets {
   if (config.jwtSecret && config.webhookSecret) return { jwtSecret: config.jwtSecret, webhookSecret: config.webhookSecret };
-  // In production a token secret is never made up: there it comes from the environment (or JWKS is used).
-  const devJwt = !config.production;
+  // In production nothing is made up nor written (the data dir may be read-only there): the secrets
+  // come from the environment, and tokens are verified by JWKS where no shared secret is set.
+  if (config.production) {
+    if (!config.webhookSecret) throw new ConfigError("ORDERLY_WEBHOOK_SECRET", "is required in production (NODE_ENV=production)");
+    return { jwtSecret: config.jwtSecret, webhookSecret: config.webhookSecret };
+  }
   const file = join(config.dataDir, "dev-secrets.json");
   let dev: Secrets;
   if (existsSync(file)) {
@@ -26,5 +30,5 @@ export function resolveSecrets(config: Config): Secrets {
     mkdirSync(config.dataDir, { recursive: true });
     writeFileSync(file, JSON.stringify(dev, null, 2), { mode: 0o600 });
   }
-  return { jwtSecret: config.jwtSecret ?? (devJwt ? dev.jwtSecret : undefined), webhookSecret: config.webhookSecret ?? dev.webhookSecret };
+  return { jwtSecret: config.jwtSecret ?? dev.jwtSecret, webhookSecret: config.webhookSecret ?? dev.webhookSecret };
 }
