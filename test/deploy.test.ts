@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
@@ -22,7 +22,7 @@ import { ownerOf, PATH_OWNERS } from "../src/http/paths.ts";
 // What can be checked of the deployment files without a Docker engine or a cluster (none runs on
 // these machines): the Dockerfile linted, the compose file against the Compose Specification's
 // schema, the Kubernetes overlays rendered by kustomize (kubectl's) and every object validated
-// against the Kubernetes API schemas (kubernetes-models, KEDA's for ScaledObject), and the ingress
+// against the Kubernetes API schemas and types (kubernetes-models, KEDA's for ScaledObject), and the ingress
 // routes of both against the contract's path ownership (src/http/paths.ts).
 const ROOT = join(import.meta.dirname, "..");
 const DEPLOY = join(ROOT, "deploy");
@@ -31,20 +31,57 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 type Manifest = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: any; data?: any; stringData?: any };
 
-const MODELS: Record<string, new (data: any) => { validate(): void }> = {
-  "v1/ConfigMap": ConfigMap,
-  "v1/Secret": Secret,
-  "v1/Service": Service,
-  "apps/v1/Deployment": Deployment,
-  "batch/v1/Job": Job,
-  "policy/v1/PodDisruptionBudget": PodDisruptionBudget,
-  "autoscaling/v2/HorizontalPodAutoscaler": HorizontalPodAutoscaler,
-  "networking.k8s.io/v1/Ingress": Ingress,
-  "keda.sh/v1alpha1/ScaledObject": ScaledObject,
+/** Each kind the overlays use: its model (the Kubernetes API schema compiled to a validator) and the module with its type. */
+const MODELS: Record<string, { model: new (data: any) => { validate(): void }; module: string; type: string }> = {
+  "v1/ConfigMap": { model: ConfigMap, module: "kubernetes-models/v1/ConfigMap", type: "IConfigMap" },
+  "v1/Secret": { model: Secret, module: "kubernetes-models/v1/Secret", type: "ISecret" },
+  "v1/Service": { model: Service, module: "kubernetes-models/v1/Service", type: "IService" },
+  "apps/v1/Deployment": { model: Deployment, module: "kubernetes-models/apps/v1/Deployment", type: "IDeployment" },
+  "batch/v1/Job": { model: Job, module: "kubernetes-models/batch/v1/Job", type: "IJob" },
+  "policy/v1/PodDisruptionBudget": { model: PodDisruptionBudget, module: "kubernetes-models/policy/v1/PodDisruptionBudget", type: "IPodDisruptionBudget" },
+  "autoscaling/v2/HorizontalPodAutoscaler": {
+    model: HorizontalPodAutoscaler,
+    module: "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler",
+    type: "IHorizontalPodAutoscaler",
+  },
+  "networking.k8s.io/v1/Ingress": { model: Ingress, module: "kubernetes-models/networking.k8s.io/v1/Ingress", type: "IIngress" },
+  "keda.sh/v1alpha1/ScaledObject": { model: ScaledObject, module: "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject", type: "IScaledObject" },
 };
+const modelOf = (m: Manifest) => MODELS[`${m.apiVersion}/${m.kind}`];
 
-function render(overlay: string): Manifest[] {
-  const text = execFileSync("kubectl", ["kustomize", join(DEPLOY, "k8s", overlay)], { encoding: "utf8" });
+/**
+ * The schemas' validators pass a field they do not know (Kubernetes' OpenAPI leaves objects open), and
+ * so would the API server with a warning, dropping it: a misspelt `readinesProbe` would ship no probe.
+ * The models' TypeScript types close them: each manifest is compiled as a literal of its kind's type,
+ * whose excess-property check refuses any field the API does not define, at any depth. Returns tsc's
+ * errors (empty when every field is known).
+ */
+function unknownFields(manifests: Manifest[]): string[] {
+  const dir = mkdtempSync(join(ROOT, "node_modules", ".cache-orderly-k8s-")); // where the models resolve
+  try {
+    const kinds = [...new Set(manifests.map((m) => modelOf(m)!))];
+    const source = [
+      ...kinds.map((k) => `import type { ${k.type} } from "${k.module}";`),
+      ...manifests.map((m, i) => `export const m${i}: ${modelOf(m)!.type} = ${JSON.stringify(m, null, 1)};`),
+    ].join("\n");
+    writeFileSync(join(dir, "manifests.ts"), source);
+    const tsc = join(ROOT, "node_modules", "typescript", "bin", "tsc");
+    const args = [tsc, "--noEmit", "--strict", "--skipLibCheck", "--module", "nodenext", "--moduleResolution", "nodenext", join(dir, "manifests.ts")];
+    try {
+      execFileSync(process.execPath, args, { encoding: "utf8", stdio: "pipe" });
+      return [];
+    } catch (error) {
+      const out = String((error as { stdout?: string }).stdout ?? "");
+      if (!out.includes("error TS")) throw error;
+      return out.split("\n").filter((line) => line.includes("error TS"));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function render(overlay: string, k8s = join(DEPLOY, "k8s")): Manifest[] {
+  const text = execFileSync("kubectl", ["kustomize", join(k8s, overlay)], { encoding: "utf8" });
   return parseAllDocuments(text).map((d) => d.toJSON() as Manifest);
 }
 
@@ -58,18 +95,25 @@ describe.each(["split", "all-in-one"])("the Kubernetes overlay %s", (overlay) =>
   const manifests = render(overlay);
   const of = (kind: string) => manifests.filter((m) => m.kind === kind);
 
-  it("renders objects that all pass the Kubernetes API schemas", () => {
+  it("renders objects that all pass the Kubernetes API schemas, with no field the API does not know", () => {
     expect(manifests.length).toBeGreaterThan(5);
     for (const manifest of manifests) {
-      const Model = MODELS[`${manifest.apiVersion}/${manifest.kind}`];
-      expect(Model, `${manifest.apiVersion} ${manifest.kind} has no schema here`).toBeDefined();
-      expect(() => new Model!(manifest).validate(), `${manifest.kind} ${manifest.metadata.name}`).not.toThrow();
+      const kind = modelOf(manifest);
+      expect(kind, `${manifest.apiVersion} ${manifest.kind} has no schema here`).toBeDefined();
+      expect(() => new kind!.model(manifest).validate(), `${manifest.kind} ${manifest.metadata.name}`).not.toThrow();
     }
-    // The validation has teeth: a wrong type or an unknown field fails.
+    // Both checks have teeth: a wrong type fails the schema, and a misspelt field deep in a pod the types.
     const deployment = structuredClone(of("Deployment")[0]!);
     deployment.spec.template.spec.containers[0].ports[0].containerPort = "three thousand";
     expect(() => new Deployment(deployment as any).validate()).toThrow();
-  });
+    const misspelt = structuredClone(of("Deployment")[0]!);
+    const container = misspelt.spec.template.spec.containers[0];
+    container.readinesProbe = container.readinessProbe;
+    delete container.readinessProbe;
+    const errors = unknownFields([...manifests, misspelt]);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/'"readinesProbe"' does not exist in type 'IContainer'/);
+  }, 60_000);
 
   it("runs every service with probes on /readyz and /healthz, resources, no root, no migration, and a disruption budget", () => {
     const deployments = of("Deployment");
@@ -93,6 +137,33 @@ describe.each(["split", "all-in-one"])("the Kubernetes overlay %s", (overlay) =>
     const [job] = of("Job");
     expect(job?.spec.template.spec.containers[0].args).toEqual(["migrate"]);
     expect(of("ConfigMap")[0]?.data.NODE_ENV).toBe("production");
+  });
+
+  it("lets a drain evict one pod of every service, even at its fewest replicas", () => {
+    const fewest = (deployment: string) =>
+      of("HorizontalPodAutoscaler").find((h) => h.spec.scaleTargetRef.name === deployment)?.spec.minReplicas ??
+      of("ScaledObject").find((s) => s.spec.scaleTargetRef.name === deployment)?.spec.minReplicaCount ??
+      of("Deployment").find((d) => d.metadata.name === deployment)?.spec.replicas ??
+      1;
+    for (const pdb of of("PodDisruptionBudget")) {
+      const replicas = fewest(pdb.metadata.name);
+      const evictable = pdb.spec.maxUnavailable ?? replicas - pdb.spec.minAvailable;
+      expect(evictable, `${pdb.metadata.name} at ${replicas} replica(s)`).toBeGreaterThanOrEqual(1);
+    }
+  });
+
+  it("runs one release's image everywhere, and a migration Job named after it, so the next release applies a Job of its own", () => {
+    const images = (ms: Manifest[]) => new Set(ms.filter((m) => m.spec?.template).map((m) => m.spec.template.spec.containers[0].image as string));
+    expect([...images(manifests)]).toEqual(["orderly:1.0.0"]);
+    expect(of("Job").map((j) => j.metadata.name)).toEqual(["orderly-migrate-1.0.0"]);
+    // The next release: only its tag changes, in deploy/k8s/release.
+    const copy = join(scratch, `k8s-${overlay}`);
+    cpSync(join(DEPLOY, "k8s"), copy, { recursive: true });
+    const release = join(copy, "release", "kustomization.yaml");
+    writeFileSync(release, readFileSync(release, "utf8").replace("newTag: 1.0.0", "newTag: 1.1.0"));
+    const next = render(overlay, copy);
+    expect([...images(next)]).toEqual(["orderly:1.1.0"]);
+    expect(next.filter((m) => m.kind === "Job").map((j) => j.metadata.name)).toEqual(["orderly-migrate-1.1.0"]);
   });
 
   it("routes every public path to the service that owns it", () => {
