@@ -1,7 +1,7 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { pino } from "pino";
 import { createTokens, parseTtl, PrintableId, ROLES, type Role } from "./auth/tokens.ts";
-import { ConfigError, loadConfig, parseServices, type ServiceName } from "./config.ts";
+import { ConfigError, databaseFor, loadConfig, parseServices } from "./config.ts";
 import { migrationStatus } from "./db/client.ts";
 import { writeFileSync } from "node:fs";
 import { openDatabase } from "./db/open.ts";
@@ -150,9 +150,8 @@ async function migrate(args: string[]) {
   if (values.json && !values.status) throw new UsageError("migrate", "--json goes with --status");
   const services = parseServices(values.services);
   const config = loadConfig();
-  // One service named alone with a database of its own: that database, as `serve --services` opens it.
-  const own = services.length === 1 ? config.serviceDatabaseUrls[services[0] as ServiceName] : undefined;
-  const target = { url: own ?? config.databaseUrl, variable: own ? `ORDERLY_${(services[0] as string).toUpperCase()}_DATABASE_URL` : "DATABASE_URL", sets: services };
+  // The database `serve --services` with the same list opens.
+  const target = { ...databaseFor(config, services), sets: services };
   if (!values.status) {
     const database = await openDatabase(config, target);
     await database.close();

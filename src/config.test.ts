@@ -77,6 +77,14 @@ describe("configuration", () => {
     expect(() => checkProduction(loadConfig({ ...ready, ORDERLY_WEBHOOK_SECRET: "" }))).toThrow(/^ORDERLY_WEBHOOK_SECRET: /);
     expect(() => checkProduction(loadConfig({ ...ready, ORDERLY_JWT_SECRET: "" }))).toThrow(/^ORDERLY_JWT_SECRET: /);
     expect(() => checkProduction(loadConfig({ ...ready, ORDERLY_JWT_SECRET: "", ORDERLY_JWKS_URL: "https://idp.example/jwks" }))).not.toThrow();
+    // A service's own database serves that service alone; the all-in-one needs DATABASE_URL.
+    const ordersOnly = { ...ready, DATABASE_URL: "", ORDERLY_ORDERS_DATABASE_URL: "postgres://db/orders" };
+    expect(() => checkProduction(loadConfig(ordersOnly), ["orders"])).not.toThrow();
+    expect(() => checkProduction(loadConfig(ordersOnly), ["inventory"])).toThrow(/^DATABASE_URL: /);
+    expect(() => checkProduction(loadConfig(ordersOnly), ["orders", "payments"])).toThrow(/^DATABASE_URL: /);
+    expect(() => checkProduction(loadConfig(ordersOnly))).toThrow(/^DATABASE_URL: /);
+    expect(() => checkProduction(loadConfig({ ...ready, ORDERLY_REFUND_URL: "http://psp.example/refunds" }))).toThrow(/^ORDERLY_REFUND_URL: must be https:/);
+    expect(() => loadConfig({ ...ready, ORDERLY_WEBHOOK_SECRET: "short" })).toThrow(/^ORDERLY_WEBHOOK_SECRET: must be at least 16 characters/);
     // Outside production nothing of this is required: the embedded database and dev secrets serve.
     expect(() => checkProduction(loadConfig({}))).not.toThrow();
   });

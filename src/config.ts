@@ -252,13 +252,27 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
 }
 
 /**
- * What production (NODE_ENV=production) refuses to start without (api-contract.md §1): a server of
- * its own (no embedded database) and real secrets, none of them made up in the data dir.
+ * The database a process serving (or migrating) `services` uses, and the variable that names it: a
+ * service alone uses its own ORDERLY_<SERVICE>_DATABASE_URL when set; several services in one process
+ * (the all-in-one among them) share DATABASE_URL. No URL: the embedded database, outside production.
  */
-export function checkProduction(config: Config): void {
+export function databaseFor(config: Config, services: readonly ServiceName[]): { url: string | undefined; variable: string } {
+  const alone = services.length === 1 ? (services[0] as ServiceName) : undefined;
+  const own = alone ? config.serviceDatabaseUrls[alone] : undefined;
+  if (own) return { url: own, variable: `ORDERLY_${(alone as string).toUpperCase()}_DATABASE_URL` };
+  return { url: config.databaseUrl, variable: "DATABASE_URL" };
+}
+
+/** The line production answers where a process would open the embedded database. */
+export const noEmbeddedInProduction = () => new ConfigError("DATABASE_URL", "is required when NODE_ENV=production (no embedded database in production)");
+
+/**
+ * What production (NODE_ENV=production) refuses to start `services` without (api-contract.md §1): a
+ * database server of its own (no embedded database) and real secrets, none made up in the data dir.
+ */
+export function checkProduction(config: Config, services: readonly ServiceName[] = SERVICE_NAMES): void {
   if (!config.production) return;
-  const anyServiceDatabase = Object.keys(config.serviceDatabaseUrls).length > 0;
-  if (!config.databaseUrl && !anyServiceDatabase) throw new ConfigError("DATABASE_URL", "is required when NODE_ENV=production (no embedded database in production)");
+  if (!databaseFor(config, services).url) throw noEmbeddedInProduction();
   if (!config.webhookSecret) throw new ConfigError("ORDERLY_WEBHOOK_SECRET", "is required when NODE_ENV=production");
   if (!config.jwtSecret && !config.jwksUrl) throw new ConfigError("ORDERLY_JWT_SECRET", "is required when NODE_ENV=production (or set ORDERLY_JWKS_URL)");
   if (config.ldap && !config.jwtSecret) throw new ConfigError("ORDERLY_JWT_SECRET", "is required with ORDERLY_LDAP_URL: it signs the tokens a directory sign-in answers");

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { type Logger, pino } from "pino";
 import { buildApp } from "./app.ts";
-import { checkProduction, type Config, ConfigError, SERVICE_NAMES, type ServiceName } from "./config.ts";
+import { checkProduction, type Config, ConfigError, databaseFor, SERVICE_NAMES, type ServiceName } from "./config.ts";
 import { type Database, openPostgres } from "./db/client.ts";
 import { openDatabase } from "./db/open.ts";
 import { maxPreparedTransactions } from "./db/prepared.ts";
@@ -40,20 +40,10 @@ const logNotifications = (log: Logger) => (live: boolean, error?: unknown) => {
  * only its own tables migrated; RabbitMQ reached before it serves.
  */
 async function openSplit(config: Config, roles: ServiceName[], log: Logger, migrate: "apply" | "check"): Promise<{ database: Database; bus: Bus; participants?: Record<ServiceName, Participant> }> {
-  if (!config.databaseUrl && !roles.some((r) => config.serviceDatabaseUrls[r])) {
-    throw new ConfigError("DATABASE_URL", "is required to serve split services (--services other than all)");
-  }
+  const { url, variable } = databaseFor(config, roles);
+  if (!url) throw new ConfigError(variable, `is required to serve split services (--services other than all)${roles.length === 1 ? `, or ORDERLY_${(roles[0] as string).toUpperCase()}_DATABASE_URL` : ""}`);
   if (!config.amqpUrl) throw new ConfigError("AMQP_URL", "is required to serve split services (--services other than all)");
-  const own = roles.length === 1 ? config.serviceDatabaseUrls[roles[0] as ServiceName] : undefined;
-  const variable = own ? `ORDERLY_${(roles[0] as string).toUpperCase()}_DATABASE_URL` : "DATABASE_URL";
-  const database = await openDatabase(config, {
-    lockTimeoutMs: DEFAULT_WAIT_MS,
-    onNotificationsChange: logNotifications(log),
-    url: own ?? config.databaseUrl,
-    variable,
-    sets: roles,
-    migrate,
-  });
+  const database = await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, onNotificationsChange: logNotifications(log), url, variable, sets: roles, migrate });
   const participants = roles.includes("orders") && config.placement === "2pc" ? await openParticipants(config).catch(async (error: unknown) => {
     await database.close();
     throw error;
@@ -121,8 +111,8 @@ async function closeAll(participants: Record<string, Participant> | undefined): 
 /** Opens the database, wires everything, listens. The only place that calls listen(). */
 export async function startServer(config: Config, options: { demo: boolean; roles?: ServiceName[]; migrate?: boolean }): Promise<Running> {
   const started = Date.now();
-  checkProduction(config);
   const roles = options.roles ?? [...SERVICE_NAMES];
+  checkProduction(config, roles);
   const split = roles.length < SERVICE_NAMES.length;
   const migrate = (options.migrate ?? true) ? "apply" : "check";
   // Every line logged while a span is active (a request, a message) carries its traceId and spanId.

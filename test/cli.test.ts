@@ -55,6 +55,10 @@ afterAll(() => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
+/** Everything production asks for, the database unreachable: each refusal comes before it is reached. */
+const PRODUCTION = { NODE_ENV: "production", DATABASE_URL: "postgres://127.0.0.1:1/none", ORDERLY_WEBHOOK_SECRET: "w".repeat(16), ORDERLY_JWT_SECRET: "s".repeat(32) };
+const LDAP = { ORDERLY_LDAP_URL: "ldaps://directory.example:636", ORDERLY_LDAP_USER_BASE: "ou=people,dc=example", ORDERLY_LDAP_ROLE_MAP: "staff=admin", ORDERLY_LDAP_TENANT: "acme" };
+
 // A test here starts up to a dozen CLI processes, each 1-2 s on a quiet machine and several times
 // that on a loaded CI machine: hence twice the suite's default timeout.
 describe("orderly CLI", { timeout: 120_000 }, () => {
@@ -81,6 +85,13 @@ describe("orderly CLI", { timeout: 120_000 }, () => {
     [{ NODE_ENV: "production" }, "DATABASE_URL"],
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://127.0.0.1:1/none" }, "ORDERLY_WEBHOOK_SECRET"],
     [{ NODE_ENV: "production", DATABASE_URL: "postgres://127.0.0.1:1/none", ORDERLY_WEBHOOK_SECRET: "w".repeat(16) }, "ORDERLY_JWT_SECRET"],
+    // One service's own database is not the all-in-one's: it would have served the embedded one.
+    [{ ...PRODUCTION, DATABASE_URL: "", ORDERLY_ORDERS_DATABASE_URL: "postgres://127.0.0.1:1/orders" }, "DATABASE_URL"],
+    [{ ...PRODUCTION, ORDERLY_WEBHOOK_SECRET: "too-short" }, "ORDERLY_WEBHOOK_SECRET"],
+    [{ ...PRODUCTION, ORDERLY_REFUND_URL: "http://psp.example/refunds" }, "ORDERLY_REFUND_URL"],
+    [{ ...PRODUCTION, ...LDAP, ORDERLY_LDAP_URL: "ldap://directory.example:389" }, "ORDERLY_LDAP_URL"],
+    // Tokens verified by an identity provider's keys, but a directory sign-in needs the secret to sign its own.
+    [{ ...PRODUCTION, ...LDAP, ORDERLY_JWT_SECRET: "", ORDERLY_JWKS_URL: "https://idp.example/jwks" }, "ORDERLY_JWT_SECRET"],
   ])("refuses to start on %j with one line naming %s and a non-zero exit", async (env, variable) => {
     const r = await run(["serve"], { ORDERLY_DATA_DIR: tempDir(), ...env });
     expect(r.code).not.toBe(0);
@@ -88,6 +99,17 @@ describe("orderly CLI", { timeout: 120_000 }, () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(new RegExp(`^orderly: ${variable}: `));
   });
+
+  it.each([["migrate"], ["migrate", "--status"], ["dlq", "list"], ["order", "show", "0192f8d4-0000-7000-8000-000000000000"]])(
+    "runs %s in production on a database server only, never on an embedded one in the data dir",
+    async (...args) => {
+      const dir = tempDir();
+      const r = await run(args, { ...PRODUCTION, DATABASE_URL: "", ORDERLY_DATA_DIR: dir });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr.trim().split("\n")).toEqual(["orderly: DATABASE_URL: is required when NODE_ENV=production (no embedded database in production)"]);
+      expect(existsSync(join(dir, "pgdata"))).toBe(false);
+    },
+  );
 
   it("refuses an unknown service, and a split service without DATABASE_URL and AMQP_URL", async () => {
     const unknown = await run(["serve", "--services", "orders,billing"], { ORDERLY_DATA_DIR: tempDir() });
@@ -281,6 +303,14 @@ describe("orderly CLI", { timeout: 120_000 }, () => {
       expect(products?.n).toBe(0);
       served.child.kill("SIGTERM");
       expect(await exited(served.child)).toBe(0);
+
+      // A shutdown that would outlast its deadline (here /readyz failing first for longer) exits 1 at the deadline.
+      const slow = await serve([], { ...production, ORDERLY_SHUTDOWN_DELAY_MS: "20000", ORDERLY_SHUTDOWN_TIMEOUT_MS: "1000" });
+      const signalled = Date.now();
+      slow.child.kill("SIGTERM");
+      expect(await exited(slow.child)).toBe(1);
+      expect(Date.now() - signalled).toBeLessThan(15_000);
+      expect(slow.output()).toContain("shutdown took longer than ORDERLY_SHUTDOWN_TIMEOUT_MS; exiting");
     } finally {
       await database.close();
     }

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { type Config, ConfigError } from "../config.ts";
+import { type Config, ConfigError, noEmbeddedInProduction } from "../config.ts";
 import { type Database, type MigrationSet, migrationStatus, openPglite, openPostgres, type PostgresOptions } from "./client.ts";
 
 /**
@@ -29,6 +29,9 @@ export async function openDatabase(
 async function reachDatabase(config: Config, options: Parameters<typeof openDatabase>[1] & {}): Promise<Database> {
   const databaseUrl = options.url ?? config.databaseUrl;
   if (!databaseUrl) {
+    // Every command, not only serve: a migration or a dead-letter retry on an embedded database in
+    // the data dir would answer "done" for a database nothing serves.
+    if (config.production) throw noEmbeddedInProduction();
     const database = await openPglite(config.dataDir).catch((error: unknown) => {
       if (error instanceof ConfigError) throw error;
       throw new ConfigError("ORDERLY_DATA_DIR", `cannot open the embedded database in ${join(config.dataDir, "pgdata")}: ${String(error)}`);
