@@ -542,6 +542,15 @@ export interface components {
             }[];
             orderId?: string;
         };
+        /**
+         * @example {
+         *       "sku": "SKU-1",
+         *       "name": "Mechanical keyboard",
+         *       "price": 29900,
+         *       "currency": "CNY",
+         *       "available": 98
+         *     }
+         */
         ProductInput: {
             sku: string;
             name: string;
@@ -551,6 +560,13 @@ export interface components {
             currency: string;
             available: number;
         };
+        /**
+         * @example {
+         *       "userId": "alice",
+         *       "balance": 940700,
+         *       "currency": "CNY"
+         *     }
+         */
         WalletInput: {
             userId: string;
             /** @description integer minor units (fen, cents) */
@@ -558,6 +574,20 @@ export interface components {
             /** @description ISO 4217 */
             currency: string;
         };
+        /**
+         * @example {
+         *       "code": "WELCOME5",
+         *       "discount": {
+         *         "type": "amount",
+         *         "value": 500
+         *       },
+         *       "userId": null,
+         *       "minSubtotal": 10000,
+         *       "expiresAt": "2026-12-31T23:59:59.000Z",
+         *       "maxRedemptions": 1000,
+         *       "redemptions": 3
+         *     }
+         */
         CouponInput: {
             code: string;
             discount: {
@@ -571,6 +601,66 @@ export interface components {
             maxRedemptions: number;
             redemptions: number;
         };
+        /**
+         * @example {
+         *       "id": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+         *       "orderNumber": "ORD-100001",
+         *       "tenantId": "demo",
+         *       "userId": "alice",
+         *       "status": "PAID",
+         *       "version": 2,
+         *       "items": [
+         *         {
+         *           "sku": "SKU-1",
+         *           "name": "Mechanical keyboard",
+         *           "quantity": 2,
+         *           "unitPrice": 29900,
+         *           "lineTotal": 59800
+         *         }
+         *       ],
+         *       "subtotal": 59800,
+         *       "discount": 500,
+         *       "total": 59300,
+         *       "currency": "CNY",
+         *       "couponCode": "WELCOME5",
+         *       "payment": {
+         *         "method": "balance",
+         *         "status": "captured",
+         *         "externalTxnId": null
+         *       },
+         *       "shipment": {
+         *         "waybill": "WB-0193a5c27d4e",
+         *         "carrier": null,
+         *         "trackingNumber": null,
+         *         "status": "pending"
+         *       },
+         *       "shippingAddress": {
+         *         "name": "Alice",
+         *         "phone": "+86 10 5555 0100",
+         *         "line1": "1 Demo Road",
+         *         "city": "Beijing",
+         *         "postalCode": "100000",
+         *         "country": "CN"
+         *       },
+         *       "cancelReason": null,
+         *       "history": [
+         *         {
+         *           "from": null,
+         *           "to": "PENDING",
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "reason": "placed"
+         *         },
+         *         {
+         *           "from": "PENDING",
+         *           "to": "PAID",
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "reason": "placement"
+         *         }
+         *       ],
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z"
+         *     }
+         */
         OrderInput: {
             id: string;
             orderNumber: string;
@@ -633,6 +723,21 @@ export interface components {
             /** @description ISO 8601 UTC */
             updatedAt: string;
         };
+        /**
+         * @example {
+         *       "at": "2026-11-11T12:00:00.120Z",
+         *       "kind": "state",
+         *       "title": "PENDING → PAID (placement)",
+         *       "durationMs": null,
+         *       "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+         *       "ref": null,
+         *       "details": {
+         *         "from": "PENDING",
+         *         "to": "PAID",
+         *         "reason": "placement"
+         *       }
+         *     }
+         */
         TimelineEventInput: {
             /** @description ISO 8601 UTC */
             at: string;
@@ -647,10 +752,149 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /**
+         * @example {
+         *       "order": {
+         *         "id": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+         *         "orderNumber": "ORD-100001",
+         *         "tenantId": "demo",
+         *         "userId": "alice",
+         *         "status": "PAID",
+         *         "version": 2,
+         *         "items": [
+         *           {
+         *             "sku": "SKU-1",
+         *             "name": "Mechanical keyboard",
+         *             "quantity": 2,
+         *             "unitPrice": 29900,
+         *             "lineTotal": 59800
+         *           }
+         *         ],
+         *         "subtotal": 59800,
+         *         "discount": 500,
+         *         "total": 59300,
+         *         "currency": "CNY",
+         *         "couponCode": "WELCOME5",
+         *         "payment": {
+         *           "method": "balance",
+         *           "status": "captured",
+         *           "externalTxnId": null
+         *         },
+         *         "shipment": {
+         *           "waybill": "WB-0193a5c27d4e",
+         *           "carrier": null,
+         *           "trackingNumber": null,
+         *           "status": "pending"
+         *         },
+         *         "shippingAddress": {
+         *           "name": "Alice",
+         *           "phone": "+86 10 5555 0100",
+         *           "line1": "1 Demo Road",
+         *           "city": "Beijing",
+         *           "postalCode": "100000",
+         *           "country": "CN"
+         *         },
+         *         "cancelReason": null,
+         *         "history": [
+         *           {
+         *             "from": null,
+         *             "to": "PENDING",
+         *             "at": "2026-11-11T12:00:00.120Z",
+         *             "reason": "placed"
+         *           },
+         *           {
+         *             "from": "PENDING",
+         *             "to": "PAID",
+         *             "at": "2026-11-11T12:00:00.120Z",
+         *             "reason": "placement"
+         *           }
+         *         ],
+         *         "createdAt": "2026-11-11T12:00:00.120Z",
+         *         "updatedAt": "2026-11-11T12:00:00.120Z"
+         *       },
+         *       "events": [
+         *         {
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "kind": "state",
+         *           "title": "new → PENDING (placed)",
+         *           "durationMs": null,
+         *           "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+         *           "ref": null,
+         *           "details": {
+         *             "from": null,
+         *             "to": "PENDING",
+         *             "reason": "placed"
+         *           }
+         *         },
+         *         {
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "kind": "state",
+         *           "title": "PENDING → PAID (placement)",
+         *           "durationMs": null,
+         *           "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+         *           "ref": null,
+         *           "details": {
+         *             "from": "PENDING",
+         *             "to": "PAID",
+         *             "reason": "placement"
+         *           }
+         *         },
+         *         {
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "kind": "message",
+         *           "title": "order.paid sent",
+         *           "durationMs": 12,
+         *           "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+         *           "ref": "0193a5c2-7d53-7a44-b1c2-9e0f8d7c6b5a",
+         *           "details": {
+         *             "topic": "order.paid"
+         *           }
+         *         }
+         *       ]
+         *     }
+         */
         TimelineInput: {
             order: components["schemas"]["OrderInput"];
             events: components["schemas"]["TimelineEventInput"][];
         };
+        /**
+         * @example {
+         *       "id": "0193a5c2-7d52-7c0a-8f61-b3e9d2a40c17",
+         *       "type": "place-order",
+         *       "status": "running",
+         *       "stuck": false,
+         *       "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+         *       "abortReason": null,
+         *       "steps": [
+         *         {
+         *           "step": "redeem-coupon",
+         *           "state": "done",
+         *           "attempts": 1,
+         *           "ops": [
+         *             {
+         *               "op": "try",
+         *               "sentAt": "2026-11-11T12:00:00.120Z",
+         *               "settledAt": "2026-11-11T12:00:00.184Z",
+         *               "outcome": "ok"
+         *             }
+         *           ]
+         *         },
+         *         {
+         *           "step": "reserve-stock",
+         *           "state": "sent",
+         *           "attempts": 1,
+         *           "ops": [
+         *             {
+         *               "op": "try",
+         *               "sentAt": "2026-11-11T12:00:00.184Z"
+         *             }
+         *           ]
+         *         }
+         *       ],
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.184Z"
+         *     }
+         */
         SagaInput: {
             id: string;
             type: string;
@@ -678,6 +922,24 @@ export interface components {
             /** @description ISO 8601 UTC */
             updatedAt: string;
         };
+        /**
+         * @example {
+         *       "id": "0193a5c3-0a11-7e2d-a4b8-5c7f1e9d3b20",
+         *       "tenantId": "demo",
+         *       "source": "consumer",
+         *       "reference": "0193a5c2-7d53-7a44-b1c2-9e0f8d7c6b5a",
+         *       "consumer": "shipping",
+         *       "topic": "shipping.create-shipment",
+         *       "payload": {
+         *         "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05"
+         *       },
+         *       "reason": "Error: carrier API answered 500 after 5 attempts",
+         *       "status": "open",
+         *       "note": null,
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z"
+         *     }
+         */
         DeadLetterInput: {
             id: string;
             tenantId: string;
@@ -698,6 +960,32 @@ export interface components {
             /** @description ISO 8601 UTC */
             updatedAt: string;
         };
+        /**
+         * @example {
+         *       "id": "0193a5c3-0a11-7e2d-a4b8-5c7f1e9d3b20",
+         *       "tenantId": "demo",
+         *       "source": "consumer",
+         *       "reference": "0193a5c2-7d53-7a44-b1c2-9e0f8d7c6b5a",
+         *       "consumer": "shipping",
+         *       "topic": "shipping.create-shipment",
+         *       "payload": {
+         *         "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05"
+         *       },
+         *       "reason": "Error: carrier API answered 500 after 5 attempts",
+         *       "status": "retried",
+         *       "note": null,
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z",
+         *       "actions": [
+         *         {
+         *           "action": "retry",
+         *           "actor": "ops-bob",
+         *           "note": null,
+         *           "at": "2026-11-11T12:00:00.184Z"
+         *         }
+         *       ]
+         *     }
+         */
         DeadLetterDetailInput: {
             id: string;
             tenantId: string;
@@ -726,6 +1014,28 @@ export interface components {
                 at: string;
             }[];
         };
+        /**
+         * @example {
+         *       "operator": {
+         *         "tenantId": "demo",
+         *         "userId": "ops-bob"
+         *       },
+         *       "checks": {
+         *         "database": "ok",
+         *         "broker": "ok",
+         *         "cache": "ok",
+         *         "notifications": "ok"
+         *       },
+         *       "backlog": {
+         *         "outboxPending": 3,
+         *         "outboxOldestAgeSeconds": 0.4,
+         *         "sagasActive": 12,
+         *         "sagasStuck": 0,
+         *         "deadLettersOpen": 1
+         *       },
+         *       "at": "2026-11-11T12:00:00.120Z"
+         *     }
+         */
         OperationsStatusInput: {
             /** @description who the token signed in, as the server reads it */
             operator: {
@@ -746,6 +1056,30 @@ export interface components {
             /** @description ISO 8601 UTC */
             at: string;
         };
+        /**
+         * @example {
+         *       "id": "0193a5c4-1b22-7f3e-b5c9-6d8a2f0e4c31",
+         *       "scope": "coupons,inventory,orders,payments,shipping",
+         *       "checks": [
+         *         "stock-balance",
+         *         "wallet-balance",
+         *         "coupon-counter",
+         *         "order-pending-too-long",
+         *         "paid-order-without-waybill"
+         *       ],
+         *       "startedAt": "2026-11-11T12:00:00.120Z",
+         *       "finishedAt": "2026-11-11T12:00:00.184Z",
+         *       "findings": [
+         *         {
+         *           "tenantId": "demo",
+         *           "check": "coupon-counter",
+         *           "subject": "WELCOME5",
+         *           "detail": "counter 4, redemptions 3",
+         *           "repaired": true
+         *         }
+         *       ]
+         *     }
+         */
         ReconciliationRunInput: {
             id: string;
             /** @description the services whose tables it checked */
@@ -765,12 +1099,26 @@ export interface components {
                 repaired: boolean;
             }[];
         };
+        /**
+         * @example {
+         *       "tenantId": "demo",
+         *       "username": "alice",
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         SignInInput: {
             tenantId: string;
             /** @description the directory's user name (the `{username}` of ORDERLY_LDAP_USER_FILTER) */
             username: string;
             password: string;
         };
+        /**
+         * @example {
+         *       "accessToken": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSIsInRpZCI6ImRlbW8ifQ.c2lnbmF0dXJl",
+         *       "tokenType": "Bearer",
+         *       "expiresIn": 3600
+         *     }
+         */
         AccessTokenInput: {
             accessToken: string;
             /** @constant */
@@ -778,6 +1126,18 @@ export interface components {
             /** @description seconds */
             expiresIn: number;
         };
+        /**
+         * @example {
+         *       "id": "erp",
+         *       "url": "https://erp.example.com/orderly/events",
+         *       "events": [
+         *         "order.paid",
+         *         "order.cancelled"
+         *       ],
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z"
+         *     }
+         */
         WebhookEndpointInput: {
             id: string;
             url: string;
@@ -785,6 +1145,19 @@ export interface components {
             createdAt: string;
             updatedAt: string;
         };
+        /**
+         * @example {
+         *       "id": "erp",
+         *       "url": "https://erp.example.com/orderly/events",
+         *       "events": [
+         *         "order.paid",
+         *         "order.cancelled"
+         *       ],
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z",
+         *       "secret": "whsec_9f2c4e1a7b3d5f8e0c6a2b4d"
+         *     }
+         */
         WebhookEndpointCreatedInput: {
             id: string;
             url: string;
@@ -821,6 +1194,15 @@ export interface components {
             }[];
             orderId?: string;
         };
+        /**
+         * @example {
+         *       "sku": "SKU-1",
+         *       "name": "Mechanical keyboard",
+         *       "price": 29900,
+         *       "currency": "CNY",
+         *       "available": 98
+         *     }
+         */
         Product: {
             sku: string;
             name: string;
@@ -830,6 +1212,13 @@ export interface components {
             currency: string;
             available: number;
         };
+        /**
+         * @example {
+         *       "userId": "alice",
+         *       "balance": 940700,
+         *       "currency": "CNY"
+         *     }
+         */
         Wallet: {
             userId: string;
             /** @description integer minor units (fen, cents) */
@@ -837,6 +1226,20 @@ export interface components {
             /** @description ISO 4217 */
             currency: string;
         };
+        /**
+         * @example {
+         *       "code": "WELCOME5",
+         *       "discount": {
+         *         "type": "amount",
+         *         "value": 500
+         *       },
+         *       "userId": null,
+         *       "minSubtotal": 10000,
+         *       "expiresAt": "2026-12-31T23:59:59.000Z",
+         *       "maxRedemptions": 1000,
+         *       "redemptions": 3
+         *     }
+         */
         Coupon: {
             code: string;
             discount: {
@@ -850,6 +1253,66 @@ export interface components {
             maxRedemptions: number;
             redemptions: number;
         };
+        /**
+         * @example {
+         *       "id": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+         *       "orderNumber": "ORD-100001",
+         *       "tenantId": "demo",
+         *       "userId": "alice",
+         *       "status": "PAID",
+         *       "version": 2,
+         *       "items": [
+         *         {
+         *           "sku": "SKU-1",
+         *           "name": "Mechanical keyboard",
+         *           "quantity": 2,
+         *           "unitPrice": 29900,
+         *           "lineTotal": 59800
+         *         }
+         *       ],
+         *       "subtotal": 59800,
+         *       "discount": 500,
+         *       "total": 59300,
+         *       "currency": "CNY",
+         *       "couponCode": "WELCOME5",
+         *       "payment": {
+         *         "method": "balance",
+         *         "status": "captured",
+         *         "externalTxnId": null
+         *       },
+         *       "shipment": {
+         *         "waybill": "WB-0193a5c27d4e",
+         *         "carrier": null,
+         *         "trackingNumber": null,
+         *         "status": "pending"
+         *       },
+         *       "shippingAddress": {
+         *         "name": "Alice",
+         *         "phone": "+86 10 5555 0100",
+         *         "line1": "1 Demo Road",
+         *         "city": "Beijing",
+         *         "postalCode": "100000",
+         *         "country": "CN"
+         *       },
+         *       "cancelReason": null,
+         *       "history": [
+         *         {
+         *           "from": null,
+         *           "to": "PENDING",
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "reason": "placed"
+         *         },
+         *         {
+         *           "from": "PENDING",
+         *           "to": "PAID",
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "reason": "placement"
+         *         }
+         *       ],
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z"
+         *     }
+         */
         Order: {
             id: string;
             orderNumber: string;
@@ -912,6 +1375,21 @@ export interface components {
             /** @description ISO 8601 UTC */
             updatedAt: string;
         };
+        /**
+         * @example {
+         *       "at": "2026-11-11T12:00:00.120Z",
+         *       "kind": "state",
+         *       "title": "PENDING → PAID (placement)",
+         *       "durationMs": null,
+         *       "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+         *       "ref": null,
+         *       "details": {
+         *         "from": "PENDING",
+         *         "to": "PAID",
+         *         "reason": "placement"
+         *       }
+         *     }
+         */
         TimelineEvent: {
             /** @description ISO 8601 UTC */
             at: string;
@@ -926,10 +1404,149 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /**
+         * @example {
+         *       "order": {
+         *         "id": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+         *         "orderNumber": "ORD-100001",
+         *         "tenantId": "demo",
+         *         "userId": "alice",
+         *         "status": "PAID",
+         *         "version": 2,
+         *         "items": [
+         *           {
+         *             "sku": "SKU-1",
+         *             "name": "Mechanical keyboard",
+         *             "quantity": 2,
+         *             "unitPrice": 29900,
+         *             "lineTotal": 59800
+         *           }
+         *         ],
+         *         "subtotal": 59800,
+         *         "discount": 500,
+         *         "total": 59300,
+         *         "currency": "CNY",
+         *         "couponCode": "WELCOME5",
+         *         "payment": {
+         *           "method": "balance",
+         *           "status": "captured",
+         *           "externalTxnId": null
+         *         },
+         *         "shipment": {
+         *           "waybill": "WB-0193a5c27d4e",
+         *           "carrier": null,
+         *           "trackingNumber": null,
+         *           "status": "pending"
+         *         },
+         *         "shippingAddress": {
+         *           "name": "Alice",
+         *           "phone": "+86 10 5555 0100",
+         *           "line1": "1 Demo Road",
+         *           "city": "Beijing",
+         *           "postalCode": "100000",
+         *           "country": "CN"
+         *         },
+         *         "cancelReason": null,
+         *         "history": [
+         *           {
+         *             "from": null,
+         *             "to": "PENDING",
+         *             "at": "2026-11-11T12:00:00.120Z",
+         *             "reason": "placed"
+         *           },
+         *           {
+         *             "from": "PENDING",
+         *             "to": "PAID",
+         *             "at": "2026-11-11T12:00:00.120Z",
+         *             "reason": "placement"
+         *           }
+         *         ],
+         *         "createdAt": "2026-11-11T12:00:00.120Z",
+         *         "updatedAt": "2026-11-11T12:00:00.120Z"
+         *       },
+         *       "events": [
+         *         {
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "kind": "state",
+         *           "title": "new → PENDING (placed)",
+         *           "durationMs": null,
+         *           "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+         *           "ref": null,
+         *           "details": {
+         *             "from": null,
+         *             "to": "PENDING",
+         *             "reason": "placed"
+         *           }
+         *         },
+         *         {
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "kind": "state",
+         *           "title": "PENDING → PAID (placement)",
+         *           "durationMs": null,
+         *           "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+         *           "ref": null,
+         *           "details": {
+         *             "from": "PENDING",
+         *             "to": "PAID",
+         *             "reason": "placement"
+         *           }
+         *         },
+         *         {
+         *           "at": "2026-11-11T12:00:00.120Z",
+         *           "kind": "message",
+         *           "title": "order.paid sent",
+         *           "durationMs": 12,
+         *           "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+         *           "ref": "0193a5c2-7d53-7a44-b1c2-9e0f8d7c6b5a",
+         *           "details": {
+         *             "topic": "order.paid"
+         *           }
+         *         }
+         *       ]
+         *     }
+         */
         Timeline: {
             order: components["schemas"]["Order"];
             events: components["schemas"]["TimelineEvent"][];
         };
+        /**
+         * @example {
+         *       "id": "0193a5c2-7d52-7c0a-8f61-b3e9d2a40c17",
+         *       "type": "place-order",
+         *       "status": "running",
+         *       "stuck": false,
+         *       "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+         *       "abortReason": null,
+         *       "steps": [
+         *         {
+         *           "step": "redeem-coupon",
+         *           "state": "done",
+         *           "attempts": 1,
+         *           "ops": [
+         *             {
+         *               "op": "try",
+         *               "sentAt": "2026-11-11T12:00:00.120Z",
+         *               "settledAt": "2026-11-11T12:00:00.184Z",
+         *               "outcome": "ok"
+         *             }
+         *           ]
+         *         },
+         *         {
+         *           "step": "reserve-stock",
+         *           "state": "sent",
+         *           "attempts": 1,
+         *           "ops": [
+         *             {
+         *               "op": "try",
+         *               "sentAt": "2026-11-11T12:00:00.184Z"
+         *             }
+         *           ]
+         *         }
+         *       ],
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.184Z"
+         *     }
+         */
         Saga: {
             id: string;
             type: string;
@@ -957,6 +1574,24 @@ export interface components {
             /** @description ISO 8601 UTC */
             updatedAt: string;
         };
+        /**
+         * @example {
+         *       "id": "0193a5c3-0a11-7e2d-a4b8-5c7f1e9d3b20",
+         *       "tenantId": "demo",
+         *       "source": "consumer",
+         *       "reference": "0193a5c2-7d53-7a44-b1c2-9e0f8d7c6b5a",
+         *       "consumer": "shipping",
+         *       "topic": "shipping.create-shipment",
+         *       "payload": {
+         *         "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05"
+         *       },
+         *       "reason": "Error: carrier API answered 500 after 5 attempts",
+         *       "status": "open",
+         *       "note": null,
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z"
+         *     }
+         */
         DeadLetter: {
             id: string;
             tenantId: string;
@@ -977,6 +1612,32 @@ export interface components {
             /** @description ISO 8601 UTC */
             updatedAt: string;
         };
+        /**
+         * @example {
+         *       "id": "0193a5c3-0a11-7e2d-a4b8-5c7f1e9d3b20",
+         *       "tenantId": "demo",
+         *       "source": "consumer",
+         *       "reference": "0193a5c2-7d53-7a44-b1c2-9e0f8d7c6b5a",
+         *       "consumer": "shipping",
+         *       "topic": "shipping.create-shipment",
+         *       "payload": {
+         *         "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05"
+         *       },
+         *       "reason": "Error: carrier API answered 500 after 5 attempts",
+         *       "status": "retried",
+         *       "note": null,
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z",
+         *       "actions": [
+         *         {
+         *           "action": "retry",
+         *           "actor": "ops-bob",
+         *           "note": null,
+         *           "at": "2026-11-11T12:00:00.184Z"
+         *         }
+         *       ]
+         *     }
+         */
         DeadLetterDetail: {
             id: string;
             tenantId: string;
@@ -1005,6 +1666,28 @@ export interface components {
                 at: string;
             }[];
         };
+        /**
+         * @example {
+         *       "operator": {
+         *         "tenantId": "demo",
+         *         "userId": "ops-bob"
+         *       },
+         *       "checks": {
+         *         "database": "ok",
+         *         "broker": "ok",
+         *         "cache": "ok",
+         *         "notifications": "ok"
+         *       },
+         *       "backlog": {
+         *         "outboxPending": 3,
+         *         "outboxOldestAgeSeconds": 0.4,
+         *         "sagasActive": 12,
+         *         "sagasStuck": 0,
+         *         "deadLettersOpen": 1
+         *       },
+         *       "at": "2026-11-11T12:00:00.120Z"
+         *     }
+         */
         OperationsStatus: {
             /** @description who the token signed in, as the server reads it */
             operator: {
@@ -1025,6 +1708,30 @@ export interface components {
             /** @description ISO 8601 UTC */
             at: string;
         };
+        /**
+         * @example {
+         *       "id": "0193a5c4-1b22-7f3e-b5c9-6d8a2f0e4c31",
+         *       "scope": "coupons,inventory,orders,payments,shipping",
+         *       "checks": [
+         *         "stock-balance",
+         *         "wallet-balance",
+         *         "coupon-counter",
+         *         "order-pending-too-long",
+         *         "paid-order-without-waybill"
+         *       ],
+         *       "startedAt": "2026-11-11T12:00:00.120Z",
+         *       "finishedAt": "2026-11-11T12:00:00.184Z",
+         *       "findings": [
+         *         {
+         *           "tenantId": "demo",
+         *           "check": "coupon-counter",
+         *           "subject": "WELCOME5",
+         *           "detail": "counter 4, redemptions 3",
+         *           "repaired": true
+         *         }
+         *       ]
+         *     }
+         */
         ReconciliationRun: {
             id: string;
             /** @description the services whose tables it checked */
@@ -1044,12 +1751,26 @@ export interface components {
                 repaired: boolean;
             }[];
         };
+        /**
+         * @example {
+         *       "tenantId": "demo",
+         *       "username": "alice",
+         *       "password": "correct horse battery staple"
+         *     }
+         */
         SignIn: {
             tenantId: string;
             /** @description the directory's user name (the `{username}` of ORDERLY_LDAP_USER_FILTER) */
             username: string;
             password: string;
         };
+        /**
+         * @example {
+         *       "accessToken": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSIsInRpZCI6ImRlbW8ifQ.c2lnbmF0dXJl",
+         *       "tokenType": "Bearer",
+         *       "expiresIn": 3600
+         *     }
+         */
         AccessToken: {
             accessToken: string;
             /** @constant */
@@ -1057,6 +1778,18 @@ export interface components {
             /** @description seconds */
             expiresIn: number;
         };
+        /**
+         * @example {
+         *       "id": "erp",
+         *       "url": "https://erp.example.com/orderly/events",
+         *       "events": [
+         *         "order.paid",
+         *         "order.cancelled"
+         *       ],
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z"
+         *     }
+         */
         WebhookEndpoint: {
             id: string;
             url: string;
@@ -1064,6 +1797,19 @@ export interface components {
             createdAt: string;
             updatedAt: string;
         };
+        /**
+         * @example {
+         *       "id": "erp",
+         *       "url": "https://erp.example.com/orderly/events",
+         *       "events": [
+         *         "order.paid",
+         *         "order.cancelled"
+         *       ],
+         *       "createdAt": "2026-11-11T12:00:00.120Z",
+         *       "updatedAt": "2026-11-11T12:00:00.120Z",
+         *       "secret": "whsec_9f2c4e1a7b3d5f8e0c6a2b4d"
+         *     }
+         */
         WebhookEndpointCreated: {
             id: string;
             url: string;
@@ -1099,6 +1845,11 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
                     "application/json": {
                         /** @enum {string} */
                         status: "ok";
@@ -1124,6 +1875,17 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "ready",
+                     *       "checks": {
+                     *         "database": "ok",
+                     *         "broker": "ok",
+                     *         "cache": "ok",
+                     *         "notifications": "ok"
+                     *       }
+                     *     }
+                     */
                     "application/json": {
                         /** @enum {string} */
                         status: "ready";
@@ -1235,6 +1997,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -1269,6 +2052,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "Mechanical keyboard",
+                 *       "price": 29900,
+                 *       "stock": 100
+                 *     }
+                 */
                 "application/json": {
                     name: string;
                     price: number;
@@ -1394,6 +2184,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -1428,6 +2239,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "delta": 50
+                 *     }
+                 */
                 "application/json": {
                     delta: number;
                 };
@@ -1548,6 +2364,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -1599,6 +2436,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "data": [
+                     *         {
+                     *           "sku": "SKU-1",
+                     *           "name": "Mechanical keyboard",
+                     *           "price": 29900,
+                     *           "currency": "CNY",
+                     *           "available": 98
+                     *         }
+                     *       ],
+                     *       "nextCursor": null
+                     *     }
+                     */
                     "application/json": {
                         data: components["schemas"]["Product"][];
                         nextCursor: string | null;
@@ -1637,6 +2488,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1682,6 +2554,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "amount": 1000000
+                 *     }
+                 */
                 "application/json": {
                     amount: number;
                 };
@@ -1793,6 +2670,29 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    /** @description `true` when this is the stored answer to an earlier request with the same key */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -1857,6 +2757,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1967,6 +2888,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2102,6 +3044,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -2136,6 +3099,17 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "discount": {
+                 *         "type": "amount",
+                 *         "value": 500
+                 *       },
+                 *       "minSubtotal": 10000,
+                 *       "expiresAt": "2026-12-31T23:59:59Z",
+                 *       "maxRedemptions": 1000
+                 *     }
+                 */
                 "application/json": {
                     discount: {
                         /** @enum {string} */
@@ -2271,6 +3245,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -2327,6 +3322,71 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "data": [
+                     *         {
+                     *           "id": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+                     *           "orderNumber": "ORD-100001",
+                     *           "tenantId": "demo",
+                     *           "userId": "alice",
+                     *           "status": "PAID",
+                     *           "version": 2,
+                     *           "items": [
+                     *             {
+                     *               "sku": "SKU-1",
+                     *               "name": "Mechanical keyboard",
+                     *               "quantity": 2,
+                     *               "unitPrice": 29900,
+                     *               "lineTotal": 59800
+                     *             }
+                     *           ],
+                     *           "subtotal": 59800,
+                     *           "discount": 500,
+                     *           "total": 59300,
+                     *           "currency": "CNY",
+                     *           "couponCode": "WELCOME5",
+                     *           "payment": {
+                     *             "method": "balance",
+                     *             "status": "captured",
+                     *             "externalTxnId": null
+                     *           },
+                     *           "shipment": {
+                     *             "waybill": "WB-0193a5c27d4e",
+                     *             "carrier": null,
+                     *             "trackingNumber": null,
+                     *             "status": "pending"
+                     *           },
+                     *           "shippingAddress": {
+                     *             "name": "Alice",
+                     *             "phone": "+86 10 5555 0100",
+                     *             "line1": "1 Demo Road",
+                     *             "city": "Beijing",
+                     *             "postalCode": "100000",
+                     *             "country": "CN"
+                     *           },
+                     *           "cancelReason": null,
+                     *           "history": [
+                     *             {
+                     *               "from": null,
+                     *               "to": "PENDING",
+                     *               "at": "2026-11-11T12:00:00.120Z",
+                     *               "reason": "placed"
+                     *             },
+                     *             {
+                     *               "from": "PENDING",
+                     *               "to": "PAID",
+                     *               "at": "2026-11-11T12:00:00.120Z",
+                     *               "reason": "placement"
+                     *             }
+                     *           ],
+                     *           "createdAt": "2026-11-11T12:00:00.120Z",
+                     *           "updatedAt": "2026-11-11T12:00:00.120Z"
+                     *         }
+                     *       ],
+                     *       "nextCursor": null
+                     *     }
+                     */
                     "application/json": {
                         data: components["schemas"]["Order"][];
                         nextCursor: string | null;
@@ -2384,6 +3444,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2741,6 +3822,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -2913,6 +4015,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -2950,6 +4073,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "carrier": "SF Express",
+                 *       "trackingNumber": "SF1234567890"
+                 *     }
+                 */
                 "application/json": {
                     carrier: string;
                     trackingNumber?: string;
@@ -3086,6 +4215,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3264,6 +4414,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -3353,6 +4524,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -3401,6 +4593,34 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "runs": [
+                     *         {
+                     *           "id": "0193a5c4-1b22-7f3e-b5c9-6d8a2f0e4c31",
+                     *           "scope": "coupons,inventory,orders,payments,shipping",
+                     *           "checks": [
+                     *             "stock-balance",
+                     *             "wallet-balance",
+                     *             "coupon-counter",
+                     *             "order-pending-too-long",
+                     *             "paid-order-without-waybill"
+                     *           ],
+                     *           "startedAt": "2026-11-11T12:00:00.120Z",
+                     *           "finishedAt": "2026-11-11T12:00:00.184Z",
+                     *           "findings": [
+                     *             {
+                     *               "tenantId": "demo",
+                     *               "check": "coupon-counter",
+                     *               "subject": "WELCOME5",
+                     *               "detail": "counter 4, redemptions 3",
+                     *               "repaired": true
+                     *             }
+                     *           ]
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": {
                         runs: components["schemas"]["ReconciliationRun"][];
                     };
@@ -3438,6 +4658,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3527,6 +4768,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3662,6 +4924,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -3714,6 +4997,49 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "data": [
+                     *         {
+                     *           "id": "0193a5c2-7d52-7c0a-8f61-b3e9d2a40c17",
+                     *           "type": "place-order",
+                     *           "status": "running",
+                     *           "stuck": false,
+                     *           "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+                     *           "abortReason": null,
+                     *           "steps": [
+                     *             {
+                     *               "step": "redeem-coupon",
+                     *               "state": "done",
+                     *               "attempts": 1,
+                     *               "ops": [
+                     *                 {
+                     *                   "op": "try",
+                     *                   "sentAt": "2026-11-11T12:00:00.120Z",
+                     *                   "settledAt": "2026-11-11T12:00:00.184Z",
+                     *                   "outcome": "ok"
+                     *                 }
+                     *               ]
+                     *             },
+                     *             {
+                     *               "step": "reserve-stock",
+                     *               "state": "sent",
+                     *               "attempts": 1,
+                     *               "ops": [
+                     *                 {
+                     *                   "op": "try",
+                     *                   "sentAt": "2026-11-11T12:00:00.184Z"
+                     *                 }
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "createdAt": "2026-11-11T12:00:00.120Z",
+                     *           "updatedAt": "2026-11-11T12:00:00.184Z"
+                     *         }
+                     *       ],
+                     *       "nextCursor": null
+                     *     }
+                     */
                     "application/json": {
                         data: components["schemas"]["Saga"][];
                         nextCursor: string | null;
@@ -3777,6 +5103,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -3829,6 +5176,29 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "data": [
+                     *         {
+                     *           "id": "0193a5c3-0a11-7e2d-a4b8-5c7f1e9d3b20",
+                     *           "tenantId": "demo",
+                     *           "source": "consumer",
+                     *           "reference": "0193a5c2-7d53-7a44-b1c2-9e0f8d7c6b5a",
+                     *           "consumer": "shipping",
+                     *           "topic": "shipping.create-shipment",
+                     *           "payload": {
+                     *             "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05"
+                     *           },
+                     *           "reason": "Error: carrier API answered 500 after 5 attempts",
+                     *           "status": "open",
+                     *           "note": null,
+                     *           "createdAt": "2026-11-11T12:00:00.120Z",
+                     *           "updatedAt": "2026-11-11T12:00:00.120Z"
+                     *         }
+                     *       ],
+                     *       "nextCursor": null
+                     *     }
+                     */
                     "application/json": {
                         data: components["schemas"]["DeadLetter"][];
                         nextCursor: string | null;
@@ -3886,6 +5256,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4015,6 +5406,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4169,6 +5581,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -4317,6 +5750,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -4351,6 +5805,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "note": "shipment created by hand in the carrier's portal"
+                 *     }
+                 */
                 "application/json": {
                     /** @description how it was handled outside Orderly */
                     note: string;
@@ -4466,6 +5925,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4601,6 +6081,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -4635,6 +6136,15 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "url": "https://erp.example.com/orderly/events",
+                 *       "events": [
+                 *         "order.paid",
+                 *         "order.cancelled"
+                 *       ]
+                 *     }
+                 */
                 "application/json": {
                     /** @description where events are POSTed; in production https to a public address only */
                     url: string;
@@ -4737,6 +6247,27 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description The policy, as `<burst>;w=<seconds>` */
                     "RateLimit-Policy"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4870,6 +6401,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -4918,6 +6470,22 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "data": [
+                     *         {
+                     *           "id": "erp",
+                     *           "url": "https://erp.example.com/orderly/events",
+                     *           "events": [
+                     *             "order.paid",
+                     *             "order.cancelled"
+                     *           ],
+                     *           "createdAt": "2026-11-11T12:00:00.120Z",
+                     *           "updatedAt": "2026-11-11T12:00:00.120Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": {
                         data: components["schemas"]["WebhookEndpoint"][];
                     };
@@ -4961,6 +6529,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description A problem; the codes of the API with status 429: RATE_LIMITED */
+            429: {
+                headers: {
+                    /** @description The request's id: the one sent, or a new one */
+                    "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description A problem; the codes of the API with status 503: SERVICE_UNAVAILABLE */
             503: {
                 headers: {
@@ -4996,6 +6585,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "tenantId": "demo",
+                 *       "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+                 *       "externalTxnId": "psp-7731",
+                 *       "amount": 59300,
+                 *       "currency": "CNY",
+                 *       "status": "succeeded"
+                 *     }
+                 */
                 "application/json": {
                     tenantId: string;
                     orderId: string;
@@ -5013,9 +6612,24 @@ export interface operations {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "orderId": "0193a5c2-7d4e-7b11-9c3f-2e8b6a1d4f05",
+                     *       "status": "PAID",
+                     *       "duplicate": false
+                     *     }
+                     */
                     "application/json": {
                         orderId: string;
                         /** @enum {string} */
@@ -5029,6 +6643,14 @@ export interface operations {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5040,6 +6662,14 @@ export interface operations {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5051,6 +6681,14 @@ export interface operations {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5062,6 +6700,14 @@ export interface operations {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5073,6 +6719,14 @@ export interface operations {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5084,6 +6738,14 @@ export interface operations {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;
@@ -5097,6 +6759,14 @@ export interface operations {
                 headers: {
                     /** @description The request's id: the one sent, or a new one */
                     "X-Request-Id"?: string;
+                    /** @description The bucket's size (requests) */
+                    "RateLimit-Limit"?: number;
+                    /** @description Requests left in the bucket now */
+                    "RateLimit-Remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "RateLimit-Reset"?: number;
+                    /** @description The policy, as `<burst>;w=<seconds>` */
+                    "RateLimit-Policy"?: string;
                     /** @description Seconds to wait before trying again */
                     "Retry-After"?: number;
                     [name: string]: unknown;

@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Ajv2020 from "ajv/dist/2020.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { PROBLEM_STATUS } from "../src/kit/errors.ts";
 import { CLI } from "./support/cli.ts";
@@ -50,5 +51,42 @@ describe("the OpenAPI document", () => {
     expect(doc.paths["/api/v1/orders/{id}/cancel"].post.parameters.map((p: { name: string }) => p.name)).toContain("if-match");
     expect(place.requestBody.content["application/json"].example).toMatchObject({ items: [{ sku: "SKU-1" }] });
     expect(doc.components.schemas.Problem.examples[0].code).toBe("OUT_OF_STOCK");
+    // The callback is limited per source address, like every path under /api/v1.
+    expect(Object.keys(doc.paths["/api/v1/payments/callback"].post.responses["200"].headers)).toContain("RateLimit-Remaining");
+  });
+
+  it("answers 429 with Retry-After on every operation behind the rate limit", () => {
+    for (const { path, method, op } of operations.filter(({ path }) => path.startsWith("/api/v1/"))) {
+      expect(Object.keys(op.responses[429]?.headers ?? {}), `${method} ${path}`).toContain("Retry-After");
+    }
+  });
+
+  it("shows an example of every JSON body, requests and answers, each valid against its schema", () => {
+    // The document's schemas are JSON Schema 2020-12 (OpenAPI 3.1): each example is checked by Ajv.
+    const ajv = new Ajv2020.default({ strict: false, allErrors: true, validateFormats: false }); // formats: the server's own validation tests them
+    ajv.addSchema({ $id: "doc", components: doc.components });
+    const resolved = (schema: unknown) => JSON.parse(JSON.stringify(schema).replaceAll('"#/components/', '"doc#/components/'));
+    const problems: string[] = [];
+    // A named schema's example shows wherever it is used; another body carries its own.
+    const exampleOf = (media: Record<string, any>) => (media.schema.$ref ? doc.components.schemas[media.schema.$ref.split("/").pop()].examples?.[0] : media.example);
+    const check = (where: string, schema: unknown, example: unknown) => {
+      if (example === undefined) return problems.push(`${where}: no example`);
+      if (!ajv.validate(resolved(schema), example)) problems.push(`${where}: ${ajv.errorsText(ajv.errors)}`);
+    };
+    for (const { path, method, op } of operations) {
+      const body = op.requestBody?.content?.["application/json"];
+      if (body) check(`${method} ${path} request`, body.schema, exampleOf(body));
+      for (const [status, response] of Object.entries<Record<string, any>>(op.responses)) {
+        const answer = response.content?.["application/json"];
+        if (answer && Number(status) < 400) check(`${method} ${path} ${status}`, answer.schema, exampleOf(answer));
+      }
+    }
+    for (const [name, schema] of Object.entries<Record<string, any>>(doc.components.schemas)) {
+      for (const example of schema.examples ?? []) check(`schema ${name}`, { $ref: `#/components/schemas/${name}` }, example);
+    }
+    expect(problems).toEqual([]);
+    // The check has teeth: an order without its total is refused.
+    const { total: _, ...order } = doc.components.schemas.Order.examples[0];
+    expect(ajv.validate(resolved({ $ref: "#/components/schemas/Order" }), order)).toBe(false);
   });
 });

@@ -1,8 +1,10 @@
 import { PROBLEM_STATUS } from "../kit/errors.ts";
+import { OPERATION_EXAMPLES, SCHEMA_EXAMPLES } from "./examples.ts";
 
 // What the OpenAPI document says beyond the routes' own schemas, so client generators get it all:
-// problem answers as application/problem+json with the codes each status can carry, and the headers
-// every answer or some answers carry. Applied once to the whole document (app.ts, transformObject).
+// problem answers as application/problem+json with the codes each status can carry, 429 wherever the
+// rate limit applies, the headers every answer or some answers carry, and an example of every JSON
+// body (examples.ts). Applied once to the whole document (app.ts, transformObject).
 
 type Json = Record<string, any>;
 
@@ -13,7 +15,7 @@ const EVERY_ANSWER = {
   "X-Request-Id": header("The request's id: the one sent, or a new one"),
 };
 
-/** On every answer of a route behind the rate limit (everything under /api/v1). */
+/** On every answer of a route behind the rate limit: everything under /api/v1 (per user, or per address where no token is sent). */
 const RATE_LIMITED = {
   "RateLimit-Limit": header("The bucket's size (requests)", { type: "integer" }),
   "RateLimit-Remaining": header("Requests left in the bucket now", { type: "integer" }),
@@ -34,15 +36,60 @@ const ORDER_HEADERS = {
 const CODES = Object.keys(PROBLEM_STATUS);
 const codesOf = (status: number) => CODES.filter((code) => PROBLEM_STATUS[code as keyof typeof PROBLEM_STATUS] === status);
 
-/** Finishes the document: problem content type and codes, and the headers. Returns the same object. */
+/**
+ * An example of what `schema` describes: a named schema's own, or a list's (`{ data: [one], … }`)
+ * built from its items' example. Undefined when none is known.
+ */
+function exampleOf(schema: Json | undefined, schemas: Json): unknown {
+  if (!schema) return undefined;
+  if (schema.$ref) return schemas[String(schema.$ref).split("/").pop() as string]?.examples?.[0];
+  if (schema.type !== "object" || !schema.properties) return undefined;
+  const example: Json = {};
+  for (const name of schema.required ?? []) {
+    const property = schema.properties[name];
+    const item = property.type === "array" ? exampleOf(property.items, schemas) : undefined;
+    if (item !== undefined) example[name] = [item];
+    else if (Array.isArray(property.type) && property.type.includes("null")) example[name] = null;
+    else return undefined;
+  }
+  return example;
+}
+
+/**
+ * Sets each named schema's example, then that of each JSON body (the request's and every answer's
+ * below 400) whose schema is not a named one: a named schema's example is shown wherever it is used.
+ */
+function addExamples(document: Json): void {
+  const schemas: Json = document.components?.schemas ?? {};
+  for (const [name, schema] of Object.entries<Json>(schemas)) {
+    const example = SCHEMA_EXAMPLES[name.replace(/Input$/, "")];
+    if (example !== undefined && !schema.examples) schema.examples = [example];
+  }
+  for (const item of Object.values<Json>(document.paths ?? {})) {
+    for (const operation of Object.values<Json>(item)) {
+      const given = OPERATION_EXAMPLES[operation.operationId] ?? {};
+      const body = operation.requestBody?.content?.["application/json"];
+      if (body && !body.schema.$ref) body.example ??= given.request ?? exampleOf(body.schema, schemas);
+      for (const [status, response] of Object.entries<Json>(operation.responses ?? {})) {
+        const answer = response.content?.["application/json"];
+        if (answer && !answer.schema.$ref && Number(status) < 400) answer.example ??= given.answers?.[status] ?? exampleOf(answer.schema, schemas);
+      }
+    }
+  }
+}
+
+/** Finishes the document: problem content type and codes, 429s, the headers and the examples. Returns the same object. */
 export function finishDocument(document: Json): Json {
   const problem = document.components?.schemas?.Problem;
   if (problem?.properties?.code) {
     problem.properties.code = { ...problem.properties.code, type: "string", enum: CODES };
   }
+  addExamples(document);
   for (const [path, item] of Object.entries<Json>(document.paths ?? {})) {
     for (const [method, operation] of Object.entries<Json>(item)) {
       if (!operation || typeof operation !== "object" || !operation.responses) continue;
+      const rateLimited = path.startsWith("/api/v1/");
+      if (rateLimited) operation.responses["429"] ??= { description: "Too many requests", content: { "application/json": { schema: { $ref: "#/components/schemas/Problem" } } } };
       const idempotent = (operation.parameters ?? []).some((p: Json) => p.in === "header" && p.name === "idempotency-key");
       // Every order route answers one order, except the list.
       const carriesOrder = path.startsWith("/api/v1/orders") && !(path === "/api/v1/orders" && method === "get");
@@ -57,7 +104,7 @@ export function finishDocument(document: Json): Json {
         response.headers = {
           ...response.headers,
           ...EVERY_ANSWER,
-          ...(path.startsWith("/api/v1/") && path !== "/api/v1/payments/callback" ? RATE_LIMITED : {}),
+          ...(rateLimited ? RATE_LIMITED : {}),
           ...(code === 429 || code === 503 ? RETRY_AFTER : {}),
           ...(idempotent && code < 500 ? REPLAYED : {}),
           ...(carriesOrder && code < 300 ? ORDER_HEADERS : {}),
