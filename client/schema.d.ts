@@ -2544,8 +2544,6 @@ export interface operations {
             header?: {
                 /** @description 1..255 printable characters; kept at least 24 h per (tenant, user) */
                 "idempotency-key"?: string;
-                /** @description respond-async and/or wait=N (seconds) */
-                prefer?: string;
             };
             path: {
                 userId: string;
@@ -3597,6 +3595,8 @@ export interface operations {
                     ETag?: string;
                     /** @description The URL of what was created */
                     Location?: string;
+                    /** @description `respond-async`: the order is accepted, still PENDING; follow Location */
+                    "Preference-Applied"?: "respond-async";
                     [name: string]: unknown;
                 };
                 content: {

@@ -42,10 +42,13 @@ describe("the OpenAPI document", () => {
     }
   });
 
-  it("documents the headers: Location, ETag, Idempotency-Key, Idempotent-Replayed, If-Match, Prefer, RateLimit-*, Retry-After", () => {
+  it("documents the headers: Location, ETag, Idempotency-Key, Idempotent-Replayed, If-Match, Prefer, Preference-Applied, RateLimit-*, Retry-After", () => {
     const place = doc.paths["/api/v1/orders"].post;
     expect(place.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(["idempotency-key", "prefer"]));
     for (const status of ["201", "202"]) expect(Object.keys(place.responses[status].headers)).toEqual(expect.arrayContaining(["Location", "ETag", "Idempotent-Replayed", "RateLimit-Remaining", "X-Request-Id"]));
+    expect(Object.keys(place.responses["202"].headers)).toContain("Preference-Applied");
+    expect(doc.paths["/api/v1/accounts/{userId}/credits"].post.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(["idempotency-key"]));
+    expect(doc.paths["/api/v1/accounts/{userId}/credits"].post.parameters.map((p: { name: string }) => p.name)).not.toContain("prefer");
     expect(Object.keys(place.responses["429"].headers)).toContain("Retry-After");
     expect(Object.keys(place.responses["503"].headers)).toContain("Retry-After");
     expect(doc.paths["/api/v1/orders/{id}/cancel"].post.parameters.map((p: { name: string }) => p.name)).toContain("if-match");

@@ -3,6 +3,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { sql } from "drizzle-orm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { operations } from "../client/index.ts";
 import type { ServiceName } from "../src/config.ts";
 import { rows } from "../src/db/client.ts";
 import { postgresUrl } from "./support/databases.ts";
@@ -15,17 +16,37 @@ const LAYOUTS: { layout: Layout; name: string }[] = [
   { layout: "per-service", name: "a database per service" },
 ];
 
+type PlaceOrderBody = operations["placeOrder"]["requestBody"]["content"]["application/json"];
+type PaymentCallbackBody = operations["paymentCallback"]["requestBody"]["content"]["application/json"];
+
+// Every call goes through the typed client (client/), so its path, parameters, body and answer are
+// checked against the OpenAPI document.
 describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $name: five processes, PostgreSQL and RabbitMQ", ({ layout }) => {
   let d: Deployment;
   const admin = () => d.tokens.sign({ tenantId: "split", userId: "root", roles: ["admin"] });
   const buyer = (userId: string) => d.tokens.sign({ tenantId: "split", userId, roles: ["customer"] });
-  const order = { items: [{ sku: "S1", quantity: 1 }], payment: { method: "balance" }, shippingAddress: ADDRESS };
+  const order: PlaceOrderBody = { items: [{ sku: "S1", quantity: 1 }], payment: { method: "balance" }, shippingAddress: ADDRESS };
+  /** A service's client as the admin. */
+  const asAdmin = async (service: ServiceName) => d.client(service, await admin());
+  const putProduct = async (sku: string, product: { name: string; price: number; stock: number }) =>
+    (await asAdmin("inventory")).PUT("/api/v1/products/{sku}", { params: { path: { sku } }, body: product });
+  const credit = async (userId: string, amount: number) =>
+    (await asAdmin("payments")).POST("/api/v1/accounts/{userId}/credits", { params: { path: { userId } }, body: { amount } });
+  const place = (token: string, body: PlaceOrderBody, options: { prefer?: string; replica?: string } = {}) =>
+    d.client("orders", token, options.replica).POST("/api/v1/orders", { params: { header: { prefer: options.prefer } }, body });
+  const getOrder = (token: string, id: string) => d.client("orders", token).GET("/api/v1/orders/{id}", { params: { path: { id } } });
+  const timeline = async (id: string) => (await asAdmin("orders")).GET("/api/v1/admin/orders/{id}/timeline", { params: { path: { id } } });
+  /** A payment callback signed over the very bytes sent (no JWT: the signature is its authentication). */
+  const paymentCallback = (body: PaymentCallbackBody) => {
+    const raw = JSON.stringify(body);
+    return d.client("payments").POST("/api/v1/payments/callback", { params: { header: { "orderly-signature": d.signCallback(raw) } }, body, bodySerializer: () => raw });
+  };
 
   beforeAll(async () => {
     d = await startDeployment({ layout });
     // A product made before the orders service first ran: its event must wait for that service's queue.
     await d.start("inventory");
-    expect((await d.call("inventory", "PUT", "/products/EARLY", await admin(), { name: "Early bird", price: 300, stock: 5 })).status).toBe(201);
+    expect((await putProduct("EARLY", { name: "Early bird", price: 300, stock: 5 })).response.status).toBe(201);
     for (const service of SERVICES.filter((s) => s !== "inventory")) await d.start(service);
   }, 120_000);
 
@@ -38,23 +59,22 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
   });
 
   it("keeps every invariant when the inventory service is killed with -9 in the middle of 320 orders", { timeout: 180_000 }, async () => {
-    const root = await admin();
     const buyers = await Promise.all(Array.from({ length: 40 }, (_, i) => buyer(`b${i}`)));
-    expect((await d.call("inventory", "PUT", "/products/HOT", root, { name: "Hot", price: 500, stock: 120 })).status).toBe(201);
-    for (let i = 0; i < 5; i++) await d.call("inventory", "PUT", `/products/S${i}`, root, { name: `S${i}`, price: 100 + i, stock: 60 });
-    for (let i = 0; i < 40; i++) await d.call("payments", "POST", `/accounts/b${i}/credits`, root, { amount: 2_500 });
-    await d.call("coupons", "PUT", "/coupons/SPLIT", root, { discount: { type: "percent", value: 10 }, maxRedemptions: 30 });
+    expect((await putProduct("HOT", { name: "Hot", price: 500, stock: 120 })).response.status).toBe(201);
+    for (let i = 0; i < 5; i++) await putProduct(`S${i}`, { name: `S${i}`, price: 100 + i, stock: 60 });
+    for (let i = 0; i < 40; i++) await credit(`b${i}`, 2_500);
+    await (await asAdmin("coupons")).PUT("/api/v1/coupons/{code}", { params: { path: { code: "SPLIT" } }, body: { discount: { type: "percent", value: 10 }, maxRedemptions: 30 } });
     await waitFor(async () => (await rows(d.db("orders"), sql`select 1 from order_catalogue where tenant_id = 'split' and sku <> 'EARLY'`)).length === 6, "the catalogue copy", 15_000);
 
-    const body = (i: number) => ({
+    const body = (i: number): PlaceOrderBody => ({
       items: i % 2 ? [{ sku: "HOT", quantity: 1 + (i % 2) }] : [{ sku: `S${i % 5}`, quantity: 2 }, { sku: "HOT", quantity: 1 }],
       payment: { method: i % 4 === 0 ? "external" : "balance" },
       ...(i % 3 === 0 ? { couponCode: "SPLIT" } : {}),
       shippingAddress: ADDRESS,
     });
-    const answers: Promise<{ status: number; body: Record<string, any> }>[] = [];
+    const answers: ReturnType<typeof place>[] = [];
     for (let i = 0; i < 320; i++) {
-      answers.push(d.call("orders", "POST", "/orders", buyers[i % 40] as string, body(i)));
+      answers.push(place(buyers[i % 40] as string, body(i)));
       if (i === 100) {
         await d.kill("inventory");
         await new Promise((r) => setTimeout(r, 1_000));
@@ -63,8 +83,8 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
       if (i % 20 === 0) await new Promise((r) => setTimeout(r, 25));
     }
     const results = await Promise.all(answers);
-    expect(results.filter((r) => r.status >= 500).map((r) => r.body)).toEqual([]);
-    expect(results.every((r) => [201, 202, 409].includes(r.status))).toBe(true);
+    expect(results.filter((r) => r.response.status >= 500).map((r) => r.error)).toEqual([]);
+    expect(results.every((r) => [201, 202, 409].includes(r.response.status))).toBe(true);
 
     // Once load stops, no order stays PENDING longer than 30 s, the outbox and sagas drain, and no
     // reservation outlives its order.
@@ -79,29 +99,26 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
 
   it("answers 202 and settles later when a participant is down, then resumes the saga after it returns", { timeout: 120_000 }, async () => {
     const late = await buyer("late");
-    await d.call("payments", "POST", "/accounts/late/credits", await admin(), { amount: 10_000 });
+    await credit("late", 10_000);
     await d.kill("shipping");
-    const placed = await d.call("orders", "POST", "/orders", late, order);
-    expect(placed.status).toBe(202);
-    expect(placed.body.status).toBe("PENDING");
+    const placed = await place(late, order);
+    expect(placed.response.status).toBe(202);
+    expect(placed.data?.status).toBe("PENDING");
+    const id = placed.data!.id;
     await d.start("shipping");
-    await waitFor(async () => (await d.call("orders", "GET", `/orders/${placed.body.id}`, late)).body.status !== "PENDING", "the order to settle", 30_000);
-    expect((await d.call("orders", "GET", `/orders/${placed.body.id}`, late)).body).toMatchObject({ status: "PAID", shipment: { status: "pending" } });
+    await waitFor(async () => (await getOrder(late, id)).data?.status !== "PENDING", "the order to settle", 30_000);
+    expect((await getOrder(late, id)).data).toMatchObject({ status: "PAID", shipment: { status: "pending" } });
     expect(await d.settle()).toEqual([]);
   });
 
   it("answers each request with its outcome when a second orders replica consumes half the replies", { timeout: 60_000 }, async () => {
     await d.start("orders", "-2");
     const twin = await buyer("twin");
-    await d.call("payments", "POST", "/accounts/twin/credits", await admin(), { amount: 100_000 });
+    await credit("twin", 100_000);
     const statuses: number[] = [];
     for (let i = 0; i < 16; i++) {
       // A generous wait: this is about which replica learns the outcome, not about speed.
-      const response = await fetch(d.url("orders", "/orders", i % 2 ? "-2" : ""), {
-        method: "POST",
-        headers: { authorization: `Bearer ${twin}`, "content-type": "application/json", prefer: "wait=10" },
-        body: JSON.stringify({ ...order, items: [{ sku: "S3", quantity: 1 }] }),
-      });
+      const { response } = await place(twin, { ...order, items: [{ sku: "S3", quantity: 1 }] }, { prefer: "wait=10", replica: i % 2 ? "-2" : "" });
       statuses.push(response.status);
     }
     expect(statuses).toEqual(Array(16).fill(201));
@@ -110,32 +127,32 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
 
   it("sells a product created before the orders service ever started", { timeout: 60_000 }, async () => {
     const early = await buyer("early");
-    await d.call("payments", "POST", "/accounts/early/credits", await admin(), { amount: 1_000 });
+    await credit("early", 1_000);
     await waitFor(async () => (await rows(d.db("orders"), sql`select 1 from order_catalogue where tenant_id = 'split' and sku = 'EARLY'`)).length === 1, "EARLY in the catalogue copy", 15_000);
-    const placed = await d.call("orders", "POST", "/orders", early, { ...order, items: [{ sku: "EARLY", quantity: 2 }] }, { prefer: "wait=10" });
-    expect(placed.status).toBe(201);
-    expect(placed.body).toMatchObject({ status: "PAID", total: 600, items: [{ sku: "EARLY", name: "Early bird", unitPrice: 300 }] });
+    const placed = await place(early, { ...order, items: [{ sku: "EARLY", quantity: 2 }] }, { prefer: "wait=10" });
+    expect(placed.response.status).toBe(201);
+    expect(placed.data).toMatchObject({ status: "PAID", total: 600, items: [{ sku: "EARLY", name: "Early bird", unitPrice: 300 }] });
     expect(await d.settle()).toEqual([]);
   });
 
   it("takes the payment callback at the payments service and pays the order at the orders service", { timeout: 60_000 }, async () => {
     const ext = await buyer("ext");
-    const placed = await d.call("orders", "POST", "/orders", ext, { ...order, items: [{ sku: "S2", quantity: 1 }], payment: { method: "external" } });
-    expect(placed.body.status).toBe("CREATED");
+    const placed = await place(ext, { ...order, items: [{ sku: "S2", quantity: 1 }], payment: { method: "external" } });
+    expect(placed.data?.status).toBe("CREATED");
+    const { id, total } = placed.data!;
     await waitFor(() => d.quiet(), "the payments service's copy of the order", 15_000);
-    const raw = JSON.stringify({ tenantId: "split", orderId: placed.body.id, externalTxnId: "txn-split-1", amount: placed.body.total, currency: "CNY", status: "succeeded" });
-    const paid = await fetch(d.url("payments", "/payments/callback"), { method: "POST", headers: { "content-type": "application/json", "orderly-signature": d.signCallback(raw) }, body: raw });
-    expect(paid.status).toBe(200);
-    expect(await paid.json()).toEqual({ orderId: placed.body.id, status: "PAID", duplicate: false });
-    await waitFor(async () => (await d.call("orders", "GET", `/orders/${placed.body.id}`, ext)).body.status === "PAID", "the order to be paid", 15_000);
-    const view = (await d.call("orders", "GET", `/orders/${placed.body.id}`, ext)).body;
+    const paid = await paymentCallback({ tenantId: "split", orderId: id, externalTxnId: "txn-split-1", amount: total, currency: "CNY", status: "succeeded" });
+    expect(paid.response.status).toBe(200);
+    expect(paid.data).toEqual({ orderId: id, status: "PAID", duplicate: false });
+    await waitFor(async () => (await getOrder(ext, id)).data?.status === "PAID", "the order to be paid", 15_000);
+    const view = (await getOrder(ext, id)).data;
     expect(view).toMatchObject({ status: "PAID", payment: { status: "captured", externalTxnId: "txn-split-1" } });
-    expect(view.shipment.waybill).toMatch(/^WB/);
+    expect(view?.shipment?.waybill).toMatch(/^WB/);
     // Its timeline at the orders service shows the payment as the orders service heard of it, never the
     // payments service's own table, even where both share one database (invariant 6).
-    const timeline = await d.call("orders", "GET", `/admin/orders/${placed.body.id}/timeline`, await admin());
-    expect(timeline.status).toBe(200);
-    const events = timeline.body.events as { kind: string; title: string }[];
+    const history = await timeline(id);
+    expect(history.response.status).toBe(200);
+    const events = history.data!.events;
     expect(events.filter((e) => e.kind === "state").map((e) => e.title)).toContainEqual(expect.stringMatching(/^CREATED → PAID/));
     expect(events.map((e) => e.kind)).not.toContain("payment");
     expect(await d.settle()).toEqual([]);
@@ -143,20 +160,20 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
 
   it("ships and completes an order at the orders service, and the shipping service's document follows", { timeout: 60_000 }, async () => {
     const shopper = await buyer("shopper");
-    const root = await admin();
-    await d.call("payments", "POST", "/accounts/shopper/credits", root, { amount: 10_000 });
-    const placed = await d.call("orders", "POST", "/orders", shopper, order, { prefer: "wait=10" });
-    expect(placed.status).toBe(201);
-    const shipped = await d.call("orders", "POST", `/orders/${placed.body.id}/ship`, root, { carrier: "SF", trackingNumber: "SF123" });
-    expect(shipped.status).toBe(200);
-    expect(shipped.body.shipment).toMatchObject({ carrier: "SF", trackingNumber: "SF123", status: "shipped" });
+    await credit("shopper", 10_000);
+    const placed = await place(shopper, order, { prefer: "wait=10" });
+    expect(placed.response.status).toBe(201);
+    const id = placed.data!.id;
+    const shipped = await (await asAdmin("orders")).POST("/api/v1/orders/{id}/ship", { params: { path: { id } }, body: { carrier: "SF", trackingNumber: "SF123" } });
+    expect(shipped.response.status).toBe(200);
+    expect(shipped.data?.shipment).toMatchObject({ carrier: "SF", trackingNumber: "SF123", status: "shipped" });
     await waitFor(async () => {
-      const [document] = await rows<{ status: string; carrier: string }>(d.db("shipping"), sql`select status, carrier from shipments where order_id = ${placed.body.id}`);
+      const [document] = await rows<{ status: string; carrier: string }>(d.db("shipping"), sql`select status, carrier from shipments where order_id = ${id}`);
       return document?.status === "shipped" && document.carrier === "SF";
     }, "the shipment document to be shipped", 15_000);
-    expect((await d.call("orders", "POST", `/orders/${placed.body.id}/complete`, shopper)).status).toBe(200);
+    expect((await d.client("orders", shopper).POST("/api/v1/orders/{id}/complete", { params: { path: { id } } })).response.status).toBe(200);
     await waitFor(async () => {
-      const [document] = await rows<{ status: string }>(d.db("shipping"), sql`select status from shipments where order_id = ${placed.body.id}`);
+      const [document] = await rows<{ status: string }>(d.db("shipping"), sql`select status from shipments where order_id = ${id}`);
       return document?.status === "delivered";
     }, "the shipment document to be delivered", 15_000);
     expect(await d.settle()).toEqual([]);
@@ -164,34 +181,35 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
 
   it("refuses to cancel an order that is still being placed, and takes nothing twice", { timeout: 60_000 }, async () => {
     const hasty = await buyer("hasty");
-    await d.call("payments", "POST", "/accounts/hasty/credits", await admin(), { amount: 20 * 101 });
+    await credit("hasty", 20 * 101);
     const ids: string[] = [];
     for (let i = 0; i < 20; i++) {
-      const placed = await d.call("orders", "POST", "/orders", hasty, order, { prefer: "respond-async" });
-      expect(placed.status).toBe(202);
-      ids.push(placed.body.id);
-      const cancelled = await d.call("orders", "POST", `/orders/${placed.body.id}/cancel`, hasty);
+      const placed = await place(hasty, order, { prefer: "respond-async" });
+      expect(placed.response.status).toBe(202);
+      const id = placed.data!.id;
+      ids.push(id);
+      const cancelled = await d.client("orders", hasty).POST("/api/v1/orders/{id}/cancel", { params: { path: { id } } });
       // PENDING is the placement's to settle; once settled a wallet-paid order is PAID, not cancellable.
-      expect(cancelled.status).toBe(409);
-      expect(cancelled.body.code).toBe("INVALID_TRANSITION");
+      expect(cancelled.response.status).toBe(409);
+      expect(cancelled.error?.code).toBe("INVALID_TRANSITION");
     }
     expect(await d.settle()).toEqual([]);
     const placedOrders = await rows<{ status: string }>(d.db("orders"), sql`select status from orders where user_id = 'hasty'`);
     expect(placedOrders.map((o) => o.status)).toEqual(Array(20).fill("PAID"));
-    expect((await d.call("payments", "GET", "/accounts/me", hasty)).body.balance).toBe(0);
+    expect((await d.client("payments", hasty).GET("/api/v1/accounts/me")).data?.balance).toBe(0);
   });
 
   it("answers a callback for a wallet-paid order 409 ORDER_NOT_PAYABLE and keeps the money to refund, as the all-in-one does", { timeout: 60_000 }, async () => {
     const wallet = await buyer("wallet");
-    await d.call("payments", "POST", "/accounts/wallet/credits", await admin(), { amount: 1_000 });
-    const placed = await d.call("orders", "POST", "/orders", wallet, order, { prefer: "wait=10" });
-    expect(placed.body.status).toBe("PAID");
+    await credit("wallet", 1_000);
+    const placed = await place(wallet, order, { prefer: "wait=10" });
+    expect(placed.data?.status).toBe("PAID");
+    const { id, total } = placed.data!;
     await waitFor(() => d.quiet(), "the payments service's copy of the order", 15_000);
-    const raw = JSON.stringify({ tenantId: "split", orderId: placed.body.id, externalTxnId: "txn-stray", amount: placed.body.total, currency: "CNY", status: "succeeded" });
-    const answer = await fetch(d.url("payments", "/payments/callback"), { method: "POST", headers: { "content-type": "application/json", "orderly-signature": d.signCallback(raw) }, body: raw });
-    expect(answer.status).toBe(409);
-    expect(await answer.json()).toMatchObject({ code: "ORDER_NOT_PAYABLE", orderId: placed.body.id });
-    const [kept] = await rows<{ status: string }>(d.db("payments"), sql`select status from payments where order_id = ${placed.body.id}`);
+    const answer = await paymentCallback({ tenantId: "split", orderId: id, externalTxnId: "txn-stray", amount: total, currency: "CNY", status: "succeeded" });
+    expect(answer.response.status).toBe(409);
+    expect(answer.error).toMatchObject({ code: "ORDER_NOT_PAYABLE", orderId: id });
+    const [kept] = await rows<{ status: string }>(d.db("payments"), sql`select status from payments where order_id = ${id}`);
     expect(kept?.status).toBe("refund_pending");
   });
 
@@ -209,26 +227,28 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
     try {
       const url = `http://127.0.0.1:${(merchant.address() as AddressInfo).port}/orderly`;
       const secret = "split-merchant-secret-0123";
-      expect((await d.call("orders", "PUT", "/webhook-endpoints/erp", await admin(), { url, events: ["order.paid"], secret })).status).toBe(201);
+      const endpoint = await (await asAdmin("orders")).PUT("/api/v1/webhook-endpoints/{id}", { params: { path: { id: "erp" } }, body: { url, events: ["order.paid"], secret } });
+      expect(endpoint.response.status).toBe(201);
       const hooked = await buyer("hooked");
-      expect((await d.call("inventory", "PUT", "/products/HOOK", await admin(), { name: "Hooked", price: 250, stock: 5 })).status).toBe(201);
-      await d.call("payments", "POST", "/accounts/hooked/credits", await admin(), { amount: 1_000 });
+      expect((await putProduct("HOOK", { name: "Hooked", price: 250, stock: 5 })).response.status).toBe(201);
+      await credit("hooked", 1_000);
       await waitFor(() => d.quiet(), "the catalogue copy", 15_000);
-      const placed = await d.call("orders", "POST", "/orders", hooked, { ...order, items: [{ sku: "HOOK", quantity: 1 }] }, { prefer: "wait=10" });
-      expect(placed.body.status).toBe("PAID");
-      await waitFor(async () => received.some((r) => JSON.parse(r.body).data.order.id === placed.body.id), "the webhook of the order", 20_000);
-      const delivery = received.find((r) => JSON.parse(r.body).data.order.id === placed.body.id)!;
-      expect(JSON.parse(delivery.body)).toMatchObject({ type: "order.paid", tenantId: "split", data: { order: { id: placed.body.id, status: "PAID" } } });
+      const placed = await place(hooked, { ...order, items: [{ sku: "HOOK", quantity: 1 }] }, { prefer: "wait=10" });
+      expect(placed.data?.status).toBe("PAID");
+      const id = placed.data!.id;
+      await waitFor(async () => received.some((r) => JSON.parse(r.body).data.order.id === id), "the webhook of the order", 20_000);
+      const delivery = received.find((r) => JSON.parse(r.body).data.order.id === id)!;
+      expect(JSON.parse(delivery.body)).toMatchObject({ type: "order.paid", tenantId: "split", data: { order: { id, status: "PAID" } } });
       const [, t, v1] = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(delivery.signature) ?? [];
       expect(v1).toBe(createHmac("sha256", secret).update(`${t}.${delivery.body}`).digest("hex"));
       // The attempt is recorded just after the merchant answered.
       await waitFor(
-        async () => ((await d.call("orders", "GET", `/admin/orders/${placed.body.id}/timeline`, await admin())).body.events as { kind: string; title: string }[]).some((e) => e.title === "webhook order.paid to erp: 200, delivered"),
+        async () => (await timeline(id)).data?.events.some((e) => e.title === "webhook order.paid to erp: 200, delivered") ?? false,
         "the delivery in the order's timeline",
         5_000,
       );
     } finally {
-      await fetch(d.url("orders", "/webhook-endpoints/erp"), { method: "DELETE", headers: { authorization: `Bearer ${await admin()}` } });
+      await (await asAdmin("orders")).DELETE("/api/v1/webhook-endpoints/{id}", { params: { path: { id: "erp" } } });
       await new Promise<void>((resolve) => merchant.close(() => resolve()));
     }
   });

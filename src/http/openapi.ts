@@ -28,6 +28,9 @@ const RETRY_AFTER = { "Retry-After": header("Seconds to wait before trying again
 /** On the answers of a route that accepts Idempotency-Key. */
 const REPLAYED = { "Idempotent-Replayed": header("`true` when this is the stored answer to an earlier request with the same key", { type: "string", enum: ["true"] }) };
 
+/** On a placement's 202: the server honoured `Prefer: respond-async` or its wait ran out. */
+const PREFERENCE_APPLIED = { "Preference-Applied": header("`respond-async`: the order is accepted, still PENDING; follow Location", { type: "string", enum: ["respond-async"] }) };
+
 /** On the answers that carry an order. */
 const ORDER_HEADERS = {
   ETag: header('The order\'s version, `W/"<version>"`; send it back as If-Match to move the order only if it did not change'),
@@ -109,6 +112,7 @@ export function finishDocument(document: Json): Json {
           ...(idempotent && code < 500 ? REPLAYED : {}),
           ...(carriesOrder && code < 300 ? ORDER_HEADERS : {}),
           ...(code === 201 || code === 202 ? { Location: header("The URL of what was created") } : {}),
+          ...(code === 202 ? PREFERENCE_APPLIED : {}),
         };
         if (code < 400) continue;
         const content = response.content ?? {};

@@ -233,6 +233,9 @@ export const OrderPage = page(Order);
 
 export const IdempotencyHeaders = z.looseObject({
   "idempotency-key": z.string().optional().describe("1..255 printable characters; kept at least 24 h per (tenant, user)"),
+});
+/** POST /orders: Idempotency-Key, and how long to wait for the outcome. */
+export const PlacementHeaders = IdempotencyHeaders.extend({
   prefer: z.string().optional().describe("respond-async and/or wait=N (seconds)"),
 });
 

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import pg from "pg";
+import { createOrderlyClient, type OrderlyClient } from "../../client/index.ts";
 import { createTokens } from "../../src/auth/tokens.ts";
 import { createWebhookSignatures } from "../../src/auth/webhooks.ts";
 import { SERVICE_NAMES, type ServiceName } from "../../src/config.ts";
@@ -76,6 +77,11 @@ export interface Deployment {
   /** Kills a service's process (SIGKILL by default) and waits for it to be gone. */
   kill(service: ServiceName, replica?: string, signal?: NodeJS.Signals): Promise<void>;
   url(service: ServiceName, path: string, replica?: string): string;
+  /**
+   * The typed API client (client/) of a service or one of its replicas, sending `token` as the bearer
+   * when given: its paths, parameters, bodies and answers are checked against openapi.json.
+   */
+  client(service: ServiceName, token?: string, replica?: string): OrderlyClient;
   call(service: ServiceName, method: string, path: string, token: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: Record<string, any> }>;
   /** The URL of the database holding this service's tables (for the CLI). */
   databaseUrl(service: ServiceName): string;
@@ -155,6 +161,8 @@ export async function startDeployment(options: { layout: Layout; env?: Record<st
       await gone;
     },
     url: (service, path, replica = "") => `http://127.0.0.1:${ports.get(`${service}${replica}`)}/api/v1${path}`,
+    // The typed paths carry /api/v1 themselves.
+    client: (service, token, replica = "") => createOrderlyClient(`http://127.0.0.1:${ports.get(`${service}${replica}`)}`, { token }),
     async call(service, method, path, token, body, headers = {}) {
       const response = await fetch(deployment.url(service, path), {
         method,

@@ -11,7 +11,7 @@ import type { Orders, OrderView } from "../../modules/orders/orders.ts";
 import type { Metrics } from "../../ops/metrics.ts";
 import { etagOf, expectedVersion, requireAdmin, viewerOf } from "../context.ts";
 import { answerOf } from "../idempotency.ts";
-import { IdempotencyHeaders, ListOrdersQuery, Order, OrderPage, OrderParams, PlaceOrderBody, problems, ShipBody } from "../schemas.ts";
+import { ListOrdersQuery, Order, OrderPage, OrderParams, PlaceOrderBody, PlacementHeaders, problems, ShipBody } from "../schemas.ts";
 import { cursorOf } from "./products.ts";
 
 const MAX_WAIT_S = 30;
@@ -58,7 +58,7 @@ export function orderRoutes(deps: {
         schema: {
           tags: ["orders"],
           operationId: "placeOrder", summary: "Place an order: stock, coupon, wallet and shipment document together or not at all",
-          headers: IdempotencyHeaders,
+          headers: PlacementHeaders,
           description:
             "Headers: `Idempotency-Key` (recommended), `Prefer: respond-async` or `Prefer: wait=N` (seconds, default 3). " +
             "201 with the order PAID (balance) or CREATED (external); 202 with the order still PENDING. " +
