@@ -11,7 +11,7 @@ import { query, scratchDatabase, type ServerFacts } from "./databases.ts";
 import { fmt, type HttpLoad, otherAnswers, sleep } from "./figures.ts";
 import { onCleanup, progress } from "./lifecycle.ts";
 import { type FlushCeiling, flushCeiling, type PgbenchRun, runPgbench, type TextbookWorkload } from "./pgbench.ts";
-import { type Server, startServer } from "./servers.ts";
+import { cpuSeconds, type Server, startServer } from "./servers.ts";
 import {
   type Catalogue,
   HOT_SKU,
@@ -115,11 +115,13 @@ async function warmAndMeasure(
   config: BenchConfig,
   load: Omit<LoadOptions, "seconds" | "connections" | "tokens">,
   checkpointOn?: string,
+  beforeMeasuring: () => Promise<void> = async () => {},
 ): Promise<{ warmUp: LoadRun; run: LoadRun }> {
   const { seconds, connections, tokens } = config;
   progress(`  ${load.label}: warm-up ${WARMUP_SECONDS} s, not counted`);
   const warmUp = await placeOrders({ ...load, respondAsync: false, seconds: WARMUP_SECONDS, connections, tokens, quiet: true });
   if (checkpointOn) await query(checkpointOn, "checkpoint");
+  await beforeMeasuring();
   progress(`  ${load.label}: measuring ${seconds} s at ${connections} connections`);
   const run = await placeOrders({ ...load, seconds, connections, tokens });
   progress(`  ${load.label}: ${fmt(run.ordersPerSecond)} orders/s, p99 ${fmt(run.latencyMs.p99, 1)} ms${otherAnswers(run, load.respondAsync ? "202" : "201")}`);
@@ -225,11 +227,19 @@ export async function asyncPhase(config: BenchConfig, shop: Shop): Promise<Async
   return { accepted: httpLoad(run), drainSeconds, drained: pending === 0, drainedPerSecond, outcomes, lost, invariants };
 }
 
+export interface SplitResult extends WorkloadResult {
+  settleSeconds: number;
+  /** Every answer with a status (201, 202, 409, …) per second of the measured load. */
+  answersPerSecond: number;
+  /** Each service's CPU time (user + system) over the measured load, per answer. */
+  cpuMsPerAnswer: Record<string, number>;
+}
+
 /**
  * P3: five services as processes on one database and RabbitMQ; the uniform load on the orders
  * service, which places by saga or, with `placement` 2pc, by two-phase commit.
  */
-export async function splitPhase(config: BenchConfig, placement: "saga" | "2pc" = "saga"): Promise<(WorkloadResult & { settleSeconds: number }) | { skipped: string }> {
+export async function splitPhase(config: BenchConfig, placement: "saga" | "2pc" = "saga"): Promise<SplitResult | { skipped: string }> {
   progress(`P3 split (${placement}): five services as processes, RabbitMQ between them`);
   try {
     const probe = new Connection({ url: config.amqpUrl });
@@ -261,10 +271,23 @@ export async function splitPhase(config: BenchConfig, placement: "saga" | "2pc" 
     for (const until = Date.now() + 120_000; (await entries()) < POSTGRES_CATALOGUE.skus + 1; await sleep(250)) {
       if (Date.now() > until) throw new Error("the orders service's catalogue copy was not complete 120 s after seeding");
     }
-    const { run } = await warmAndMeasure(config, { label: `split${placement === "2pc" ? " 2pc" : ""} · Orderly`, url: servers.orders.url, order: uniformOrder(POSTGRES_CATALOGUE) }, databaseUrl);
+    // Each service's CPU per answer (201, 202 or a refusal): what the saga costs, whatever the share
+    // of answers that beat the 3 s wait (below ~21 settled/s at 64 connections they turn into 202s).
+    const cpuOf = async () => Object.fromEntries(await Promise.all(names.map(async (service) => [service, await cpuSeconds(servers[service].url)] as const)));
+    let cpuBefore: Record<string, number> = {};
+    const { run } = await warmAndMeasure(
+      config,
+      { label: `split${placement === "2pc" ? " 2pc" : ""} · Orderly`, url: servers.orders.url, order: uniformOrder(POSTGRES_CATALOGUE) },
+      databaseUrl,
+      async () => void (cpuBefore = await cpuOf()),
+    );
+    const cpuAfter = await cpuOf();
+    const answered = Object.entries(run.answers).filter(([status]) => /^\d+$/.test(status)).reduce((sum, [, n]) => sum + n, 0);
+    const cpuMsPerAnswer = Object.fromEntries(names.map((service) => [service, ((cpuAfter[service] as number) - (cpuBefore[service] as number)) * 1000 / Math.max(1, answered)]));
+    progress(`  ${fmt(answered / run.seconds)} answers/s; CPU per answer: ${names.map((s) => `${s} ${fmt(cpuMsPerAnswer[s] as number, 1)} ms`).join(", ")}`);
     const settling = performance.now();
     const invariants = checked("invariants 1-3", await settledInvariants(checks.db, config.tenant));
-    return { orderly: httpLoad(run), invariants, settleSeconds: (performance.now() - settling) / 1000 };
+    return { orderly: httpLoad(run), invariants, settleSeconds: (performance.now() - settling) / 1000, answersPerSecond: answered / run.seconds, cpuMsPerAnswer };
   } finally {
     await Promise.all(Object.values(servers).map((server) => server.stop()));
   }

@@ -9,7 +9,7 @@ import { type CpuProfile, formatSummary, summarise } from "./cpu-profile.ts";
 import { scratchDatabase } from "./databases.ts";
 import { fmt } from "./figures.ts";
 import { cleanUp, guardExits, progress } from "./lifecycle.ts";
-import { buildServer, startServer } from "./servers.ts";
+import { buildServer, cpuSeconds, startServer } from "./servers.ts";
 import { customerTokens, placeOrders, seedShop, uniformOrder } from "./workloads.ts";
 
 const seconds = Number(process.argv[3] ?? 15);
@@ -19,14 +19,6 @@ if (!base?.startsWith("postgres")) {
   console.error("bench/profile.ts needs DATABASE_URL=postgres://… (it creates and drops its own database there)");
   process.exit(2);
 }
-/** The server's `…process_cpu_seconds_total` (user + system), from its /metrics. */
-async function cpuSeconds(url: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const line = /^\w*process_cpu_seconds_total (\S+)$/m.exec(text); // prefixed orderly_process_
-  if (!line) throw new Error("the server's /metrics has no process_cpu_seconds_total");
-  return Number(line[1]);
-}
-
 // PROFILE_SKUS / PROFILE_USERS: the bench's own uniform phase seeds 10,000 of each.
 const catalogue = { skus: Number(process.env.PROFILE_SKUS ?? 1_000), users: Number(process.env.PROFILE_USERS ?? 200) };
 const tenant = "profile";

@@ -2,7 +2,7 @@
 // JSON for later comparison, and a self-contained HTML report with inline SVG charts.
 import { writeFileSync } from "node:fs";
 import { fmt, type HttpLoad, otherAnswers, type Percentiles, type Throughput } from "./figures.ts";
-import type { AsyncResult, FootprintResult, HotResult, Reference, WorkloadResult } from "./phases.ts";
+import type { AsyncResult, FootprintResult, HotResult, Reference, SplitResult, WorkloadResult } from "./phases.ts";
 
 export interface Results {
   meta: {
@@ -18,9 +18,9 @@ export interface Results {
   uniform?: WorkloadResult;
   hot?: HotResult;
   async?: AsyncResult;
-  split?: (WorkloadResult & { settleSeconds: number }) | { skipped: string };
+  split?: SplitResult | { skipped: string };
   /** The split deployment placing by two-phase commit (ORDERLY_PLACEMENT=2pc): no target, beside saga and local. */
-  split2pc?: (WorkloadResult & { settleSeconds: number }) | { skipped: string };
+  split2pc?: SplitResult | { skipped: string };
   embedded?: WorkloadResult;
   footprint?: FootprintResult;
   /** Phases that could not finish, with why. */
@@ -313,7 +313,13 @@ function htmlReport(results: Results, rows: Verdict[]): string {
     const a = results.async;
     extra.push(`<h3>Asynchronous placement</h3><p>${fmt(a.accepted.orders)} orders accepted (202) in ${fmt(a.accepted.seconds, 1)} s; no order PENDING ${fmt(a.drainSeconds, 1)} s after the load stopped${a.drained ? "" : " (bound reached: NOT drained)"}; drained ${fmt(a.drainedPerSecond)} orders/s overall. Outcomes: ${Object.entries(a.outcomes).map(([s, n]) => `${esc(s)} ${fmt(n)}`).join(", ")}; lost ${a.lost}.</p>`);
   }
-  if (results.split && !("skipped" in results.split)) extra.push(`<p>Split: settled (no order PENDING, outbox and sagas idle, invariants checked) ${fmt(results.split.settleSeconds, 1)} s after the load stopped.</p>`);
+  for (const [name, split] of [["Split", results.split], ["Split 2pc", results.split2pc]] as const) {
+    if (!split || "skipped" in split) continue;
+    const cpu = Object.entries(split.cpuMsPerAnswer).map(([service, ms]) => `${esc(service)} ${fmt(ms, 1)} ms`).join(", ");
+    extra.push(
+      `<p>${name}: ${fmt(split.answersPerSecond)} answers/s of any status; CPU per answer ${cpu}; settled (no order PENDING, outbox and sagas idle, invariants checked) ${fmt(split.settleSeconds, 1)} s after the load stopped.</p>`,
+    );
+  }
   if (results.footprint) {
     const f = results.footprint;
     extra.push(`<h3>Footprint</h3>${table(

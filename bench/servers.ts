@@ -27,6 +27,14 @@ export interface Server {
   stop(): Promise<void>;
 }
 
+/** A server's CPU time so far (user + system), from its /metrics: on a shared machine its own cost per order moves much less than its rate. */
+export async function cpuSeconds(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = /^process_cpu_seconds_total (\S+)$/m.exec(text);
+  if (!line) throw new Error(`${url}/metrics has no process_cpu_seconds_total`);
+  return Number(line[1]);
+}
+
 function freePort(): Promise<number> {
   return new Promise((found) => {
     const probe = createServer().listen(0, "127.0.0.1", () => {
