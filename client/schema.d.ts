@@ -881,7 +881,7 @@ export interface components {
          *         },
          *         {
          *           "step": "reserve-stock",
-         *           "state": "sent",
+         *           "state": "trying",
          *           "attempts": 1,
          *           "ops": [
          *             {
@@ -1533,7 +1533,7 @@ export interface components {
          *         },
          *         {
          *           "step": "reserve-stock",
-         *           "state": "sent",
+         *           "state": "trying",
          *           "attempts": 1,
          *           "ops": [
          *             {
@@ -5023,7 +5023,7 @@ export interface operations {
                      *             },
                      *             {
                      *               "step": "reserve-stock",
-                     *               "state": "sent",
+                     *               "state": "trying",
                      *               "attempts": 1,
                      *               "ops": [
                      *                 {

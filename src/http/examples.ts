@@ -46,7 +46,7 @@ const SAGA = {
   abortReason: null,
   steps: [
     { step: "redeem-coupon", state: "done", attempts: 1, ops: [{ op: "try", sentAt: AT, settledAt: LATER, outcome: "ok" }] },
-    { step: "reserve-stock", state: "sent", attempts: 1, ops: [{ op: "try", sentAt: LATER }] },
+    { step: "reserve-stock", state: "trying", attempts: 1, ops: [{ op: "try", sentAt: LATER }] },
   ],
   createdAt: AT,
   updatedAt: LATER,
