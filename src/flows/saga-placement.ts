@@ -49,7 +49,8 @@ export interface SagaPlacementDeps {
  */
 export function createSagaPlacement(deps: SagaPlacementDeps): Placement & { start(): Promise<void>; stop(): Promise<void> } {
   const { database, orders, runner, effects, clock, newId } = deps;
-  const waiters = new Map<string, Set<() => void>>();
+  /** Requests waiting in this process for their order to settle; woken with the settled order when this process settled it. */
+  const waiters = new Map<string, Set<(settled?: OrderView) => void>>();
   let unlisten: (() => Promise<void>) | undefined;
 
   /** Locks the saga's order and, if it is still PENDING, moves it; the move's after-hooks run after commit. */
@@ -59,6 +60,16 @@ export function createSagaPlacement(deps: SagaPlacementDeps): Placement & { star
     const moves: TransitionEvent[] = [];
     if (!(await move(order, moves))) return false;
     await tx.execute(sql`select pg_notify(${SETTLED_CHANNEL}, ${saga.context.orderId})`);
+    // A request of this process waits for the order: it is handed the settled order once this commits,
+    // rather than reading it again in a transaction of its own (replicas still hear the NOTIFY).
+    if (waiters.has(saga.context.orderId)) {
+      const settled = await orders.getOrder(tx, systemViewer(saga.tenantId), saga.context.orderId);
+      if (settled) {
+        afterCommit(async () => {
+          for (const wake of [...(waiters.get(settled.id) ?? [])]) wake(settled);
+        });
+      }
+    }
     afterCommit(() => orders.runAfterHooks(moves));
     return true;
   }
@@ -85,27 +96,52 @@ export function createSagaPlacement(deps: SagaPlacementDeps): Placement & { star
     }),
   );
 
-  /** The order once it left PENDING, or undefined if it is still pending after `ms`. */
-  async function waitForSettlement(tenantId: string, orderId: string, ms: number): Promise<OrderView | undefined> {
+  /**
+   * Listens for the settlement of one order: a NOTIFY for it from now on resolves `woken`. Registered
+   * inside the placing transaction, before it commits, so no settlement (which can only follow that
+   * commit) is missed, and the request need not read its just-placed order again before it waits.
+   */
+  function listenFor(orderId: string): { woken: Promise<OrderView | undefined>; release(): void } {
+    let wake: (settled?: OrderView) => void = () => {};
+    const woken = new Promise<OrderView | undefined>((resolve) => (wake = resolve));
+    const set = waiters.get(orderId) ?? new Set<(settled?: OrderView) => void>();
+    set.add(wake);
+    waiters.set(orderId, set);
+    return {
+      woken,
+      release() {
+        set.delete(wake);
+        if (set.size === 0 && waiters.get(orderId) === set) waiters.delete(orderId);
+      },
+    };
+  }
+
+  /**
+   * The order once it left PENDING, or undefined if it is still pending after `ms`. With `listening`
+   * (registered before the order's placement committed), the first read waits for a wake-up or the poll.
+   */
+  async function waitForSettlement(tenantId: string, orderId: string, ms: number, listening?: ReturnType<typeof listenFor>): Promise<OrderView | undefined> {
     const deadline = Date.now() + ms;
+    let current = listening;
+    let read = listening === undefined;
     for (;;) {
       // Listen before reading, so a settlement between the read and the wait is not missed.
-      let wake = () => {};
-      const woken = new Promise<void>((resolve) => (wake = resolve));
-      const set = waiters.get(orderId) ?? new Set<() => void>();
-      set.add(wake);
-      waiters.set(orderId, set);
+      const listener = current ?? listenFor(orderId);
+      current = undefined;
       let timer: NodeJS.Timeout | undefined;
       try {
-        const order = await database.tenant(tenantId, (tx) => orders.getOrder(tx, systemViewer(tenantId), orderId));
-        if (order && order.status !== "PENDING") return order;
+        if (read) {
+          const order = await database.tenant(tenantId, (tx) => orders.getOrder(tx, systemViewer(tenantId), orderId));
+          if (order && order.status !== "PENDING") return order;
+        }
+        read = true;
         const left = deadline - Date.now();
         if (left <= 0) return undefined;
-        await Promise.race([woken, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(left, POLL_MS))))]);
+        const settled = await Promise.race([listener.woken, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), Math.min(left, POLL_MS))))]);
+        if (settled) return settled;
       } finally {
         clearTimeout(timer);
-        set.delete(wake);
-        if (set.size === 0) waiters.delete(orderId);
+        listener.release();
       }
     }
   }
@@ -125,7 +161,7 @@ export function createSagaPlacement(deps: SagaPlacementDeps): Placement & { star
       unlisten = await database.listen(SETTLED_CHANNEL, (orderId) => {
         // "" after LISTEN was re-established: settlements meanwhile went unheard, so every waiter looks.
         const woken = orderId === "" ? [...waiters.values()].flatMap((set) => [...set]) : [...(waiters.get(orderId) ?? [])];
-        for (const wake of woken) wake();
+        for (const wake of woken) wake(undefined);
       });
     },
 
@@ -134,19 +170,30 @@ export function createSagaPlacement(deps: SagaPlacementDeps): Placement & { star
     },
 
     async place(input, options) {
-      const first = await orders.withMoves(database, input.tenantId, async (tx, moves): Promise<PlacementResult> => {
-        const priced = priceItems(await orders.catalogue(tx, input.tenantId, input.items.map((i) => i.sku)), input.items);
-        if ("kind" in priced) return priced;
-        const context = placementContext(input, priced, newId("ord"), clock.now());
-        const written = await orders.insertOrder(tx, moves, newOrder(input.tenantId, context, deps.currency));
-        if (!written.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: written.detail ?? written.reason };
-        await runner.start(tx, PLACEMENT.type, { id: context.orderId, tenantId: input.tenantId, context });
-        const result = { kind: "pending" as const, order: (await orders.getOrder(tx, systemViewer(input.tenantId), context.orderId)) as OrderView };
-        await options.record?.(tx, result);
-        return result;
-      });
-      if (first.kind !== "pending" || options.respondAsync) return first;
-      const settled = await waitForSettlement(input.tenantId, first.order.id, options.waitMs);
+      let listening: ReturnType<typeof listenFor> | undefined;
+      let first: PlacementResult;
+      try {
+        first = await orders.withMoves(database, input.tenantId, async (tx, moves): Promise<PlacementResult> => {
+          const priced = priceItems(await orders.catalogue(tx, input.tenantId, input.items.map((i) => i.sku)), input.items);
+          if ("kind" in priced) return priced;
+          const context = placementContext(input, priced, newId("ord"), clock.now());
+          if (!options.respondAsync) listening = listenFor(context.orderId);
+          const written = await orders.insertOrder(tx, moves, newOrder(input.tenantId, context, deps.currency));
+          if (!written.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: written.detail ?? written.reason };
+          await runner.start(tx, PLACEMENT.type, { id: context.orderId, tenantId: input.tenantId, context });
+          const result = { kind: "pending" as const, order: (await orders.getOrder(tx, systemViewer(input.tenantId), context.orderId)) as OrderView };
+          await options.record?.(tx, result);
+          return result;
+        });
+      } catch (error) {
+        listening?.release();
+        throw error;
+      }
+      if (first.kind !== "pending" || options.respondAsync) {
+        listening?.release();
+        return first;
+      }
+      const settled = await waitForSettlement(input.tenantId, first.order.id, options.waitMs, listening);
       return settled ? outcomeOf(settled) : first;
     },
   };

@@ -233,9 +233,10 @@ export function createSagaRunner(deps: {
     row.updatedAt = clock.now();
   }
 
+  /** Writes what a saga's progress changes; its id, tenant, type, context and creation time never change. */
   async function save(tx: Tx, row: SagaRow): Promise<void> {
-    const { id: _id, ...changes } = row;
-    await tx.update(sagas).set(changes).where(eq(sagas.id, row.id));
+    const { status, steps, nextAttemptAt, abortReason, updatedAt } = row;
+    await tx.update(sagas).set({ status, steps, nextAttemptAt, abortReason, updatedAt }).where(eq(sagas.id, row.id));
   }
 
   /** Applies a participant's reply, in the transaction of the reply's inbox row. */
