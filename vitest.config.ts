@@ -2,8 +2,9 @@ import { defineConfig } from "vitest/config";
 
 // Two projects. "main" runs files two at a time. "faults" runs after it, one file at a time: its tests
 // stop and restart the machine's real RabbitMQ and PostgreSQL, which would break anything beside them.
-// The build test runs there too: the compiler takes both cores for seconds, and beside it a
-// timing-bound test (the two-replica cache test, whose Redis commands time out after 250 ms) failed once.
+// The tests that run the TypeScript compiler (the build, and the Kubernetes manifests checked against
+// their types) run there too: the compiler takes both cores for seconds, and beside it a timing-bound
+// test (the two-replica cache test, whose Redis commands time out after 250 ms) failed.
 export default defineConfig({
   test: {
     globalSetup: ["test/support/global-setup.ts"],
@@ -15,7 +16,7 @@ export default defineConfig({
         test: {
           name: "main",
           include: ["src/**/*.test.ts", "test/**/*.test.ts"],
-          exclude: ["test/faults/**", "test/build.test.ts"],
+          exclude: ["test/faults/**", "test/build.test.ts", "test/deploy.test.ts"],
           // Two cores: PostgreSQL, the test workers and spawned servers share them.
           maxWorkers: 2,
         },
@@ -24,7 +25,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: "faults",
-          include: ["test/faults/**/*.test.ts", "test/build.test.ts"],
+          include: ["test/faults/**/*.test.ts", "test/build.test.ts", "test/deploy.test.ts"],
           maxWorkers: 1,
           fileParallelism: false,
           sequence: { groupOrder: 1 },

@@ -72,7 +72,7 @@ export interface RedisStoreOptions {
  * itself unusable. Drops it could not make are owed, retried when Redis answers again, and until then
  * nothing is read from it, so an entry changed during an outage is not served after it.
  */
-export function createRedisStore(options: RedisStoreOptions): SharedStore & { close(): Promise<void>; ping(): Promise<void> } {
+export function createRedisStore(options: RedisStoreOptions): SharedStore & { prepare(): Promise<void>; close(): Promise<void>; ping(): Promise<void> } {
   const now = options.now ?? Date.now;
   const redis = new Redis(options.url, {
     enableOfflineQueue: false,
@@ -142,6 +142,16 @@ export function createRedisStore(options: RedisStoreOptions): SharedStore & { cl
   redis.on("ready", settle);
 
   return {
+    /**
+     * Learns the keys' prefix (the database's scope) before the first request needs it: until then the
+     * store is not usable, so the first loads after a start would not be shared. Never rejects; a
+     * failure is asked again later, as usable() does.
+     */
+    async prepare() {
+      resolvePrefix();
+      await resolving;
+    },
+
     usable() {
       if (prefix === undefined) {
         resolvePrefix();

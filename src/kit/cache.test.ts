@@ -242,6 +242,17 @@ describe.runIf(redisUrl())("the cache with Redis as its second level", () => {
     expect(await a.cache.get("k", s.one("k"))).toBe(2);
   });
 
+  it("is usable at the first request once prepared at start: no request has to wait for the prefix", async () => {
+    let asked = 0;
+    const s = createRedisStore({ url, scope: async () => (asked++, scope) });
+    closers.push(s.close);
+    await s.prepare();
+    expect(asked).toBe(1);
+    await eventually(() => s.ping().then(() => true, () => false), 5_000); // connected
+    // Unprepared, this first look would only start asking for the prefix and answer false.
+    expect(s.usable()).toBe(true);
+  });
+
   it("refuses to store a value read before an invalidation", async () => {
     const s = store();
     await ready(s);

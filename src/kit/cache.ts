@@ -300,7 +300,7 @@ export function createCache<V>(options: CacheOptions): Cache<V> {
 /** One process's caches: their shared Redis connection and invalidation channel. */
 export interface Caching {
   define<V>(options: { name: string; ttlMs: number; max: number; jitter?: number }): Cache<V>;
-  /** Listens for invalidations; until then every cache reads through to the database. */
+  /** Listens for invalidations (until then every cache reads through to the database) and prepares L2. */
   start(): Promise<void>;
   /** Empties the L1 of every cache of this process. */
   clear(): void;
@@ -322,7 +322,9 @@ export function createCaching(deps: { database: Database; redisUrl?: string | un
       caches.push(cache as Cache<unknown>);
       return cache;
     },
-    start: () => invalidations.start(),
+    async start() {
+      await Promise.all([invalidations.start(), store?.prepare()]);
+    },
     clear: () => {
       for (const cache of caches) cache.clear();
     },
