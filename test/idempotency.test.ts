@@ -165,15 +165,17 @@ describe.runIf(postgresUrl())("Idempotency-Key under concurrency on PostgreSQL",
     const answers = await Promise.all(
       Array.from({ length: 30 }, () => h.call("POST", "/api/v1/orders", { token, body, headers: { "idempotency-key": "same-key" } })),
     );
+    // The request that holds the key answers 201, or 202 if its outcome took longer than the wait (a
+    // loaded machine); the others are told the key is in use, or replayed what it stored.
     const statuses = answers.map((a) => a.status);
-    expect(statuses.every((s) => s === 201 || s === 409)).toBe(true);
+    expect(statuses.every((s) => s === 201 || s === 202 || s === 409), JSON.stringify(answers.filter((a) => ![201, 202, 409].includes(a.status)).map((a) => [a.status, a.body]))).toBe(true);
     expect(answers.filter((a) => a.status === 409).every((a) => a.body.code === "IDEMPOTENCY_KEY_IN_USE")).toBe(true);
-    const ids = new Set(answers.filter((a) => a.status === 201).map((a) => a.body.id));
+    const ids = new Set(answers.filter((a) => a.status === 201 || a.status === 202).map((a) => a.body.id));
     expect(ids.size).toBe(1);
     const [count] = await rows<{ n: number }>(h.services.database.db, sql`select count(*)::int as n from orders where tenant_id = 'burst'`);
     expect(count?.n).toBe(1);
     const after = await h.call("POST", "/api/v1/orders", { token, body, headers: { "idempotency-key": "same-key" } });
-    expect(after.status).toBe(201);
+    expect([201, 202]).toContain(after.status);
     expect(ids.has(after.body.id)).toBe(true);
   });
 });
