@@ -180,8 +180,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     databaseUrl: parse(env, "DATABASE_URL", urlOf(["postgres:", "postgresql:"]), undefined),
     serviceDatabaseUrls: Object.fromEntries(
       SERVICE_NAMES.flatMap((service) => {
-        const variable = `ORDERLY_${service.toUpperCase()}_DATABASE_URL`;
-        const value = parse(env, variable, urlOf(["postgres:", "postgresql:"]), undefined);
+        const value = parse(env, serviceDatabaseVariable(service), urlOf(["postgres:", "postgresql:"]), undefined);
         return value ? [[service, value]] : [];
       }),
     ),
@@ -259,9 +258,12 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
 export function databaseFor(config: Config, services: readonly ServiceName[]): { url: string | undefined; variable: string } {
   const alone = services.length === 1 ? (services[0] as ServiceName) : undefined;
   const own = alone ? config.serviceDatabaseUrls[alone] : undefined;
-  if (own) return { url: own, variable: `ORDERLY_${(alone as string).toUpperCase()}_DATABASE_URL` };
+  if (own) return { url: own, variable: serviceDatabaseVariable(alone as ServiceName) };
   return { url: config.databaseUrl, variable: "DATABASE_URL" };
 }
+
+/** The variable of a service's own database: ORDERLY_<SERVICE>_DATABASE_URL. */
+export const serviceDatabaseVariable = (service: ServiceName) => `ORDERLY_${service.toUpperCase()}_DATABASE_URL`;
 
 /** The line production answers where a process would open the embedded database. */
 export const noEmbeddedInProduction = () => new ConfigError("DATABASE_URL", "is required when NODE_ENV=production (no embedded database in production)");

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { type Logger, pino } from "pino";
 import { buildApp } from "./app.ts";
-import { checkProduction, type Config, ConfigError, databaseFor, SERVICE_NAMES, type ServiceName } from "./config.ts";
+import { checkProduction, type Config, ConfigError, databaseFor, SERVICE_NAMES, type ServiceName, serviceDatabaseVariable } from "./config.ts";
 import { type Database, openPostgres } from "./db/client.ts";
 import { openDatabase } from "./db/open.ts";
 import { maxPreparedTransactions } from "./db/prepared.ts";
@@ -41,7 +41,7 @@ const logNotifications = (log: Logger) => (live: boolean, error?: unknown) => {
  */
 async function openSplit(config: Config, roles: ServiceName[], log: Logger, migrate: "apply" | "check"): Promise<{ database: Database; bus: Bus; participants?: Record<ServiceName, Participant> }> {
   const { url, variable } = databaseFor(config, roles);
-  if (!url) throw new ConfigError(variable, `is required to serve split services (--services other than all)${roles.length === 1 ? `, or ORDERLY_${(roles[0] as string).toUpperCase()}_DATABASE_URL` : ""}`);
+  if (!url) throw new ConfigError(variable, `is required to serve split services (--services other than all)${roles.length === 1 ? `, or ${serviceDatabaseVariable(roles[0] as ServiceName)}` : ""}`);
   if (!config.amqpUrl) throw new ConfigError("AMQP_URL", "is required to serve split services (--services other than all)");
   const database = await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, onNotificationsChange: logNotifications(log), url, variable, sets: roles, migrate });
   const participants = roles.includes("orders") && config.placement === "2pc" ? await openParticipants(config).catch(async (error: unknown) => {
@@ -80,9 +80,7 @@ async function openParticipants(config: Config): Promise<Record<ServiceName, Par
   const participants = {} as Record<ServiceName, Participant>;
   try {
     for (const service of SERVICE_NAMES) {
-      const own = config.serviceDatabaseUrls[service];
-      const variable = own ? `ORDERLY_${service.toUpperCase()}_DATABASE_URL` : "DATABASE_URL";
-      const url = own ?? config.databaseUrl;
+      const { url, variable } = databaseFor(config, [service]);
       if (!url) throw new ConfigError(variable, `is required with ORDERLY_PLACEMENT=2pc: the coordinator prepares a transaction on the ${service} service's database`);
       if (!byUrl.has(url)) {
         const work = await openDatabase(config, { url, variable, migrate: "none", lockTimeoutMs: DEFAULT_WAIT_MS });
