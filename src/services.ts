@@ -237,6 +237,7 @@ export function createServices(deps: ServiceDeps): Services {
         log,
         currency: config.currency,
         paymentTimeoutMs: config.paymentTimeoutMs,
+        maxSettlementBacklog: config.settlementBacklog,
         onBatch: (writer, orders) => metrics.placementBatches.observe({ writer }, orders),
       });
   const sagaPlacement: SagaPlacement | undefined = runner

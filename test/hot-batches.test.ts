@@ -11,11 +11,14 @@ import { invariantViolations } from "./support/invariants.ts";
 // PostgreSQL only: PGlite runs each statement to its end on the main thread, so two placements are
 // never under way at once there, no batch forms, and no lock is ever held across another's flush.
 
-/** Batches the writers ran (both kinds) and orders in them, and how many held more than `above` orders. */
-async function batchesOf(h: Harness, above: number) {
+/** Batches the writers ran (all kinds, or one) and orders in them, and how many held more than `above` orders. */
+async function batchesOf(h: Harness, above: number, writer?: "sku" | "tenant" | "settle") {
   const { values } = await h.services.metrics.placementBatches.get();
   const total = (name: string, le?: number) =>
-    values.filter((v) => v.metricName === `orderly_placement_batch_orders_${name}` && (le === undefined || (v.labels as { le?: number }).le === le)).reduce((n, v) => n + v.value, 0);
+    values
+      .filter((v) => v.metricName === `orderly_placement_batch_orders_${name}` && (le === undefined || (v.labels as { le?: number }).le === le))
+      .filter((v) => writer === undefined || (v.labels as { writer?: string }).writer === writer)
+      .reduce((n, v) => n + v.value, 0);
   const count = total("count");
   return { count, orders: total("sum"), larger: count - total("bucket", above) };
 }
@@ -164,6 +167,112 @@ describe.runIf(postgresUrl())("hot-SKU batches on PostgreSQL behind a held row l
     } finally {
       await hotLock.end();
       await otherLock.end();
+    }
+  });
+});
+
+describe.runIf(postgresUrl())("asynchronous orders on PostgreSQL, recorded and settled many per transaction", () => {
+  let h: Harness;
+  let admin: string;
+  const tokens: string[] = [];
+  const LIMITED = 60;
+
+  beforeAll(async () => {
+    h = await createHarness(await openTestPostgres({ max: 24 }));
+    admin = await h.token("later", "root", ["admin"]);
+    for (let i = 0; i < BUYERS; i++) tokens.push(await h.token("later", `buyer-${i}`));
+    await h.seed("later", {
+      products: [["LIMITED", 100, LIMITED], ...Array.from({ length: 8 }, (_, i) => [`SKU-${i}`, 50 + i, 1_000] as [string, number, number])],
+      credits: Array.from({ length: BUYERS }, (_, i) => [`buyer-${i}`, i % 5 === 0 ? 1 : 100_000] as [string, number]),
+    });
+    await h.call("PUT", "/api/v1/coupons/LATER5", { token: admin, body: { discount: { type: "amount", value: 5 }, maxRedemptions: 5 } });
+  });
+  afterAll(() => h?.close());
+
+  it("accepts 160 simultaneous orders with 202, then settles each PAID or CANCELLED for its reason: no oversell, money and coupons add up", async () => {
+    const results = await Promise.all(
+      Array.from({ length: 160 }, (_, i) =>
+        h.call("POST", "/api/v1/orders", {
+          token: tokens[i % BUYERS],
+          body: h.orderBody([["LIMITED", 1], [`SKU-${i % 8}`, 1]], i % 3 === 0 ? { couponCode: "LATER5" } : {}),
+          headers: { prefer: "respond-async" },
+        }),
+      ),
+    );
+    expect(results.map((r) => r.status)).toEqual(Array(160).fill(202));
+    expect(results.every((r) => r.body.status === "PENDING")).toBe(true);
+    await h.quiesce();
+
+    const settled = await Promise.all(results.map(async (r, i) => (await h.call("GET", r.headers.location as string, { token: tokens[i % BUYERS] })).body));
+    const paid = settled.filter((o) => o.status === "PAID");
+    const cancelled = settled.filter((o) => o.status === "CANCELLED");
+    expect(paid.length + cancelled.length).toBe(160);
+    expect(new Set(cancelled.map((o) => o.cancelReason))).toEqual(new Set(["INSUFFICIENT_FUNDS", "OUT_OF_STOCK", "COUPON_UNAVAILABLE"]));
+    // The paid orders hold what left the shelf, all of it: 60 units for 160 orders of one each.
+    expect(paid.length).toBe(LIMITED);
+    expect((await h.call("GET", "/api/v1/products/LIMITED", { token: admin })).body.available).toBe(0);
+    expect((await h.call("GET", "/api/v1/coupons/LATER5", { token: admin })).body.redemptions).toBe(paid.filter((o) => o.couponCode === "LATER5").length);
+    for (const [i, token] of tokens.entries()) {
+      const spent = paid.filter((o) => o.userId === `buyer-${i}`).reduce((n, o) => n + o.total, 0);
+      expect((await h.call("GET", "/api/v1/accounts/me", { token })).body.balance).toBe((i % 5 === 0 ? 1 : 100_000) - spent);
+    }
+    expect(await invariantViolations(h.services.database.db)).toEqual([]);
+
+    // Settled many per transaction, not one commit per order.
+    const settles = await batchesOf(h, 1, "settle");
+    expect(settles.orders).toBeGreaterThanOrEqual(160);
+    expect(settles.larger).toBeGreaterThan(0);
+    expect(settles.count).toBeLessThan(settles.orders);
+  });
+});
+
+describe.runIf(postgresUrl())("the settlement backlog's backpressure on PostgreSQL", () => {
+  let h: Harness;
+  let url: string;
+  let buyer: string;
+
+  beforeAll(async () => {
+    const database = await openTestPostgres({ max: 24 });
+    url = database.url;
+    h = await createHarness(database, { env: { ORDERLY_SETTLEMENT_BACKLOG: "2" } });
+    buyer = await h.token("room", "buyer");
+    await h.seed("room", { products: [["HELD", 10, 100]], credits: [["buyer", 10_000]] });
+  });
+  afterAll(() => h?.close());
+
+  it("past the backlog, a 202 waits until a settlement ends, first come first served, and never past its Prefer: wait", async () => {
+    const blocker = new pg.Client({ connectionString: url });
+    await blocker.connect();
+    const place = (prefer: string) => {
+      const started = performance.now();
+      return h
+        .call("POST", "/api/v1/orders", { token: buyer, body: h.orderBody([["HELD", 1]]), headers: { prefer } })
+        .then((r) => ({ status: r.status, ms: performance.now() - started, answeredAt: performance.now() }));
+    };
+    try {
+      await blocker.query("begin");
+      await blocker.query("select 1 from stock_levels where tenant_id = 'room' and sku = 'HELD' for update");
+      // Two settlements under way (stuck behind the lock) fill the backlog; their 202s do not wait.
+      expect((await Promise.all([place("respond-async"), place("respond-async")])).map((r) => r.status)).toEqual([202, 202]);
+      // The third waits for room, and gives up after its 1 s wait with its 202.
+      const gaveUp = await place("respond-async, wait=1");
+      expect(gaveUp.status).toBe(202);
+      expect(gaveUp.ms).toBeGreaterThanOrEqual(950);
+      // The fourth may wait 20 s: it is still waiting when the lock goes, then answered at once.
+      const waiting = place("respond-async, wait=20");
+      await new Promise((r) => setTimeout(r, 500));
+      const released = performance.now();
+      await blocker.query("commit");
+      const room = await waiting;
+      expect(room.status).toBe(202);
+      expect(room.answeredAt).toBeGreaterThan(released);
+      expect(room.ms).toBeLessThan(10_000);
+      await h.quiesce();
+      const orders = (await h.call("GET", "/api/v1/orders?limit=10", { token: buyer })).body.data as { status: string }[];
+      expect(orders.map((o) => o.status)).toEqual(Array(4).fill("PAID"));
+      expect(await invariantViolations(h.services.database.db)).toEqual([]);
+    } finally {
+      await blocker.end();
     }
   });
 });

@@ -29,9 +29,6 @@ import { createShipment, type StepModules } from "./steps.ts";
 /** How long a background settlement waits on a row lock before it is left to the recovery sweep. */
 const SETTLEMENT_LOCK_TIMEOUT_MS = 10_000;
 
-/** Settlements waiting in memory before a request that records one more waits for its own (a few seconds of work). */
-const MAX_SETTLEMENT_BACKLOG = 1_000;
-
 /**
  * Placements of one SKU under way in this process from which that SKU is hot: its orders then go
  * through its writer, which places many in one transaction (see hotWriters).
@@ -57,6 +54,14 @@ const JOINED_LOCK_WAIT_MS = 50;
  */
 const MAX_HOT_BATCH = 32;
 
+/** A batch's orders after its first wait on a row lock only briefly (see JOINED_LOCK_WAIT_MS). */
+const joined = (batch: ComposedArgs[]): ComposedArgs[] =>
+  batch.map((args, i) => (i === 0 ? args : { ...args, lockTimeoutMs: Math.min(args.lockTimeoutMs, JOINED_LOCK_WAIT_MS) }));
+
+/** A joined order that met a row lock left the batch with nothing of it done: it is run on its own. */
+const leftAlone = (outcomes: BatchOutcome[]): BatchOutcome[] =>
+  outcomes.map((outcome, i) => (i > 0 && outcome.kind === "lock-timeout" ? { kind: "alone" } : outcome));
+
 /** A placement whose prices keep changing under it is tried this often before it fails. */
 const MAX_PRICING_ATTEMPTS = 3;
 
@@ -81,12 +86,16 @@ export interface LocalPlacementDeps {
   newId: IdGenerator;
   currency: string;
   paymentTimeoutMs: number;
+  /** Settlements under way in memory past which a request that records one more waits for room (see roomInBacklog). */
+  maxSettlementBacklog: number;
   log: Logger;
-  /** Told the size of every batch a writer placed (see writers): a hot SKU's or a busy tenant's. */
-  onBatch?(writer: "sku" | "tenant", orders: number): void;
+  /** Told the size of every batch a writer placed or settled (see writers, settlers): a hot SKU's, a busy tenant's, a tenant's settlements. */
+  onBatch?(writer: "sku" | "tenant" | "settle", orders: number): void;
 }
 
 type RecordOrder = (tx: Tx, orderNumber: string) => Promise<void>;
+
+type PendingOrder = OrderRow & { lines: PricedLine[] };
 
 /**
  * Placement, local executor (all-in-one): the placement's steps as module operations on ONE
@@ -120,7 +129,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     async write(key, items) {
       const { tenantId } = items[0]!.args;
       deps.onBatch?.(key === tenantId ? "tenant" : "sku", items.length);
-      const batch = items.map(({ args }, i) => (i === 0 ? args : { ...args, lockTimeoutMs: Math.min(args.lockTimeoutMs, JOINED_LOCK_WAIT_MS) }));
+      const batch = joined(items.map((i) => i.args));
       await composed.ready();
       const outcomes = !items.some((i) => i.record)
         ? await composed.runBatch(tenantId, batch)
@@ -132,7 +141,27 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
             }
             return ran;
           });
-      return outcomes.map((outcome, i): BatchOutcome => (i > 0 && outcome.kind === "lock-timeout" ? { kind: "alone" } : outcome));
+      return leftAlone(outcomes);
+    },
+  });
+
+  // Background settlements use at most half the pool (every read, batch and statement of theirs runs
+  // in `settling`), so requests (the 202s among them) always find connections; what waits, waits in
+  // memory, and the recovery sweep settles what a crash loses.
+  const poolMax = database.poolStats()?.max ?? 1;
+  const settling = pLimit(Math.max(1, Math.floor(poolMax / 2)));
+
+  /**
+   * One writer per tenant for the settlements of its PENDING orders: what queued while its last
+   * batch ran settles in ONE transaction (each order its own subtransaction), so a backlog of
+   * accepted orders drains at a batch's commit per many orders, as busy placements do.
+   */
+  const settlers = createKeyWriters<ComposedArgs, BatchOutcome>({
+    maxBatch: MAX_HOT_BATCH,
+    async write(tenantId, items) {
+      deps.onBatch?.("settle", items.length);
+      await settleComposed.ready();
+      return leftAlone(await settling(() => settleComposed.runBatch(tenantId, joined(items))));
     },
   });
 
@@ -193,9 +222,10 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
    * its reason. Prices are the order's own (it was priced when recorded); the coupon's rule is read
    * again and checked by the redemption.
    */
-  async function settlePending(tenantId: string, orderId: string): Promise<void> {
+  async function settlePending(tenantId: string, orderId: string, recorded?: PendingOrder): Promise<void> {
     for (let attempt = 1; attempt <= MAX_PRICING_ATTEMPTS; attempt++) {
-      const order = await orders.orderWithLines(database.db, tenantId, orderId);
+      // The order as this process just recorded it, or as read (the settlement checks its version).
+      const order = attempt === 1 && recorded ? recorded : await settling(() => orders.orderWithLines(database.db, tenantId, orderId));
       if (order?.status !== "PENDING") return; // settled already
       const rule = order.couponCode ? await deps.couponRule(tenantId, order.couponCode) : undefined;
       if (order.couponCode && !rule) return cancelPending(tenantId, orderId, "COUPON_UNAVAILABLE");
@@ -203,9 +233,8 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
       const { calls, results } = stepCalls(context);
       const prepared = await orders.prepareSettlement(order, settlementOf(context, results, deps.paymentTimeoutMs));
       if (!prepared.ok) return cancelPending(tenantId, orderId, "TRANSITION_VETOED");
-      await settleComposed.ready();
       // The request's trace, when it settles in the background after answering 202.
-      const ran = await settleComposed.run({ tenantId, lockTimeoutMs: SETTLEMENT_LOCK_TIMEOUT_MS, prices: [], calls, order: prepared.value.record, traceparent: currentTraceparent() });
+      const ran = await settleThroughWriter({ tenantId, lockTimeoutMs: SETTLEMENT_LOCK_TIMEOUT_MS, prices: [], calls, order: prepared.value.record, traceparent: currentTraceparent() });
       switch (ran.kind) {
         case "recorded":
           await committed(prepared.value.events);
@@ -226,14 +255,14 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
 
   /** A PENDING order that could not be placed: CANCELLED, with the refusal as its reason. */
   async function cancelPending(tenantId: string, orderId: string, reason: string): Promise<void> {
-    await orders.withMoves(database, tenantId, async (tx, moves) => {
+    await settling(() => orders.withMoves(database, tenantId, async (tx, moves) => {
       const order = await orders.lockOrder(tx, systemViewer(tenantId), orderId);
       if (order?.status !== "PENDING") return;
       await orders.move(tx, moves, { order, by: "placement", ...refusedMove(reason) });
-    });
+    }));
   }
 
-  const pendingContext = (order: OrderRow & { lines: PricedLine[] }): PlacementContext => ({
+  const pendingContext = (order: PendingOrder): PlacementContext => ({
     orderId: order.id,
     userId: order.userId,
     lines: order.lines,
@@ -244,17 +273,54 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     createdAt: order.createdAt.toISOString(),
   });
 
-  // Background settlements take at most half the pool, so requests (the 202s among them) always
-  // find connections; the others wait in memory, and the recovery sweep settles what a crash loses.
-  const poolMax = database.poolStats()?.max ?? 1;
-  const settling = pLimit(Math.max(1, Math.floor(poolMax / 2)));
+  /** A settlement through its tenant's settler; one the batch could not take runs on its own. */
+  async function settleThroughWriter(args: ComposedArgs): Promise<ComposedOutcome> {
+    const batched = await settlers.submit(args.tenantId, args).catch((error: unknown): BatchOutcome => {
+      log.warn({ err: error }, "a batch of settlements failed; its orders are settled one by one");
+      return { kind: "alone" };
+    });
+    if (batched.kind !== "alone") return batched;
+    await settleComposed.ready();
+    return settling(() => settleComposed.run(args));
+  }
 
-  function settleInBackground(tenantId: string, orderId: string): Promise<void> {
-    const run = settling(() => settlePending(tenantId, orderId))
+
+  function settleInBackground(tenantId: string, recorded: PendingOrder): Promise<void> {
+    const orderId = recorded.id;
+    const run = settlePending(tenantId, orderId, recorded)
       .catch((error) => log.error({ err: error, orderId }, "settling a pending order failed; the recovery sweep will retry"))
-      .finally(() => inFlight.delete(run));
+      .finally(() => {
+        inFlight.delete(run);
+        roomFreed();
+      });
     inFlight.add(run);
     return run;
+  }
+
+  /** Requests waiting for room in the settlement backlog, first come first served. */
+  const waitingForRoom: { resolve(): void; done: boolean }[] = [];
+
+  /** A settlement ended: the longest-waiting request (if any still waits) goes on. */
+  function roomFreed(): void {
+    for (let waiter = waitingForRoom.shift(); waiter; waiter = waitingForRoom.shift()) {
+      if (waiter.done) continue; // its wait budget ran out
+      waiter.done = true;
+      waiter.resolve();
+      return;
+    }
+  }
+
+  /**
+   * Backpressure: past maxSettlementBacklog settlements under way, a request that recorded one more
+   * waits until one ends, so accepting runs at the rate settling does and an order stays PENDING
+   * seconds, not minutes; the answer never waits longer than the request asked to.
+   */
+  async function roomInBacklog(waitMs: number): Promise<void> {
+    const waiter = { resolve: () => {}, done: false };
+    const freed = new Promise<void>((resolve) => (waiter.resolve = resolve));
+    waitingForRoom.push(waiter);
+    await Promise.race([freed, sleep(waitMs, undefined, { ref: false })]);
+    waiter.done = true;
   }
 
   /**
@@ -266,14 +332,13 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     const prepared = await orders.prepareOrder(newOrder(tenantId, context, deps.currency));
     if (!prepared.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: prepared.detail ?? prepared.reason };
     const args: ComposedArgs = { tenantId, lockTimeoutMs: options.waitMs, prices: [], calls: {}, order: prepared.value.record, traceparent: currentTraceparent() };
-    const ran = await runComposed(tenantId, args, options.record && ((tx, orderNumber) => options.record!(tx, { kind: "pending", order: prepared.value.view(orderNumber) })));
+    const record: RecordOrder | undefined = options.record && ((tx, orderNumber) => options.record!(tx, { kind: "pending", order: prepared.value.view(orderNumber) }));
+    // Through the tenant's writer when it is busy: many records per commit, as busy placements are.
+    const ran = await countedPlacing(tenantId, [], () => runPlacement(tenantId, args, [], record));
     if (ran.kind !== "recorded") throw new Error(`recording pending order ${context.orderId} failed: ${ran.kind}`);
     await committed(prepared.value.events);
-    const settled = settleInBackground(tenantId, context.orderId);
-    // Backpressure: past MAX_SETTLEMENT_BACKLOG waiting settlements a request waits for its own, up to
-    // its wait budget, so accepting does not outrun settling for long and an order stays PENDING
-    // seconds, not minutes; the answer never waits longer than the request asked to.
-    if (settling.pendingCount > MAX_SETTLEMENT_BACKLOG) await Promise.race([settled, sleep(options.waitMs, undefined, { ref: false })]);
+    settleInBackground(tenantId, { ...prepared.value.row(ran.orderNumber), lines: context.lines });
+    if (inFlight.size > deps.maxSettlementBacklog) await roomInBacklog(options.waitMs);
     return { kind: "pending", order: prepared.value.view(ran.orderNumber) };
   }
 

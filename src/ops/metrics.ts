@@ -72,7 +72,7 @@ export function createMetrics(sources: { poolStats?: () => PoolStats | undefined
     }),
     placementBatches: new Histogram({
       name: "orderly_placement_batch_orders",
-      help: "Orders per transaction placed by a batching writer (many orders, one commit), by writer (sku: a hot SKU's, tenant: a busy tenant's)",
+      help: "Orders per transaction placed or settled by a batching writer (many orders, one commit), by writer (sku: a hot SKU's, tenant: a busy tenant's, settle: the settlements of a tenant's PENDING orders)",
       labelNames: ["writer"] as const,
       buckets: [1, 2, 4, 8, 16, 32],
       registers: [registry],

@@ -138,6 +138,8 @@ export interface PreparedOrder {
   record: object;
   events: TransitionEvent[];
   view(orderNumber: string): OrderView;
+  /** The row as recorded, without reading it back. */
+  row(orderNumber: string): OrderRow;
 }
 
 /** A PENDING order's settlement ready for orders_settle (see prepareSettlement). */
@@ -274,7 +276,7 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
       history: events.map((e) => ({ from: e.from, to: e.to, reason: e.reason })),
       event: outbox.draft(orderEventTopic(draft.status), snapshotOf({ ...row, orderNumber: "" })),
     };
-    return ok({ record, events, view: (orderNumber) => toView({ ...row, orderNumber }) });
+    return ok({ record, events, view: (orderNumber) => toView({ ...row, orderNumber }), row: (orderNumber) => ({ ...columns, createdAt: at, updatedAt: at, orderNumber }) });
   }
 
   /**
