@@ -3,7 +3,9 @@
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
 import { Connection } from "rabbitmq-client";
-import { type Db, openPglite, openPostgres, rows } from "../src/db/client.ts";
+import { type Db, rows } from "../src/db/client.ts";
+import { openPglite } from "../src/db/pglite.ts";
+import { openPostgres } from "../src/db/postgres.ts";
 import { deleteRabbitTopology } from "../src/kit/rabbit-bus.ts";
 import { DEFAULT_RETRY_DELAYS_MS } from "../src/kit/relay.ts";
 import { BUS_CONSUMERS } from "../src/services.ts";

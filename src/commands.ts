@@ -264,7 +264,7 @@ async function order(args: string[]) {
 /** The OpenAPI document: the all-in-one app's routes, built on an empty in-memory database (nothing is served or stored). */
 async function openapi(args: string[]) {
   const { values } = parse(args, { out: { type: "string" } });
-  const [{ openPglite }, { createServices }, { buildApp }] = await Promise.all([import("./db/client.ts"), import("./services.ts"), import("./app.ts")]);
+  const [{ openPglite }, { createServices }, { buildApp }] = await Promise.all([import("./db/pglite.ts"), import("./services.ts"), import("./app.ts")]);
   const database = await openPglite(undefined);
   const config = loadConfig({});
   const services = createServices({ config, database, secrets: { jwtSecret: undefined, webhookSecret: "unused-for-the-document" }, log: pino({ level: "silent" }) });

@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import { type Logger, pino } from "pino";
 import { buildApp } from "./app.ts";
 import { checkProduction, type Config, ConfigError, databaseFor, SERVICE_NAMES, type ServiceName, serviceDatabaseVariable } from "./config.ts";
-import { type Database, openPostgres } from "./db/client.ts";
+import type { Database } from "./db/client.ts";
 import { openDatabase } from "./db/open.ts";
 import { maxPreparedTransactions } from "./db/prepared.ts";
 import { DEFAULT_WAIT_MS } from "./flows/placement.ts";
@@ -13,7 +13,6 @@ import { systemClock } from "./kit/clock.ts";
 import { flushTracing, traceFields } from "./kit/trace-context.ts";
 import { createDeadLetters } from "./kit/dead-letters.ts";
 import { newId } from "./kit/ids.ts";
-import { createRabbitBus } from "./kit/rabbit-bus.ts";
 import { startJobs } from "./ops/jobs.ts";
 import { resolveSecrets } from "./ops/secrets.ts";
 import { BUS_TOPOLOGY, createServices, type Services } from "./services.ts";
@@ -49,6 +48,8 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger, migr
     throw error;
   }) : undefined;
   const deadLetters = createDeadLetters({ clock: systemClock, newId });
+  // Loaded here: the all-in-one never needs the broker's client.
+  const { createRabbitBus } = await import("./kit/rabbit-bus.ts");
   const bus = createRabbitBus({
     url: config.amqpUrl,
     log,
@@ -76,6 +77,7 @@ async function openSplit(config: Config, roles: ServiceName[], log: Logger, migr
  * each service migrates its own tables.
  */
 async function openParticipants(config: Config): Promise<Record<ServiceName, Participant>> {
+  const { openPostgres } = await import("./db/postgres.ts");
   const byUrl = new Map<string, Participant>();
   const participants = {} as Record<ServiceName, Participant>;
   try {

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { sql } from "drizzle-orm";
 import { afterAll, describe, expect, it } from "vitest";
 import { Redis } from "ioredis";
-import { openPostgres } from "../src/db/client.ts";
+import { openPostgres } from "../src/db/postgres.ts";
 import { cacheKey } from "../src/kit/cache.ts";
 import { databaseScope } from "../src/kit/cache-redis.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";

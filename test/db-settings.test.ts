@@ -1,7 +1,8 @@
 import pg from "pg";
 import { sql } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
-import { openPostgres, rows } from "../src/db/client.ts";
+import { rows } from "../src/db/client.ts";
+import { openPostgres } from "../src/db/postgres.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
 
 describe.runIf(postgresUrl())("PostgreSQL connection settings", () => {

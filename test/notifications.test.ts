@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { sql } from "drizzle-orm";
 import { afterEach, describe, expect, it } from "vitest";
-import { type Database, openPostgres, rows } from "../src/db/client.ts";
+import { type Database, rows } from "../src/db/client.ts";
+import { openPostgres } from "../src/db/postgres.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
 import { type CuttableProxy, cuttableProxy } from "./support/faults.ts";
 import { createHarness } from "./support/harness.ts";

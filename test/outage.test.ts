@@ -3,7 +3,7 @@ import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../src/app.ts";
-import { openPostgres } from "../src/db/client.ts";
+import { openPostgres } from "../src/db/postgres.ts";
 import { openTestPostgres, postgresUrl } from "./support/databases.ts";
 import { type CuttableProxy, cuttableProxy } from "./support/faults.ts";
 import { createHarness, type Harness } from "./support/harness.ts";

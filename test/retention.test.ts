@@ -1,6 +1,7 @@
 import { sql } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
-import { type Database, openPostgres, rows } from "../src/db/client.ts";
+import { type Database, rows } from "../src/db/client.ts";
+import { openPostgres } from "../src/db/postgres.ts";
 import { manualClock } from "../src/kit/clock.ts";
 import { purgeExpired } from "../src/kit/retention.ts";
 import { startJobs } from "../src/ops/jobs.ts";

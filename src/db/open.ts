@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { type Config, ConfigError, noEmbeddedInProduction } from "../config.ts";
-import { type Database, type MigrationSet, migrationStatus, openPglite, openPostgres, type PostgresOptions } from "./client.ts";
+import { type Database, type MigrationSet, migrationStatus } from "./client.ts";
+import type { PostgresOptions } from "./postgres.ts";
 
 /**
  * The configured database, reachable and migrated, or a ConfigError naming the variable. A split
@@ -32,12 +33,14 @@ async function reachDatabase(config: Config, options: Parameters<typeof openData
     // Every command, not only serve: a migration or a dead-letter retry on an embedded database in
     // the data dir would answer "done" for a database nothing serves.
     if (config.production) throw noEmbeddedInProduction();
+    const { openPglite } = await import("./pglite.ts");
     const database = await openPglite(config.dataDir).catch((error: unknown) => {
       if (error instanceof ConfigError) throw error;
       throw new ConfigError("ORDERLY_DATA_DIR", `cannot open the embedded database in ${join(config.dataDir, "pgdata")}: ${String(error)}`);
     });
     return database;
   }
+  const { openPostgres } = await import("./postgres.ts");
   const database = openPostgres(databaseUrl, { max: config.dbPoolMax, lockTimeoutMs: options.lockTimeoutMs, onNotificationsChange: options.onNotificationsChange });
   try {
     await database.ping();

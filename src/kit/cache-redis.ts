@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import { sql } from "drizzle-orm";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { type Database, rows } from "../db/client.ts";
 import type { SharedStore } from "./cache.ts";
+import { newRedis } from "./redis-client.ts";
 
 // Each key has a value and a generation. A drop deletes the value and bumps the generation; a write
 // names the generation its reader saw and is refused if it moved, so a value loaded from the database
@@ -74,7 +75,7 @@ export interface RedisStoreOptions {
  */
 export function createRedisStore(options: RedisStoreOptions): SharedStore & { prepare(): Promise<void>; close(): Promise<void>; ping(): Promise<void> } {
   const now = options.now ?? Date.now;
-  const redis = new Redis(options.url, {
+  const redis = newRedis(options.url, {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     commandTimeout: options.commandTimeoutMs ?? 250,

@@ -1,5 +1,6 @@
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { LRUCache } from "lru-cache";
+import { newRedis } from "./redis-client.ts";
 
 export interface RateDecision {
   allowed: boolean;
@@ -79,7 +80,7 @@ export function createRedisRateLimiter(options: { url: string; rps: number; burs
   const { rps, burst } = options;
   const prefix = options.prefix ?? "orderly:rl:";
   // No offline queue: while Redis is unreachable take() rejects at once, so callers never wait on it.
-  const redis = new Redis(options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2_000 }) as WithTakeToken;
+  const redis = newRedis(options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2_000 }) as WithTakeToken;
   redis.on("error", () => {}); // it reconnects by itself
   redis.defineCommand("orderlyTakeToken", { numberOfKeys: 1, lua: TAKE_TOKEN });
   return {

@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "drizzle-orm";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { LRUCache } from "lru-cache";
 import type { Database, Tx } from "../db/client.ts";
+import { newRedis } from "./redis-client.ts";
 
 // The sold-out gate keeps requests for a sold-out SKU away from the database. It never admits
 // anything the database would refuse and never decides a sale: it only refuses, and only what
@@ -171,7 +172,7 @@ export function createRedisMarkStore(options: { url: string; prefix?: string; de
   const member = (tenantId: string, sku: string) => `${encodeURIComponent(tenantId)}:${sku}`;
   const keyOf = (tenantId: string, sku: string) => `${base}m:${member(tenantId, sku)}`;
   const deadlineMs = options.deadlineMs ?? 100;
-  const redis = new Redis(options.url, {
+  const redis = newRedis(options.url, {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     commandTimeout: 5_000, // only frees commands a hung Redis never answers; requests stop waiting much sooner (within)

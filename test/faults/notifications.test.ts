@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { sql } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
-import { openPostgres } from "../../src/db/client.ts";
+import { openPostgres } from "../../src/db/postgres.ts";
 import { isDatabaseUnavailable } from "../../src/db/errors.ts";
 import { openTestPostgres, postgresUrl } from "../support/databases.ts";
 import { withPostgresStopped } from "../support/faults.ts";

@@ -2,7 +2,9 @@ import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { inject } from "vitest";
-import { type Database, openPglite, openPostgres } from "../../src/db/client.ts";
+import { type Database } from "../../src/db/client.ts";
+import { openPglite } from "../../src/db/pglite.ts";
+import { openPostgres } from "../../src/db/postgres.ts";
 
 export interface TestDatabase {
   name: "pglite" | "postgres";

@@ -2,7 +2,7 @@ import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
-import { migratedPgliteSnapshot } from "../../src/db/client.ts";
+import { migratedPgliteSnapshot } from "../../src/db/pglite.ts";
 import { ensureConsoleBuilt } from "./browser.ts";
 
 declare module "vitest" {
