@@ -8,8 +8,8 @@ import { invariantViolations } from "./support/invariants.ts";
 // of one tenant) are under way, orders are placed many per transaction, each all or nothing. These
 // tests place orders at once for real and check the outcome by the invariants and by what each
 // answer says was taken.
-// PostgreSQL only: PGlite runs each statement to its end on the main thread, so two placements are
-// never under way at once there, no batch forms, and no lock is ever held across another's flush.
+// PostgreSQL only: PGlite runs each statement to its end on the main thread, so no row lock is ever
+// waited on there, and what these tests hold a lock for cannot happen.
 
 /** Batches the writers ran (all kinds, or one) and orders in them, and how many held more than `above` orders. */
 async function batchesOf(h: Harness, above: number, writer?: "sku" | "tenant" | "settle") {
@@ -218,7 +218,8 @@ describe.runIf(postgresUrl())("asynchronous orders on PostgreSQL, recorded and s
     }
     expect(await invariantViolations(h.services.database.db)).toEqual([]);
 
-    // Settled many per transaction, not one commit per order.
+    // Recorded and settled many per transaction, not one commit per order.
+    expect((await batchesOf(h, 1, "tenant")).larger).toBeGreaterThan(0);
     const settles = await batchesOf(h, 1, "settle");
     expect(settles.orders).toBeGreaterThanOrEqual(160);
     expect(settles.larger).toBeGreaterThan(0);
@@ -236,43 +237,53 @@ describe.runIf(postgresUrl())("the settlement backlog's backpressure on PostgreS
     url = database.url;
     h = await createHarness(database, { env: { ORDERLY_SETTLEMENT_BACKLOG: "2" } });
     buyer = await h.token("room", "buyer");
-    await h.seed("room", { products: [["HELD", 10, 100]], credits: [["buyer", 10_000]] });
+    await h.seed("room", { products: [["HELD", 10, 100], ["OTHER", 10, 100]], credits: [["buyer", 10_000]] });
   });
   afterAll(() => h?.close());
 
-  it("past the backlog, a 202 waits until a settlement ends, first come first served, and never past its Prefer: wait", async () => {
-    const blocker = new pg.Client({ connectionString: url });
-    await blocker.connect();
-    const place = (prefer: string) => {
+  it("past the backlog, a 202 waits until some settlement ends (not its own), and never past its Prefer: wait", async () => {
+    const held = new pg.Client({ connectionString: url });
+    const other = new pg.Client({ connectionString: url });
+    await held.connect();
+    await other.connect();
+    const place = (sku: string, prefer: string) => {
       const started = performance.now();
       return h
-        .call("POST", "/api/v1/orders", { token: buyer, body: h.orderBody([["HELD", 1]]), headers: { prefer } })
-        .then((r) => ({ status: r.status, ms: performance.now() - started, answeredAt: performance.now() }));
+        .call("POST", "/api/v1/orders", { token: buyer, body: h.orderBody([[sku, 1]]), headers: { prefer } })
+        .then((r) => ({ status: r.status, ms: performance.now() - started }));
+    };
+    const lock = async (client: pg.Client, sku: string) => {
+      await client.query("begin");
+      await client.query("select 1 from stock_levels where tenant_id = 'room' and sku = $1 for update", [sku]);
     };
     try {
-      await blocker.query("begin");
-      await blocker.query("select 1 from stock_levels where tenant_id = 'room' and sku = 'HELD' for update");
+      await lock(held, "HELD");
+      await lock(other, "OTHER");
       // Two settlements under way (stuck behind the lock) fill the backlog; their 202s do not wait.
-      expect((await Promise.all([place("respond-async"), place("respond-async")])).map((r) => r.status)).toEqual([202, 202]);
-      // The third waits for room, and gives up after its 1 s wait with its 202.
-      const gaveUp = await place("respond-async, wait=1");
+      expect((await Promise.all([place("HELD", "respond-async"), place("HELD", "respond-async")])).map((r) => r.status)).toEqual([202, 202]);
+      // The third waits for room and, none freed, answers 202 once its 1 s is up: not before, not long after.
+      const gaveUp = await place("HELD", "respond-async, wait=1");
       expect(gaveUp.status).toBe(202);
       expect(gaveUp.ms).toBeGreaterThanOrEqual(950);
-      // The fourth may wait 20 s: it is still waiting when the lock goes, then answered at once.
-      const waiting = place("respond-async, wait=20");
+      expect(gaveUp.ms).toBeLessThan(2_500);
+      // The fourth, whose own settlement stays stuck behind OTHER's lock, may wait 20 s: it goes on
+      // as soon as HELD's settlements end, with OTHER still locked.
+      let answered = false;
+      const waiting = place("OTHER", "respond-async, wait=20").finally(() => (answered = true));
       await new Promise((r) => setTimeout(r, 500));
-      const released = performance.now();
-      await blocker.query("commit");
+      expect(answered).toBe(false);
+      await held.query("commit");
       const room = await waiting;
       expect(room.status).toBe(202);
-      expect(room.answeredAt).toBeGreaterThan(released);
       expect(room.ms).toBeLessThan(10_000);
+      await other.query("commit");
       await h.quiesce();
       const orders = (await h.call("GET", "/api/v1/orders?limit=10", { token: buyer })).body.data as { status: string }[];
       expect(orders.map((o) => o.status)).toEqual(Array(4).fill("PAID"));
       expect(await invariantViolations(h.services.database.db)).toEqual([]);
     } finally {
-      await blocker.end();
+      await held.end();
+      await other.end();
     }
   });
 });

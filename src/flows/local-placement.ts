@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import pLimit from "p-limit";
 import type { Logger } from "pino";
 import type { Database, Tx } from "../db/client.ts";
@@ -114,6 +113,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
   /** Placements under way in this process, by tenant and by tenant and SKU: how a busy tenant and a hot SKU are recognised. */
   const placing = new Map<string, number>();
   const skuKey = (tenantId: string, sku: string) => `${tenantId}\u0000${sku}`;
+  const pendingKey = (tenantId: string) => `${tenantId}\u0001pending`;
 
   /**
    * Writers that place many orders per transaction: one per hot SKU, and one per busy tenant for its
@@ -128,7 +128,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     maxBatch: MAX_HOT_BATCH,
     async write(key, items) {
       const { tenantId } = items[0]!.args;
-      deps.onBatch?.(key === tenantId ? "tenant" : "sku", items.length);
+      deps.onBatch?.(key.startsWith(`${tenantId}\u0000`) ? "sku" : "tenant", items.length);
       const batch = joined(items.map((i) => i.args));
       await composed.ready();
       const outcomes = !items.some((i) => i.record)
@@ -154,14 +154,18 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
   /**
    * One writer per tenant for the settlements of its PENDING orders: what queued while its last
    * batch ran settles in ONE transaction (each order its own subtransaction), so a backlog of
-   * accepted orders drains at a batch's commit per many orders, as busy placements do.
+   * accepted orders drains at a batch's commit per many orders, as busy placements do. No order of
+   * a batch waits long on a row lock, the first neither: one that meets a lock leaves the batch and
+   * waits on its own, so a row held elsewhere never holds up the tenant's other settlements.
    */
   const settlers = createKeyWriters<ComposedArgs, BatchOutcome>({
     maxBatch: MAX_HOT_BATCH,
     async write(tenantId, items) {
       deps.onBatch?.("settle", items.length);
       await settleComposed.ready();
-      return leftAlone(await settling(() => settleComposed.runBatch(tenantId, joined(items))));
+      const brief = items.map((args) => ({ ...args, lockTimeoutMs: Math.min(args.lockTimeoutMs, JOINED_LOCK_WAIT_MS) }));
+      const outcomes = await settling(() => settleComposed.runBatch(tenantId, brief));
+      return outcomes.map((outcome): BatchOutcome => (outcome.kind === "lock-timeout" ? { kind: "alone" } : outcome));
     },
   });
 
@@ -227,8 +231,9 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
       // The order as this process just recorded it, or as read (the settlement checks its version).
       const order = attempt === 1 && recorded ? recorded : await settling(() => orders.orderWithLines(database.db, tenantId, orderId));
       if (order?.status !== "PENDING") return; // settled already
-      const rule = order.couponCode ? await deps.couponRule(tenantId, order.couponCode) : undefined;
-      if (order.couponCode && !rule) return cancelPending(tenantId, orderId, "COUPON_UNAVAILABLE");
+      const couponCode = order.couponCode;
+      const rule = couponCode ? await settling(() => deps.couponRule(tenantId, couponCode)) : undefined;
+      if (couponCode && !rule) return cancelPending(tenantId, orderId, "COUPON_UNAVAILABLE");
       const context: PlacementContext = { ...pendingContext(order), priced: rule && { rule, discount: discountFor(order.subtotal, rule) } };
       const { calls, results } = stepCalls(context);
       const prepared = await orders.prepareSettlement(order, settlementOf(context, results, deps.paymentTimeoutMs));
@@ -284,7 +289,6 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     return settling(() => settleComposed.run(args));
   }
 
-
   function settleInBackground(tenantId: string, recorded: PendingOrder): Promise<void> {
     const orderId = recorded.id;
     const run = settlePending(tenantId, orderId, recorded)
@@ -298,14 +302,13 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
   }
 
   /** Requests waiting for room in the settlement backlog, first come first served. */
-  const waitingForRoom: { resolve(): void; done: boolean }[] = [];
+  const waitingForRoom: { done: boolean; release(): void }[] = [];
 
-  /** A settlement ended: the longest-waiting request (if any still waits) goes on. */
+  /** A settlement ended: the longest-waiting request that still waits goes on. */
   function roomFreed(): void {
     for (let waiter = waitingForRoom.shift(); waiter; waiter = waitingForRoom.shift()) {
       if (waiter.done) continue; // its wait budget ran out
-      waiter.done = true;
-      waiter.resolve();
+      waiter.release();
       return;
     }
   }
@@ -315,26 +318,34 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
    * waits until one ends, so accepting runs at the rate settling does and an order stays PENDING
    * seconds, not minutes; the answer never waits longer than the request asked to.
    */
-  async function roomInBacklog(waitMs: number): Promise<void> {
-    const waiter = { resolve: () => {}, done: false };
-    const freed = new Promise<void>((resolve) => (waiter.resolve = resolve));
-    waitingForRoom.push(waiter);
-    await Promise.race([freed, sleep(waitMs, undefined, { ref: false })]);
-    waiter.done = true;
+  function roomInBacklog(waitMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const waiter = {
+        done: false,
+        release() {
+          if (waiter.done) return;
+          waiter.done = true;
+          clearTimeout(budget);
+          resolve();
+        },
+      };
+      const budget = setTimeout(() => waiter.release(), waitMs);
+      waitingForRoom.push(waiter);
+    });
   }
 
   /**
    * Records the order PENDING (nothing taken yet) and settles it in the background. The record is
-   * the composed statement with no step to run: one round trip, or with an answer to store, one
-   * transaction with that answer.
+   * the composed statement with no step to run, through the tenant's writer of PENDING records (it
+   * takes no row another order holds, so it never waits behind a placement's lock): under load many
+   * records, with their answers to store, commit together.
    */
   async function placeLater(tenantId: string, context: PlacementContext, options: PlaceOptions): Promise<PlacementResult> {
     const prepared = await orders.prepareOrder(newOrder(tenantId, context, deps.currency));
     if (!prepared.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: prepared.detail ?? prepared.reason };
     const args: ComposedArgs = { tenantId, lockTimeoutMs: options.waitMs, prices: [], calls: {}, order: prepared.value.record, traceparent: currentTraceparent() };
     const record: RecordOrder | undefined = options.record && ((tx, orderNumber) => options.record!(tx, { kind: "pending", order: prepared.value.view(orderNumber) }));
-    // Through the tenant's writer when it is busy: many records per commit, as busy placements are.
-    const ran = await countedPlacing(tenantId, [], () => runPlacement(tenantId, args, [], record));
+    const ran = await runThrough(pendingKey(tenantId), tenantId, args, record);
     if (ran.kind !== "recorded") throw new Error(`recording pending order ${context.orderId} failed: ${ran.kind}`);
     await committed(prepared.value.events);
     settleInBackground(tenantId, { ...prepared.value.row(ran.orderNumber), lines: context.lines });
@@ -366,14 +377,16 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
    */
   async function runPlacement(tenantId: string, args: ComposedArgs, lines: { sku: string }[], record: RecordOrder | undefined): Promise<ComposedOutcome> {
     const writer = writerOf(tenantId, lines);
-    if (writer) {
-      const batched = await writers.submit(writer, { args, record }).catch((error: unknown): BatchOutcome => {
-        log.warn({ err: error }, "a batch of orders failed; its orders are placed one by one");
-        return { kind: "alone" };
-      });
-      if (batched.kind !== "alone") return batched;
-    }
-    return runComposed(tenantId, args, record);
+    return writer ? runThrough(writer, tenantId, args, record) : runComposed(tenantId, args, record);
+  }
+
+  /** Through a writer, or on its own if the writer could not place it. */
+  async function runThrough(writer: string, tenantId: string, args: ComposedArgs, record: RecordOrder | undefined): Promise<ComposedOutcome> {
+    const batched = await writers.submit(writer, { args, record }).catch((error: unknown): BatchOutcome => {
+      log.warn({ err: error }, "a batch of orders failed; its orders are placed one by one");
+      return { kind: "alone" };
+    });
+    return batched.kind === "alone" ? runComposed(tenantId, args, record) : batched;
   }
 
   /**
