@@ -53,13 +53,13 @@ const JOINED_LOCK_WAIT_MS = 50;
  */
 const MAX_HOT_BATCH = 32;
 
-/** A batch's orders after its first wait on a row lock only briefly (see JOINED_LOCK_WAIT_MS). */
-const joined = (batch: ComposedArgs[]): ComposedArgs[] =>
-  batch.map((args, i) => (i === 0 ? args : { ...args, lockTimeoutMs: Math.min(args.lockTimeoutMs, JOINED_LOCK_WAIT_MS) }));
+/** A batch's orders from the `from`-th on wait on a row lock only briefly (see JOINED_LOCK_WAIT_MS). */
+const briefFrom = (from: number, batch: ComposedArgs[]): ComposedArgs[] =>
+  batch.map((args, i) => (i < from ? args : { ...args, lockTimeoutMs: Math.min(args.lockTimeoutMs, JOINED_LOCK_WAIT_MS) }));
 
-/** A joined order that met a row lock left the batch with nothing of it done: it is run on its own. */
-const leftAlone = (outcomes: BatchOutcome[]): BatchOutcome[] =>
-  outcomes.map((outcome, i) => (i > 0 && outcome.kind === "lock-timeout" ? { kind: "alone" } : outcome));
+/** Such an order that met a row lock left the batch with nothing of it done: it is run on its own. */
+const leftAloneFrom = (from: number, outcomes: BatchOutcome[]): BatchOutcome[] =>
+  outcomes.map((outcome, i) => (i >= from && outcome.kind === "lock-timeout" ? { kind: "alone" } : outcome));
 
 /** A placement whose prices keep changing under it is tried this often before it fails. */
 const MAX_PRICING_ATTEMPTS = 3;
@@ -128,8 +128,9 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     maxBatch: MAX_HOT_BATCH,
     async write(key, items) {
       const { tenantId } = items[0]!.args;
-      deps.onBatch?.(key.startsWith(`${tenantId}\u0000`) ? "sku" : "tenant", items.length);
-      const batch = joined(items.map((i) => i.args));
+      deps.onBatch?.(key.startsWith(skuKey(tenantId, "")) ? "sku" : "tenant", items.length);
+      // The first order may wait its own time on a lock: the rows it waits for are the batch's only ones yet.
+      const batch = briefFrom(1, items.map((i) => i.args));
       await composed.ready();
       const outcomes = !items.some((i) => i.record)
         ? await composed.runBatch(tenantId, batch)
@@ -141,7 +142,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
             }
             return ran;
           });
-      return leftAlone(outcomes);
+      return leftAloneFrom(1, outcomes);
     },
   });
 
@@ -163,9 +164,7 @@ export function createLocalPlacement(deps: LocalPlacementDeps): Placement & {
     async write(tenantId, items) {
       deps.onBatch?.("settle", items.length);
       await settleComposed.ready();
-      const brief = items.map((args) => ({ ...args, lockTimeoutMs: Math.min(args.lockTimeoutMs, JOINED_LOCK_WAIT_MS) }));
-      const outcomes = await settling(() => settleComposed.runBatch(tenantId, brief));
-      return outcomes.map((outcome): BatchOutcome => (outcome.kind === "lock-timeout" ? { kind: "alone" } : outcome));
+      return leftAloneFrom(0, await settling(() => settleComposed.runBatch(tenantId, briefFrom(0, items))));
     },
   });
 
