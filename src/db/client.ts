@@ -141,3 +141,11 @@ export async function migrationStatus(db: Db, sets: readonly MigrationSet[] = MI
   return statuses;
 }
 
+/**
+ * The sets, in the order they migrate, with a migration not applied yet: the migrator runs for
+ * those alone. It reads and hashes every migration file of a set, and creates its schema and table
+ * if missing, even when nothing is to be applied (on the embedded database 0.15-0.2 s of a start).
+ */
+export async function setsBehind(db: Db, sets: readonly MigrationSet[] = MIGRATION_SETS): Promise<MigrationSet[]> {
+  return (await migrationStatus(db, sets)).filter((s) => s.pending.length > 0).map((s) => s.set);
+}

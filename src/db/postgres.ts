@@ -2,7 +2,7 @@ import type { Logger as QueryLogger } from "drizzle-orm/logger";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
-import { type Database, type Db, inTenant, MIGRATION_LOCK, type NotificationState, MIGRATION_SETS, migrationConfig, ordered } from "./client.ts";
+import { type Database, type Db, inTenant, MIGRATION_LOCK, type NotificationState, MIGRATION_SETS, migrationConfig, setsBehind } from "./client.ts";
 import * as schema from "./schema.ts";
 
 export interface PostgresOptions {
@@ -46,7 +46,8 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       try {
         await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
         try {
-          for (const set of ordered(sets)) await migratePg(drizzlePg(client, { schema }), migrationConfig(set));
+          const locked = drizzlePg(client, { schema });
+          for (const set of await setsBehind(locked as unknown as Db, sets)) await migratePg(locked, migrationConfig(set));
         } finally {
           await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]);
         }
