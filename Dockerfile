@@ -9,12 +9,13 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: the `prepare` build needs src/, copied below; nothing else here has a build step that runs.
 RUN npm ci --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json ./
+COPY bin ./bin
 COPY src ./src
 # The operations console (Vite, Preact) is built into dist/console with the typed API client.
 COPY console ./console
 COPY client ./client
-RUN npm run build && npm prune --omit=dev --no-audit --no-fund && rm -f dist/.tsbuildinfo
+RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:24-alpine AS runtime
 ENV NODE_ENV=production \

@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { type SQL, sql } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { PACKAGE_ROOT } from "../kit/package-root.ts";
 import { currentTraceparent } from "../kit/trace-context.ts";
 import type * as schema from "./schema.ts";
 
@@ -104,7 +104,7 @@ export interface PoolStats {
 /** "off": nothing listens; "live": NOTIFYs arrive; "down": the listening connection is lost and being re-established. */
 export type NotificationState = "off" | "live" | "down";
 
-const MIGRATIONS = resolve(dirname(fileURLToPath(import.meta.url)), "../../drizzle");
+const MIGRATIONS = join(PACKAGE_ROOT, "drizzle");
 
 /** The migration sets: the tx kit's tables, which every service has, then one per service. */
 export const MIGRATION_SETS = ["kit", "inventory", "payments", "coupons", "shipping", "orders"] as const;

@@ -1,15 +1,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import fastifyStatic from "@fastify/static";
 import type { FastifyPluginAsync } from "fastify";
 import { AppError } from "../../kit/errors.ts";
+import { PACKAGE_ROOT } from "../../kit/package-root.ts";
 
-/**
- * Where `npm run build` writes the console (console/, built by Vite): dist/console, reached from
- * dist/http/routes when running the build and from src/http/routes when running the sources.
- */
-const BUILT_AT = ["../../console", "../../../dist/console"].map((relative) => fileURLToPath(new URL(relative, import.meta.url)));
+/** Where `npm run build` writes the console (console/, built by Vite), for the sources as for the build. */
+const BUILT_AT = [join(PACKAGE_ROOT, "dist", "console")];
 
 /** The console's bundle directory, or undefined when it has not been built. */
 export function consoleDirectory(candidates: readonly string[] = BUILT_AT): string | undefined {
