@@ -2,13 +2,15 @@
 // and by area (an npm package, a folder of src/, Node's internals, the garbage collector, idle).
 // Usage: node bin/tsx-run.mjs bench/cpu-profile.ts FILE.cpuprofile [TOP]
 import { existsSync, readFileSync } from "node:fs";
+import { SourceMap } from "node:module";
 import { resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 interface CallFrame {
   functionName: string;
   url: string;
   lineNumber: number;
+  columnNumber: number;
 }
 interface ProfileNode {
   id: number;
@@ -53,6 +55,23 @@ export function areaOf(frame: CallFrame): string {
   return url;
 }
 
+const sourceMaps = new Map<string, SourceMap | undefined>();
+
+/**
+ * A frame of the bundled server (dist/, esbuild) told by the bundle's source map: the file and line
+ * it came from, so that areas name the packages and the src/ folders again, not a chunk.
+ */
+export function originalFrame(frame: CallFrame): CallFrame {
+  if (!frame.url.startsWith("file://") || !frame.url.includes("/dist/") || frame.url.includes("/node_modules/")) return frame;
+  if (!sourceMaps.has(frame.url)) {
+    const file = `${fileURLToPath(frame.url)}.map`;
+    sourceMaps.set(frame.url, existsSync(file) ? new SourceMap(JSON.parse(readFileSync(file, "utf8"))) : undefined);
+  }
+  const entry = sourceMaps.get(frame.url)?.findEntry(frame.lineNumber, frame.columnNumber);
+  if (!entry || !("originalSource" in entry)) return frame;
+  return { ...frame, url: new URL(entry.originalSource, frame.url).href, lineNumber: entry.originalLine };
+}
+
 const shortUrl = (url: string) => url.replace(/^file:\/\/.*?\/(node_modules|src|dist|bench|test)\//, "$1/").replace(/^node_modules\//, "");
 
 /**
@@ -76,7 +95,7 @@ export function summarise(profile: CpuProfile, top = 15, window?: { fromUs: numb
   let totalUs = 0;
   let idleUs = 0;
   for (const [id, us] of selfUs) {
-    const { callFrame } = byId.get(id) as ProfileNode;
+    const callFrame = originalFrame((byId.get(id) as ProfileNode).callFrame);
     totalUs += us;
     if (callFrame.functionName === "(idle)") idleUs += us;
     const where = callFrame.url ? ` ${shortUrl(callFrame.url)}:${callFrame.lineNumber + 1}` : "";
