@@ -11,12 +11,13 @@ import { build } from "esbuild";
 const root = new URL("..", import.meta.url);
 
 /**
- * Left to Node to load from node_modules, each for a reason: PGlite and the Swagger UI read files
- * beside their own modules; OpenTelemetry's instrumentations patch pg and http as they load, which
- * they cannot do to code inside the bundle; pino starts its transports from its own files; ioredis,
- * pg and amqplib load only for the processes that use them.
+ * Left to Node to load from node_modules, each for a reason: PGlite reads files beside its own
+ * modules; OpenTelemetry's instrumentations patch pg and http as they load, which they cannot do to
+ * code inside the bundle; pino starts its transports from its own files; ioredis, pg and amqplib
+ * load only for the processes that use them. (The Swagger UI is bundled and told where its files
+ * are: src/app.ts.)
  */
-const EXTERNAL = ["@electric-sql/pglite", "@fastify/swagger-ui", "@opentelemetry/*", "pino", "pg", "pg-native", "ioredis", "amqplib"];
+const EXTERNAL = ["@electric-sql/pglite", "@opentelemetry/*", "pino", "pg", "pg-native", "ioredis", "amqplib"];
 
 rmSync(new URL("dist", root), { recursive: true, force: true });
 await build({

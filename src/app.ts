@@ -1,3 +1,6 @@
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import fastifySwagger from "@fastify/swagger";
 import fastifySwaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
@@ -24,6 +27,12 @@ import { webhookRoutes } from "./http/routes/webhooks.ts";
 import type { Services } from "./services.ts";
 
 const ONE_MIB = 1024 * 1024;
+
+/**
+ * The Swagger UI's page and assets, in its package's folder. The plugin finds them from its own
+ * __dirname, which it has not once bundled (bin/build-server.mjs), so they are named here.
+ */
+const SWAGGER_UI_FILES = join(dirname(createRequire(import.meta.url).resolve("@fastify/swagger-ui/package.json")), "static");
 
 /** Fastify's trustProxy from ORDERLY_TRUST_PROXY; a hop count n trusts the n addresses nearest the server. */
 function trustProxyOption(trust: Services["config"]["trustProxy"]) {
@@ -86,7 +95,11 @@ export async function buildApp(services: Services, options: { logger?: Logger; s
     transform: jsonSchemaTransform,
     transformObject: (input) => finishDocument(jsonSchemaTransformObject(input) as Record<string, any>),
   });
-  await app.register(fastifySwaggerUi, { routePrefix: "/docs" });
+  await app.register(fastifySwaggerUi, {
+    routePrefix: "/docs",
+    baseDir: SWAGGER_UI_FILES,
+    logo: { type: "image/svg+xml", content: readFileSync(join(SWAGGER_UI_FILES, "logo.svg")) },
+  });
 
   const checks: ReadinessCheck[] = [
     { name: "database", ping: () => services.database.ping() },
