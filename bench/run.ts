@@ -5,7 +5,9 @@
 // Env: DATABASE_URL (PostgreSQL server; default postgres://postgres@127.0.0.1:5432/postgres),
 // AMQP_URL (split phase, skipped when unreachable), REDIS_URL (passed to the servers on PostgreSQL),
 // BENCH_SECONDS (default 20), BENCH_CONNECTIONS (default 64), BENCH_ONLY=uniform,hot,async,split,split-2pc,embedded,footprint;
-// ORDERLY_* settings (ORDERLY_DB_POOL_MAX, …) are passed on to every server.
+// ORDERLY_* settings (ORDERLY_DB_POOL_MAX, …) are passed on to every server. BENCH_CPU_PROF=1 has
+// every server write a CPU profile beside its log (read them with bench/cpu-profile.ts; the ready
+// times of P6 then include the profiler).
 // Flag: --keep-pgbench-db keeps pgbench's seeded database (orderly_pgbench) between runs.
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, freemem, loadavg, tmpdir, totalmem } from "node:os";

@@ -67,7 +67,9 @@ export async function startServer(options: {
   const logFile = join(logDir, `${name}.log`);
   const log = openSync(logFile, "a");
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), BIN, "serve", ...(options.args ?? [])], {
+  // BENCH_CPU_PROF=1: each server writes a V8 CPU profile into a folder beside its log when it stops.
+  const profiling = process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${join(logDir, `profile-${name}`)}`] : [];
+  const child = spawn(process.execPath, [...profiling, ...(options.nodeArgs ?? []), BIN, "serve", ...(options.args ?? [])], {
     detached: true,
     stdio: ["ignore", log, log],
     env: {
