@@ -105,6 +105,8 @@ describe.runIf(postgresUrl() && amqpUrl()).each(LAYOUTS)("split deployment on $n
     expect(placed.response.status).toBe(202);
     expect(placed.data?.status).toBe("PENDING");
     const id = placed.data!.id;
+    // The 202 is the order as recorded (not read back after its insert): what reading it gives while it waits.
+    expect((await getOrder(late, id)).data).toEqual(placed.data);
     await d.start("shipping");
     await waitFor(async () => (await getOrder(late, id)).data?.status !== "PENDING", "the order to settle", 30_000);
     expect((await getOrder(late, id)).data).toMatchObject({ status: "PAID", shipment: { status: "pending" } });

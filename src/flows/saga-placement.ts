@@ -181,7 +181,7 @@ export function createSagaPlacement(deps: SagaPlacementDeps): Placement & { star
           const written = await orders.insertOrder(tx, moves, newOrder(input.tenantId, context, deps.currency));
           if (!written.ok) return { kind: "refused", reason: "TRANSITION_VETOED", detail: written.detail ?? written.reason };
           await runner.start(tx, PLACEMENT.type, { id: context.orderId, tenantId: input.tenantId, context });
-          const result = { kind: "pending" as const, order: (await orders.getOrder(tx, systemViewer(input.tenantId), context.orderId)) as OrderView };
+          const result = { kind: "pending" as const, order: written.value };
           await options.record?.(tx, result);
           return result;
         });

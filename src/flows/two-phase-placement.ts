@@ -10,7 +10,7 @@ import type { Clock } from "../kit/clock.ts";
 import type { IdGenerator } from "../kit/ids.ts";
 import { ok, type Outcome, refuse } from "../kit/outcome.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
-import { type Orders, systemViewer } from "../modules/orders/orders.ts";
+import type { Orders } from "../modules/orders/orders.ts";
 import { placementDecisions } from "../modules/orders/schema.ts";
 import type { FlowStep, Results } from "./executors.ts";
 import {
@@ -218,7 +218,7 @@ export function createTwoPhasePlacement(deps: TwoPhaseDeps) {
       const recorded = await prepareInTenant(participants.orders.work, tenantId, gid, async (tx) => {
         const written = await orders.insertOrder(tx, moves, newOrder(tenantId, context, deps.currency, settlement));
         if (!written.ok) return refuse("TRANSITION_VETOED" as const, written.detail ?? written.reason);
-        const result = { kind: "placed" as const, order: (await orders.getOrder(tx, systemViewer(tenantId), orderId))! };
+        const result = { kind: "placed" as const, order: written.value };
         await options.record?.(tx, result);
         return ok(result);
       });

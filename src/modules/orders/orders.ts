@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, inArray, lt, lte, or, sql } from "drizzle-orm";
-import { type Database, type Queryable, type TenantOptions, transaction, type Tx } from "../../db/client.ts";
+import { type Database, type Queryable, rows, type TenantOptions, transaction, type Tx } from "../../db/client.ts";
 import type { Clock } from "../../kit/clock.ts";
 import { type Cursor, encodeCursor, page } from "../../kit/cursor.ts";
 import { ok, type Outcome, refuse } from "../../kit/outcome.ts";
@@ -333,12 +333,13 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
     prepareOrder,
 
     /** Records a new order with its lines and the moves that led to its status, vetoable by hooks. */
-    async insertOrder(tx: Tx, moves: TransitionEvent[], draft: NewOrder): Promise<Outcome<void, "TRANSITION_VETOED">> {
+    /** Records a new order; its view as recorded (orders_record gives its number), without reading it back. */
+    async insertOrder(tx: Tx, moves: TransitionEvent[], draft: NewOrder): Promise<Outcome<OrderView, "TRANSITION_VETOED">> {
       const prepared = await prepareOrder(draft);
       if (!prepared.ok) return prepared;
-      await tx.execute(sql`select orders_record(${draft.tenantId}, ${JSON.stringify(prepared.value.record)}::jsonb)`);
+      const [recorded] = await rows<{ number: string }>(tx, sql`select orders_record(${draft.tenantId}, ${JSON.stringify(prepared.value.record)}::jsonb) as number`);
       moves.push(...prepared.value.events);
-      return ok(undefined);
+      return ok(prepared.value.view((recorded as { number: string }).number));
     },
 
     /**
