@@ -30,7 +30,7 @@ const ONE_MIB = 1024 * 1024;
 
 /**
  * The Swagger UI's page and assets, in its package's folder. The plugin finds them from its own
- * __dirname, which it has not once bundled (bin/build-server.mjs), so they are named here.
+ * __dirname, which it no longer has once bundled (bin/build-server.mjs), so they are named here.
  */
 const SWAGGER_UI_FILES = join(dirname(createRequire(import.meta.url).resolve("@fastify/swagger-ui/package.json")), "static");
 

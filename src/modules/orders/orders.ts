@@ -332,8 +332,10 @@ export function createOrders(deps: { hooks: TransitionHooks; clock: Clock; outbo
 
     prepareOrder,
 
-    /** Records a new order with its lines and the moves that led to its status, vetoable by hooks. */
-    /** Records a new order; its view as recorded (orders_record gives its number), without reading it back. */
+    /**
+     * Records a new order with its lines and the moves that led to its status, vetoable by hooks;
+     * gives its view as recorded (orders_record returns its number), without reading it back.
+     */
     async insertOrder(tx: Tx, moves: TransitionEvent[], draft: NewOrder): Promise<Outcome<OrderView, "TRANSITION_VETOED">> {
       const prepared = await prepareOrder(draft);
       if (!prepared.ok) return prepared;
