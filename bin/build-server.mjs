@@ -6,6 +6,7 @@
 // import stays a chunk of its own, so a command loads only what it uses. No type checking here:
 // `npm run typecheck` does it.
 import { rmSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const root = new URL("..", import.meta.url);
@@ -13,15 +14,15 @@ const root = new URL("..", import.meta.url);
 /**
  * Left to Node to load from node_modules, each for a reason: PGlite reads files beside its own
  * modules; OpenTelemetry's instrumentations patch pg and http as they load, which they cannot do to
- * code inside the bundle; pino starts its transports from its own files; ioredis, pg and amqplib
- * load only for the processes that use them. (The Swagger UI is bundled and told where its files
- * are: src/app.ts.)
+ * code inside the bundle; pino starts its transports from its own files; ioredis, pg and the
+ * RabbitMQ client load only for the processes that use them. (The Swagger UI is bundled and told
+ * where its files are: src/app.ts.)
  */
-const EXTERNAL = ["@electric-sql/pglite", "@opentelemetry/*", "pino", "pg", "pg-native", "ioredis", "amqplib"];
+const EXTERNAL = ["@electric-sql/pglite", "@opentelemetry/*", "pino", "pg", "pg-native", "ioredis", "rabbitmq-client"];
 
 rmSync(new URL("dist", root), { recursive: true, force: true });
 await build({
-  absWorkingDir: new URL(".", root).pathname,
+  absWorkingDir: fileURLToPath(root),
   entryPoints: { cli: "src/cli.ts" },
   outdir: "dist",
   chunkNames: "chunks/[name]-[hash]",

@@ -35,7 +35,7 @@ describe("the built CLI", () => {
     const bundled = new Set(scripts.flatMap((file) => [...readFileSync(file, "utf8").matchAll(/^\/\/ node_modules\/((?:@[^/]+\/)?[^/]+)\//gm)].map((m) => m[1] as string)));
     expect(bundled).toContain("fastify");
     expect(bundled).toContain("@fastify/swagger-ui");
-    const mustLoadFromNodeModules = ["@electric-sql/pglite", "pino", "pg", "ioredis", "amqplib"];
+    const mustLoadFromNodeModules = ["@electric-sql/pglite", "pino", "pg", "ioredis", "rabbitmq-client"];
     expect([...bundled].filter((name) => mustLoadFromNodeModules.includes(name) || name.startsWith("@opentelemetry/"))).toEqual([]);
   });
 
