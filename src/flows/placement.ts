@@ -1,6 +1,6 @@
 import type { Tx } from "../db/client.ts";
 import { type Discount, type PricedLine, subtotalOf } from "../modules/coupons/pricing.ts";
-import type { Move, NewOrder, OrderPatch, OrderView } from "../modules/orders/orders.ts";
+import { bySku, type Move, type NewOrder, type OrderPatch, type OrderView } from "../modules/orders/orders.ts";
 import { CANCEL_REASONS, type CancelReason, type OrderStatus, type PaymentMethod, type PaymentStatus } from "../modules/orders/schema.ts";
 import type { Address } from "../modules/shipping/schema.ts";
 import type { Flow, Results } from "./executors.ts";
@@ -52,7 +52,7 @@ export function priceItems(
       const { name, price: unitPrice } = catalogue.get(item.sku) as { name: string; price: number };
       return { sku: item.sku, name, quantity: item.quantity, unitPrice, lineTotal: unitPrice * item.quantity };
     })
-    .sort((a, b) => (a.sku < b.sku ? -1 : 1));
+    .sort(bySku);
   const subtotal = subtotalOf(lines);
   if (subtotal === undefined) return { kind: "invalid", code: "AMOUNT_TOO_LARGE", detail: "the order total is too large" };
   return { lines, subtotal };

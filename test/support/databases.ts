@@ -27,13 +27,14 @@ export function postgresUrl(): string | undefined {
   return url;
 }
 
-export async function openTestPostgres(options: { max?: number; migrate?: boolean } = {}): Promise<Database & { url: string }> {
+/** A fresh PostgreSQL database; `createOptions` is appended to its CREATE DATABASE (e.g. another collation). */
+export async function openTestPostgres(options: { max?: number; migrate?: boolean; createOptions?: string } = {}): Promise<Database & { url: string }> {
   const base = postgresUrl();
   if (!base) throw new Error("DATABASE_URL is not set");
   const name = `orderly_test_${randomBytes(6).toString("hex")}`;
   const admin = new pg.Client({ connectionString: base });
   await admin.connect();
-  await admin.query(`create database ${name}`);
+  await admin.query(`create database ${name} ${options.createOptions ?? ""}`);
   await admin.end();
   const url = new URL(base);
   url.pathname = `/${name}`;

@@ -169,6 +169,12 @@ const withRelations = {
 
 type LoadedOrder = OrderRow & { items: (typeof orderItems.$inferSelect)[]; history: (typeof orderHistory.$inferSelect)[] };
 
+/**
+ * Lines by SKU in code-unit order: the order a placement prices them in, and the order every view
+ * lists them in, whatever the database's collation (under en_US, 'a1' sorts before 'a-2').
+ */
+export const bySku = (a: { sku: string }, b: { sku: string }) => (a.sku < b.sku ? -1 : a.sku > b.sku ? 1 : 0);
+
 function toView(row: LoadedOrder): OrderView {
   return {
     id: row.id,
@@ -177,7 +183,7 @@ function toView(row: LoadedOrder): OrderView {
     userId: row.userId,
     status: row.status,
     version: row.version,
-    items: row.items.map((i) => ({ sku: i.sku, name: i.name, quantity: i.quantity, unitPrice: i.unitPrice, lineTotal: i.lineTotal })),
+    items: [...row.items].sort(bySku).map((i) => ({ sku: i.sku, name: i.name, quantity: i.quantity, unitPrice: i.unitPrice, lineTotal: i.lineTotal })),
     subtotal: row.subtotal,
     discount: row.discount,
     total: row.total,
