@@ -20,10 +20,16 @@ describe.runIf(postgresUrl() && amqpUrl())("two-phase-commit placement across fi
   let d: Deployment;
   const admin = () => d.tokens.sign({ tenantId: TENANT, userId: "root", roles: ["admin"] });
   const buyer = (userId: string) => d.tokens.sign({ tenantId: TENANT, userId, roles: ["customer"] });
-  /** The orders service as coordinator: every service's database, in-doubt transactions decided after 10 s (past any lock wait). */
+  /**
+   * The orders service as coordinator: every service's database, in-doubt transactions decided after
+   * 10 s (past any lock wait). It holds a pool per database; at the deployment's 10 connections each
+   * that alone was 60, and with the services' own pools and the test file run beside this one the
+   * server's 100 ran out in CI (a refusal's rollback then failed and was left to recovery).
+   */
   const coordinatorEnv = (overrides: Partial<Record<ServiceName, string>> = {}) => ({
     ORDERLY_PLACEMENT: "2pc",
     ORDERLY_2PC_IN_DOUBT_MS: "10000",
+    ORDERLY_DB_POOL_MAX: "4",
     ...Object.fromEntries(SERVICES.map((s) => [`ORDERLY_${s.toUpperCase()}_DATABASE_URL`, overrides[s] ?? d.databaseUrl(s)])),
   });
   const prepared = async () => {
