@@ -1,9 +1,29 @@
 import pg from "pg";
 import { sql } from "drizzle-orm";
-import { describe, expect, it } from "vitest";
-import { rows } from "../src/db/client.ts";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { rows, transaction } from "../src/db/client.ts";
 import { openPostgres } from "../src/db/postgres.ts";
-import { openTestPostgres, postgresUrl } from "./support/databases.ts";
+import { openTestPostgres, postgresUrl, testDatabases } from "./support/databases.ts";
+
+afterEach(() => vi.restoreAllMocks());
+
+const OWN_TENANT = `it's a \\ tenant`;
+
+describe.each(testDatabases())("tenant transactions on $name", ({ open }) => {
+  it("set the tenant, the role and the lock timeout as literals, whatever characters the tenant's id holds", async () => {
+    const database = await open();
+    try {
+      const settings = await database.tenant(
+        OWN_TENANT,
+        async (tx) => (await rows<{ tenant: string; role: string; lock: string }>(tx, sql`select current_setting('orderly.tenant_id') as tenant, current_user as role, current_setting('lock_timeout') as lock`))[0],
+        { lockTimeoutMs: 1_234 },
+      );
+      expect(settings).toEqual({ tenant: OWN_TENANT, role: "orderly_app", lock: "1234ms" });
+    } finally {
+      await database.close();
+    }
+  });
+});
 
 describe.runIf(postgresUrl())("PostgreSQL connection settings", () => {
   it("sets lock_timeout in each tenant transaction, never as a connection's startup option (which PgBouncer refuses)", async () => {
@@ -26,6 +46,40 @@ describe.runIf(postgresUrl())("PostgreSQL connection settings", () => {
       await blocker.query("rollback");
     } finally {
       await blocker.end();
+      await database.close();
+      await migrated.close();
+    }
+  });
+
+  it("sends BEGIN with a tenant's settings as one round trip, and a plain transaction's BEGIN on its own; each is still one transaction", async () => {
+    const migrated = await openTestPostgres();
+    // Counted where pg sends statements: the pool's connection binds it when it connects.
+    const sent = vi.spyOn(pg.Client.prototype, "query");
+    const database = openPostgres(migrated.url, { max: 1, lockTimeoutMs: 300 });
+    const texts = () => sent.mock.calls.map(([config]) => (typeof config === "string" ? config : (config as { text: string }).text));
+    const txids = (tx: Parameters<Parameters<typeof database.tenant>[1]>[0]) => rows<{ id: string }>(tx, sql`select txid_current()::text as id`);
+    try {
+      await database.ping();
+      sent.mockClear();
+      const [first, second] = await database.tenant("t", async (tx) => [(await txids(tx))[0]?.id, (await txids(tx))[0]?.id]);
+      expect(first).toBe(second);
+      expect(texts()).toEqual([expect.stringMatching(/^begin; select set_config\('role', 'orderly_app', true\), set_config\('orderly.tenant_id', 't', true\)/), "select txid_current()::text as id", "select txid_current()::text as id", "commit"]);
+
+      sent.mockClear();
+      const [plainFirst, plainSecond] = await transaction(database.db, async (tx) => [(await txids(tx))[0]?.id, (await txids(tx))[0]?.id]);
+      expect(plainFirst).toBe(plainSecond);
+      expect(texts()).toEqual(["begin", "select txid_current()::text as id", "select txid_current()::text as id", "commit"]);
+
+      // What fails inside is rolled back, the settings' statement included.
+      const failing = database.tenant("t", async (tx) => {
+        await tx.execute(sql`insert into stock_levels (tenant_id, sku, initial, available) values ('t', 'GONE', 1, 1)`);
+        throw new Error("refused");
+      });
+      await expect(failing).rejects.toThrow("refused");
+      expect(await rows(database.db, sql`select 1 from stock_levels where sku = 'GONE'`)).toEqual([]);
+      // The connection is free and out of any transaction afterwards.
+      expect((await rows<{ state: string }>(database.db, sql`select current_setting('transaction_isolation') as state, txid_current_if_assigned() is null as idle`))[0]).toMatchObject({ idle: true });
+    } finally {
       await database.close();
       await migrated.close();
     }

@@ -27,17 +27,37 @@ export interface TenantOptions {
   lockTimeoutMs?: number;
 }
 
+/** The start of the statement that scopes a transaction to a tenant (tenantSettings): postgres.ts sends BEGIN with it. */
+export const TENANT_SETTINGS = "select set_config('role', 'orderly_app', true)";
+
+/** A string as an SQL literal, as pg's escapeLiteral writes it (E'' when it holds a backslash). */
+export function literal(text: string): string {
+  const quoted = `'${text.replaceAll("'", "''").replaceAll("\\", "\\\\")}'`;
+  return text.includes("\\") ? `E${quoted}` : quoted;
+}
+
+/**
+ * The statement that scopes a transaction to a tenant: the role orderly_app, orderly.tenant_id and,
+ * when given, the lock timeout and the trace context of the outbox rows it writes (kit migration
+ * 0005). Its values are written as literals: with no parameters, it can travel with BEGIN as one
+ * simple query (postgres.ts).
+ */
+export function tenantSettings(tenantId: string, options: TenantOptions & { traceparent?: string | undefined } = {}): string {
+  const settings = [TENANT_SETTINGS, `set_config('orderly.tenant_id', ${literal(tenantId)}, true)`];
+  if (options.lockTimeoutMs !== undefined) settings.push(`set_config('lock_timeout', ${literal(`${Math.trunc(options.lockTimeoutMs)}ms`)}, true)`);
+  if (options.traceparent !== undefined) settings.push(`set_config('orderly.traceparent', ${literal(options.traceparent)}, true)`);
+  return settings.join(", ");
+}
+
 /**
  * Runs work in one transaction scoped to a tenant: as the role orderly_app with orderly.tenant_id
- * set, so row-level security applies on top of the queries' own tenant filters. One round trip.
+ * set, so row-level security applies on top of the queries' own tenant filters. On PostgreSQL the
+ * BEGIN and the settings are one round trip.
  */
 export function inTenant<T>(db: Db, tenantId: string, work: (tx: Tx) => Promise<T>, options: TenantOptions = {}): Promise<T> {
   return transaction(db, async (tx) => {
-    const lockTimeout = options.lockTimeoutMs === undefined ? sql`` : sql`, set_config('lock_timeout', ${`${options.lockTimeoutMs}ms`}, true)`;
-    // While a span is active, the outbox rows this transaction writes carry its trace context (kit migration 0005).
-    const traceparent = currentTraceparent();
-    const traced = traceparent === undefined ? sql`` : sql`, set_config('orderly.traceparent', ${traceparent}, true)`;
-    await tx.execute(sql`select set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', ${tenantId}, true)${lockTimeout}${traced}`);
+    // While a span is active, the outbox rows this transaction writes carry its trace context.
+    await tx.execute(sql.raw(tenantSettings(tenantId, { ...options, traceparent: currentTraceparent() })));
     return work(tx);
   });
 }

@@ -2,7 +2,7 @@ import type { Logger as QueryLogger } from "drizzle-orm/logger";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
-import { type Database, type Db, inTenant, MIGRATION_LOCK, type NotificationState, MIGRATION_SETS, migrationConfig, setsBehind } from "./client.ts";
+import { type Database, type Db, inTenant, TENANT_SETTINGS, MIGRATION_LOCK, type NotificationState, MIGRATION_SETS, migrationConfig, setsBehind } from "./client.ts";
 import * as schema from "./schema.ts";
 
 export interface PostgresOptions {
@@ -27,7 +27,10 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
   pool.on("error", () => {});
   // Nor may a checked-out one: the pool listens only to idle clients, and an 'error' event nobody
   // listens to is thrown. Its statement in flight fails anyway.
-  pool.on("connect", (client) => client.on("error", () => {}));
+  pool.on("connect", (client) => {
+    client.on("error", () => {});
+    beginWithFirstStatement(client);
+  });
   // drizzle sends BEGIN before the try/finally that releases its client, so a client whose connection
   // died while idle fails BEGIN and is never given back: every outage would shrink the pool for good
   // and end() would wait forever. Such a client goes back (and out) when its connection ends.
@@ -66,6 +69,34 @@ export function openPostgres(url: string, options: PostgresOptions = {}): Databa
       await pool.end();
     },
   };
+}
+
+/** What drizzle is told of a BEGIN held back (it reads nothing of it). */
+const HELD_BEGIN = { command: "BEGIN", rowCount: null, rows: [], fields: [] };
+
+/**
+ * drizzle opens a transaction with BEGIN alone, a round trip of its own. This client holds it back
+ * and sends it with the transaction's first statement: as one simple query ("begin; select
+ * set_config(...)") when that is a tenant's settings, which take no parameters (inTenant); otherwise
+ * just before it, as drizzle would have, waiting for its answer first.
+ */
+function beginWithFirstStatement(client: pg.Client): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+  let held = false;
+  client.query = ((config: unknown, values?: unknown, callback?: unknown) => {
+    const text = typeof config === "string" ? config : (config as { text?: unknown } | null)?.text;
+    const noValues = values === undefined || (Array.isArray(values) && values.length === 0);
+    if (text === "begin" && noValues && callback === undefined) {
+      held = true;
+      return Promise.resolve(HELD_BEGIN);
+    }
+    if (!held) return query(config, values, callback);
+    held = false;
+    if (typeof text === "string" && text.startsWith(TENANT_SETTINGS) && noValues && callback === undefined) {
+      return query({ ...(typeof config === "string" ? {} : (config as object)), text: `begin; ${text}` });
+    }
+    return query("begin").then(() => query(config, values, callback));
+  }) as typeof client.query;
 }
 
 /** Gives a checked-out client back to its pool when its connection ends; its holder's release() then does nothing. */
