@@ -3,7 +3,7 @@ import { sql } from "drizzle-orm";
 import { pino } from "pino";
 import { Connection } from "rabbitmq-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { type Database, rows } from "../src/db/client.ts";
+import { type Database, rows, transaction } from "../src/db/client.ts";
 import { openPostgres } from "../src/db/postgres.ts";
 import { type Bus, type BusMessage, createInProcessBus, MessageRejected, topicMatches } from "../src/kit/bus.ts";
 import { systemClock } from "../src/kit/clock.ts";
@@ -12,7 +12,7 @@ import { newId } from "../src/kit/ids.ts";
 import { inboxHandler } from "../src/kit/inbox.ts";
 import { createOutbox } from "../src/kit/outbox.ts";
 import { createRabbitBus } from "../src/kit/rabbit-bus.ts";
-import { createRelay, type Relay } from "../src/kit/relay.ts";
+import { claimDue, createRelay, type Relay } from "../src/kit/relay.ts";
 import { openTestPglite, openTestPostgres, postgresUrl } from "./support/databases.ts";
 
 /** RabbitMQ of AMQP_URL; under CI=true a missing one fails instead of skipping. */
@@ -278,3 +278,60 @@ describe.runIf(postgresUrl())("two relays on PostgreSQL", () => {
     }
   });
 });
+
+describe.runIf(postgresUrl())("the relay's claim on PostgreSQL", () => {
+  it("finds the few pending rows among many published ones without reading the published ones, and its table is vacuumed after 1,000 dead rows", async () => {
+    const database = await openTestPostgres();
+    try {
+      const [options] = await rows<{ reloptions: string[] }>(database.db, sql`select reloptions from pg_class where relname = 'outbox_messages'`);
+      expect(options?.reloptions).toEqual(expect.arrayContaining(["autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=1000"]));
+      // As under load: 20,000 messages written pending and since published, whose entries autovacuum has not yet taken out of outbox_due.
+      await database.db.execute(sql`alter table outbox_messages set (autovacuum_enabled = false)`);
+      await database.db.execute(sql`
+        insert into outbox_messages (id, tenant_id, topic, payload, status, next_attempt_at, created_at)
+        select 'msg_' || g, 't1', 'order.placed', '{}'::jsonb, 'pending', now() - interval '1 hour' + g * interval '1 ms', now() - interval '1 hour' + g * interval '1 ms'
+        from generate_series(1, 20030) g`);
+      await database.db.execute(sql`update outbox_messages set status = 'published', published_at = now() where id not in (select 'msg_' || g from generate_series(20001, 20030) g)`);
+      // The statistics know the pending rows are few: the planner would then rather scan a bitmap of every entry, and sort.
+      await database.db.execute(sql`analyze outbox_messages`);
+      const published: string[] = [];
+      const bus: Bus = { publish: async (m) => void published.push(m.id), subscribe: async () => {}, ping: async () => {}, async close() {} };
+      const relay = createRelay({ database, bus, clock: systemClock, log, deadLetters: createDeadLetters({ clock: systemClock, newId }), batch: 100 });
+      // The first pass reads the published rows' entries once, and marks them dead.
+      expect(await relay.relayOnce()).toBe(30);
+      await database.db.execute(sql`update outbox_messages set status = 'pending', published_at = null where id in (select 'msg_' || g from generate_series(20001, 20030) g)`);
+      // The next claim, as the relay makes it, reads the index and the pending rows' pages (about 310 pages here). The
+      // planner left to itself read every entry's page: 700-1,100 (a bitmap scan, or by created_at a sequential one).
+      const explained = await explainClaim(database);
+      expect(explained.claimed).toBe(30);
+      expect(explained.sharedBlocks).toBeLessThan(450);
+    } finally {
+      await database.close();
+    }
+  });
+});
+
+interface PlanNode {
+  "Actual Rows": number;
+  "Shared Hit Blocks": number;
+  "Shared Read Blocks": number;
+}
+
+/** Runs the relay's claim under EXPLAIN ANALYZE and rolls it back: the rows it claimed and the pages it touched. */
+async function explainClaim(database: Database): Promise<{ claimed: number; sharedBlocks: number }> {
+  const rolledBack = new Error("rolled back");
+  let plan: PlanNode | undefined;
+  await transaction(database.db, async (tx) => {
+    const [row] = await rows<{ "QUERY PLAN": { Plan: PlanNode }[] }>(tx, sql`explain (analyze, buffers, format json) ${claimDue(new Date(), 10_000, 100)}`);
+    plan = row?.["QUERY PLAN"][0]?.Plan;
+    throw rolledBack;
+  }).catch((error: unknown) => {
+    if (error !== rolledBack) throw error;
+  });
+  if (!plan) throw new Error("no plan");
+  return {
+    claimed: plan["Actual Rows"],
+    sharedBlocks: plan["Shared Hit Blocks"] + plan["Shared Read Blocks"],
+  };
+}
+

@@ -1,4 +1,4 @@
-import { sql } from "drizzle-orm";
+import { type SQL, sql } from "drizzle-orm";
 import type { Logger } from "pino";
 import { type Database, rows, transaction } from "../db/client.ts";
 import { type Bus, type BusMessage, MessageRejected } from "./bus.ts";
@@ -73,6 +73,15 @@ function messageOf(row: ClaimedRow, traceparent: string | undefined): BusMessage
   return message;
 }
 
+/**
+ * Claims up to `batch` due rows, due first, for `claimMs`: by an index scan of outbox_due that
+ * stops after the batch (kit migration 0007, outbox_claim).
+ */
+export function claimDue(now: Date, claimMs: number, batch: number): SQL {
+  const until = new Date(now.getTime() + claimMs);
+  return sql`select * from outbox_claim(${now.toISOString()}::timestamptz, ${until.toISOString()}::timestamptz, ${batch}::integer)`;
+}
+
 const reasonOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /**
@@ -119,20 +128,7 @@ export function createRelay(options: RelayOptions) {
     }
     if (busDown) log.info("the bus is reachable again; sending what waited");
     busDown = false;
-    const now = clock.now();
-    const claimed = await rows<ClaimedRow>(
-      db,
-      sql`
-        update outbox_messages set claimed_until = ${new Date(now.getTime() + claimMs).toISOString()}::timestamptz
-        where id in (
-          select id from outbox_messages
-          where status = 'pending' and next_attempt_at <= ${now.toISOString()}::timestamptz
-            and (claimed_until is null or claimed_until < ${now.toISOString()}::timestamptz)
-          order by created_at limit ${batch}
-          for update skip locked
-        )
-        returning id, tenant_id, topic, payload, consumer, redrive_of, traceparent, attempts, created_at`,
-    );
+    const claimed = await rows<ClaimedRow>(db, claimDue(clock.now(), claimMs, batch));
     if (claimed.length === 0) return 0;
     // Each publish is a PRODUCER span in the trace of the work that wrote the row; the message carries it on.
     const results = await Promise.allSettled(
