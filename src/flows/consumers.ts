@@ -4,7 +4,7 @@ import type { Barrier } from "../kit/barrier.ts";
 import type { BusMessage } from "../kit/bus.ts";
 import type { AfterCommit, Route } from "../kit/inbox.ts";
 import type { Outbox } from "../kit/outbox.ts";
-import { participantEffect, SAGA_REPLY_TOPIC, type SagaRunner } from "../kit/saga.ts";
+import { participantEffect, SAGA_REPLY_TOPIC, type SagaReply, type SagaRunner } from "../kit/saga.ts";
 import type { ProductChange } from "../modules/inventory/inventory.ts";
 import type { TransitionEvent } from "../modules/orders/hooks.ts";
 import { ORDER_EVENT_TOPIC_PATTERN, type OrderSnapshot, type Orders, type OrderView, systemViewer } from "../modules/orders/orders.ts";
@@ -37,7 +37,13 @@ type Effect = Route["effect"];
  * service, named after it. Saga steps and commands come from their definitions (topic
  * `<owner>.<name>`), so a new step is consumed by its owner without a line here.
  */
-const ROUTES: readonly { consumer: ServiceName; topic: string; effect(deps: ConsumerDeps): Effect; wanted?(deps: ConsumerDeps): Route["wanted"] }[] = [
+const ROUTES: readonly {
+  consumer: ServiceName;
+  topic: string;
+  effect(deps: ConsumerDeps): Effect;
+  wanted?(deps: ConsumerDeps): Route["wanted"];
+  serialKey?: Route["serialKey"];
+}[] = [
   ...STEPS.map((step) => ({
     consumer: step.owner,
     topic: stepTopic(step),
@@ -48,7 +54,8 @@ const ROUTES: readonly { consumer: ServiceName; topic: string; effect(deps: Cons
     topic: commandTopic(command),
     effect: (d: ConsumerDeps) => (tx: Tx, message: BusMessage) => command.run(d.steps, tx, message.tenantId, command.payload.parse(message.payload)),
   })),
-  { consumer: "orders", topic: SAGA_REPLY_TOPIC, effect: (d) => requireRunner(d).replyEffect },
+  // A saga's replies lock its row first: those of parallel steps wait for each other in process, not holding connections.
+  { consumer: "orders", topic: SAGA_REPLY_TOPIC, effect: (d) => requireRunner(d).replyEffect, serialKey: (message) => (message.payload as SagaReply).sagaId },
   {
     consumer: "orders",
     topic: PRODUCT_CHANGED_TOPIC,
@@ -72,7 +79,12 @@ export const BUS_CONSUMERS: readonly string[] = BUS_TOPOLOGY.map((t) => t.consum
 
 /** The routes of one service's consumer (those of `topic` only, when given). */
 export function routesOf(service: ServiceName, deps: ConsumerDeps, topic?: string): Route[] {
-  return ROUTES.filter((r) => r.consumer === service && (topic === undefined || r.topic === topic)).map((r) => ({ topic: r.topic, effect: r.effect(deps), ...(r.wanted ? { wanted: r.wanted(deps) } : {}) }));
+  return ROUTES.filter((r) => r.consumer === service && (topic === undefined || r.topic === topic)).map((r) => ({
+    topic: r.topic,
+    effect: r.effect(deps),
+    ...(r.wanted ? { wanted: r.wanted(deps) } : {}),
+    ...(r.serialKey ? { serialKey: r.serialKey } : {}),
+  }));
 }
 
 function requireRunner(deps: ConsumerDeps): SagaRunner {

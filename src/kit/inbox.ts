@@ -39,6 +39,32 @@ export interface Route {
   effect: (tx: Tx, message: BusMessage, afterCommit: AfterCommit) => Promise<void>;
   /** Asked first, outside any transaction: false when the effect would do nothing with this message. */
   wanted?: (message: BusMessage) => Promise<boolean>;
+  /**
+   * Messages with the same key are handled one after another in this process, each transaction
+   * opened once the one before it ended. For effects that lock one row first (a saga's replies): the
+   * later one waits here, not in PostgreSQL holding a connection. Other replicas still meet at the lock.
+   */
+  serialKey?: (message: BusMessage) => string;
+}
+
+/** Runs work one at a time per key, in the order asked; keys are independent. */
+export function serialLanes() {
+  const tails = new Map<string, Promise<void>>();
+  return {
+    async run(key: string, work: () => Promise<void>): Promise<void> {
+      const before = tails.get(key) ?? Promise.resolve();
+      const done = before.then(work, work);
+      const tail = done.catch(() => {});
+      tails.set(key, tail);
+      try {
+        await done;
+      } finally {
+        if (tails.get(key) === tail) tails.delete(key);
+      }
+    },
+    /** Keys with work running or waiting (tests). */
+    size: () => tails.size,
+  };
 }
 
 /**
@@ -53,10 +79,12 @@ export function topicRouter(database: Database, consumer: string, routes: readon
     log?.debug({ consumer, topic: message.topic, messageId: message.id, tenantId: message.tenantId }, "handling a message");
     await route.effect(tx, message, afterCommit);
   });
+  const lanes = serialLanes();
   return async (message) => {
+    const route = routeOf(message);
     // A message the route has nothing to do with costs no transaction (and leaves no inbox row: doing nothing twice is harmless).
-    const wanted = routeOf(message)?.wanted;
-    if (wanted && !(await wanted(message))) return;
-    await handle(message);
+    if (route?.wanted && !(await route.wanted(message))) return;
+    const key = route?.serialKey?.(message);
+    await (key === undefined ? handle(message) : lanes.run(`${route?.topic} ${key}`, () => handle(message)));
   };
 }
