@@ -9,7 +9,7 @@ import { type Bus, type BusMessage, createInProcessBus, MessageRejected, topicMa
 import { systemClock } from "../src/kit/clock.ts";
 import { createDeadLetters, type DeadLetters } from "../src/kit/dead-letters.ts";
 import { newId } from "../src/kit/ids.ts";
-import { inboxHandler } from "../src/kit/inbox.ts";
+import { inboxHandler, topicRouter } from "../src/kit/inbox.ts";
 import { createOutbox } from "../src/kit/outbox.ts";
 import { createRabbitBus } from "../src/kit/rabbit-bus.ts";
 import { claimDue, createRelay, type Relay } from "../src/kit/relay.ts";
@@ -275,6 +275,38 @@ describe.runIf(postgresUrl())("two relays on PostgreSQL", () => {
       await Promise.all(relays.map((r) => r.stop()));
       await second.close();
       await first.close();
+    }
+  });
+});
+
+describe.runIf(postgresUrl())("a consumer's serial lanes on PostgreSQL", () => {
+  it("applies messages with the same key one transaction after another, and others beside them", async () => {
+    const database = await openTestPostgres({ max: 6 });
+    try {
+      const open = new Map<string, number>();
+      let together = 0;
+      let sameKeyTogether = 0;
+      const router = topicRouter(database, "orders", [
+        {
+          topic: "saga.reply",
+          serialKey: (message) => (message.payload as { sagaId: string }).sagaId,
+          async effect(tx, message) {
+            const key = (message.payload as { sagaId: string }).sagaId;
+            open.set(key, (open.get(key) ?? 0) + 1);
+            sameKeyTogether = Math.max(sameKeyTogether, open.get(key) ?? 0);
+            together = Math.max(together, [...open.values()].reduce((a, b) => a + b, 0));
+            await tx.execute(sql`select pg_sleep(0.05)`);
+            open.set(key, (open.get(key) ?? 0) - 1);
+          },
+        },
+      ]);
+      const message = (sagaId: string): BusMessage => ({ id: newId("msg"), tenantId: "t1", topic: "saga.reply", payload: { sagaId } });
+      await Promise.all([message("s1"), message("s1"), message("s1"), message("s2"), message("s2")].map((m) => router(m)));
+      expect(sameKeyTogether).toBe(1);
+      expect(together).toBe(2);
+      expect((await rows<{ n: number }>(database.db, sql`select count(*)::int as n from inbox_messages`))[0]?.n).toBe(5);
+    } finally {
+      await database.close();
     }
   });
 });

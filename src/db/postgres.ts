@@ -78,10 +78,10 @@ const HELD_BEGIN = { command: "BEGIN", rowCount: null, rows: [], fields: [] };
  * drizzle opens a transaction with BEGIN alone, a round trip of its own. This client holds it back
  * and sends it with the transaction's first statement: as one simple query ("begin; select
  * set_config(...)") when that is a tenant's settings, which take no parameters (inTenant); otherwise
- * just before it, as drizzle would have, waiting for its answer first.
+ * queued just before it, as drizzle would have sent it, and a failed BEGIN fails that statement.
  */
 function beginWithFirstStatement(client: pg.Client): void {
-  const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
   let held = false;
   client.query = ((config: unknown, values?: unknown, callback?: unknown) => {
     const text = typeof config === "string" ? config : (config as { text?: unknown } | null)?.text;
@@ -95,7 +95,14 @@ function beginWithFirstStatement(client: pg.Client): void {
     if (typeof text === "string" && text.startsWith(TENANT_SETTINGS) && noValues && callback === undefined) {
       return query({ ...(typeof config === "string" ? {} : (config as object)), text: `begin; ${text}` });
     }
-    return query("begin").then(() => query(config, values, callback));
+    // Both queued at once, so statements sent together keep their order (pg sends one after the other).
+    const begun = query("begin") as Promise<unknown>;
+    const sent = query(config, values, callback);
+    if (!(sent instanceof Promise)) {
+      begun.catch(() => {}); // a callback or a cursor: it fails with its connection, as BEGIN would have
+      return sent;
+    }
+    return Promise.all([begun, sent]).then(([, result]) => result);
   }) as typeof client.query;
 }
 

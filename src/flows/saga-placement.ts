@@ -23,9 +23,11 @@ import {
 import { reserveStock } from "./steps.ts";
 
 const SETTLED_CHANNEL = "orderly_order_settled";
-// NOTIFY wakes a waiter when its order settles. While the listening connection is down, waiters also
-// look every POLL_MS; while it is live, once more at their deadline only.
+// NOTIFY wakes a waiter when its order settles. Waiters also look every POLL_MS while the listening
+// connection is down, and every LIVE_POLL_MS while it is up: a NOTIFY may still not come (a
+// half-open connection not yet noticed, a pooler that does not pass notifications on).
 const POLL_MS = 1_000;
+const LIVE_POLL_MS = 2_000;
 /** The refusals a waiting request is told as such; any other end of a placement is PLACEMENT_FAILED. */
 const TOLD_REFUSALS: readonly PlacementRefusal[] = ["OUT_OF_STOCK", "INSUFFICIENT_FUNDS", "COUPON_UNAVAILABLE", "TRANSITION_VETOED"];
 
@@ -139,7 +141,7 @@ export function createSagaPlacement(deps: SagaPlacementDeps): Placement & { star
         const left = deadline - Date.now();
         if (left <= 0) return undefined;
         // Under load, waiters polling every second read each order about three times for nothing (pg_stat_statements).
-        const poll = database.notifications() === "live" ? left : Math.min(left, POLL_MS);
+        const poll = Math.min(left, database.notifications() === "live" ? LIVE_POLL_MS : POLL_MS);
         const settled = await Promise.race([listener.woken, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), poll)))]);
         if (settled) return settled;
       } finally {

@@ -186,7 +186,8 @@ export function createRelay(options: RelayOptions) {
   /** The bus (re)connected: whatever waited for it is due now, not after its backoff. */
   async function sendWaiting(): Promise<void> {
     const now = clock.now().toISOString();
-    await db.execute(sql`update outbox_messages set next_attempt_at = ${now}::timestamptz where status = 'pending' and next_attempt_at > ${now}::timestamptz`);
+    // Due as when first written: claims go due first, so these, the oldest, leave before what was written since.
+    await db.execute(sql`update outbox_messages set next_attempt_at = created_at where status = 'pending' and next_attempt_at > ${now}::timestamptz`);
     onNotify();
   }
   let stopWatchingBus: (() => void) | undefined;
