@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { sql } from "drizzle-orm";
-import { type Database, type Queryable, rows, transaction } from "../db/client.ts";
+import { type Database, type Queryable, literal, rows, transaction } from "../db/client.ts";
 import { sqlState } from "../db/errors.ts";
 import type { OrderContext } from "./steps.ts";
 import type { Flow } from "./executors.ts";
@@ -38,8 +38,6 @@ export type BatchOutcome = ComposedOutcome | { kind: "alone" };
 export type OrderWriter = "record" | "settle";
 const ORDER_WRITERS: Record<OrderWriter, string> = { record: "orders_record", settle: "orders_settle" };
 
-const quote = (text: string) => `'${text.replaceAll("'", "''")}'`;
-
 /**
  * The local executor in one round trip: a PL/pgSQL function generated from a flow, calling each
  * step's own SQL function (defined by its module's migrations) in the flow's order, the order record
@@ -48,9 +46,9 @@ const quote = (text: string) => `'${text.replaceAll("'", "''")}'`;
  * Its name carries a hash of its text: processes of different versions never replace each other's.
  */
 export function composeFlow<C extends OrderContext>(flow: Flow<C>, order: OrderWriter = "record") {
-  const refuseUnless = `IF r ? 'refused' THEN RAISE EXCEPTION USING ERRCODE = ${quote(REFUSED)}, MESSAGE = r->>'refused', DETAIL = coalesce(r->>'detail', ''); END IF;`;
+  const refuseUnless = `IF r ? 'refused' THEN RAISE EXCEPTION USING ERRCODE = ${literal(REFUSED)}, MESSAGE = r->>'refused', DETAIL = coalesce(r->>'detail', ''); END IF;`;
   const stepCall = ({ step }: Flow<C>["steps"][number]) =>
-    `  IF p_calls ? ${quote(step.id)} THEN\n    r := ${step.fn}(p_tenant, p_calls->${quote(step.id)});\n    ${refuseUnless}\n  END IF;`;
+    `  IF p_calls ? ${literal(step.id)} THEN\n    r := ${step.fn}(p_tenant, p_calls->${literal(step.id)});\n    ${refuseUnless}\n  END IF;`;
   const body = [
     "  PERFORM set_config('role', 'orderly_app', true), set_config('orderly.tenant_id', p_tenant, true), set_config('lock_timeout', p_lock_timeout, true),",
     "    set_config('orderly.traceparent', coalesce(p_traceparent, ''), true);",
@@ -92,7 +90,7 @@ BEGIN
     BEGIN
       v_out := v_out || jsonb_build_object('number', ${single}(p_tenant, v_item->>'lockTimeout', v_item->'prices', v_item->'calls', v_item->'order', v_item->>'traceparent'));
     EXCEPTION
-      WHEN SQLSTATE ${quote(REFUSED)} THEN
+      WHEN SQLSTATE ${literal(REFUSED)} THEN
         GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
         v_out := v_out || jsonb_build_object('refused', v_message, 'detail', v_detail);
       WHEN lock_not_available THEN
