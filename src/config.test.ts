@@ -14,6 +14,7 @@ describe("configuration", () => {
       currency: "CNY",
       demo: undefined,
       dbPoolMax: 10,
+      dbPreparedStatements: true,
       retentionHours: 168,
     });
   });
@@ -31,6 +32,7 @@ describe("configuration", () => {
     ["ORDERLY_JWT_SECRET", "short"],
     ["ORDERLY_RETRY_DELAYS_MS", "1s,2s"],
     ["ORDERLY_DB_POOL_MAX", "0"],
+    ["ORDERLY_DB_PREPARED_STATEMENTS", "yes"],
     ["ORDERLY_PLACEMENT", "xa"],
     ["ORDERLY_2PC_IN_DOUBT_MS", "10"],
     ["ORDERLY_RETENTION_HOURS", "12"],

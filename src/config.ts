@@ -78,6 +78,8 @@ export interface Config {
   rateLimitBurst: number;
   /** ORDERLY_DB_POOL_MAX: connections per process to PostgreSQL. */
   dbPoolMax: number;
+  /** ORDERLY_DB_PREPARED_STATEMENTS: statements with parameters prepared once per connection (off behind a pooler that cannot keep them). */
+  dbPreparedStatements: boolean;
   /** ORDERLY_SETTLEMENT_BACKLOG: PENDING orders a process settles in the background before a request that adds one waits for room. */
   settlementBacklog: number;
   currency: string;
@@ -231,6 +233,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     rateLimitRps: parse(env, "ORDERLY_RATE_LIMIT_RPS", integer(1, 1_000_000), 50),
     rateLimitBurst: parse(env, "ORDERLY_RATE_LIMIT_BURST", integer(1, 1_000_000), 100),
     dbPoolMax: parse(env, "ORDERLY_DB_POOL_MAX", integer(1, 1_000), 10),
+    dbPreparedStatements: parse(env, "ORDERLY_DB_PREPARED_STATEMENTS", z.enum(["0", "1"], "must be 0 or 1").transform((v) => v === "1"), true),
     settlementBacklog: parse(env, "ORDERLY_SETTLEMENT_BACKLOG", integer(1, 1_000_000), 1_000),
     currency: parse(env, "ORDERLY_CURRENCY", z.string().regex(/^[A-Z]{3}$/, "must be an ISO 4217 code such as CNY"), "CNY"),
     demo: parse<boolean | undefined>(env, "ORDERLY_DEMO", z.enum(["0", "1"], "must be 0 or 1").transform((v) => v === "1"), undefined),

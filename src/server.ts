@@ -87,7 +87,7 @@ async function openParticipants(config: Config): Promise<Record<ServiceName, Par
       if (!byUrl.has(url)) {
         const work = await openDatabase(config, { url, variable, migrate: "none", lockTimeoutMs: DEFAULT_WAIT_MS });
         const maxPrepared = await maxPreparedTransactions(work);
-        byUrl.set(url, { work, finish: openPostgres(url, { max: 2 }), maxPrepared });
+        byUrl.set(url, { work, finish: openPostgres(url, { max: 2, preparedStatements: config.dbPreparedStatements }), maxPrepared });
         if (maxPrepared === 0) {
           throw new ConfigError("ORDERLY_PLACEMENT", `2pc needs max_prepared_transactions > 0 on the PostgreSQL server of ${variable} (it is 0; set it and restart the server)`);
         }

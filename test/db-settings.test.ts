@@ -51,6 +51,37 @@ describe.runIf(postgresUrl())("PostgreSQL connection settings", () => {
     }
   });
 
+  it("prepares each statement with parameters once per connection; a generic plan still sees only the tenant's rows", async () => {
+    const migrated = await openTestPostgres();
+    const database = openPostgres(migrated.url, { max: 1, lockTimeoutMs: 300 });
+    const unprepared = openPostgres(migrated.url, { max: 1, preparedStatements: false });
+    const preparedOn = async (db: typeof database) =>
+      rows<{ statement: string; generic: number; custom: number }>(
+        db.db,
+        sql`select statement, generic_plans::int as generic, custom_plans::int as custom from pg_prepared_statements where statement like '%from stock_levels%'`,
+      );
+    try {
+      for (const tenant of ["a", "b"]) {
+        await database.tenant(tenant, (tx) => tx.execute(sql`insert into stock_levels (tenant_id, sku, initial, available) values (${tenant}, ${`SKU-${tenant}`}, 1, 1)`));
+      }
+      // The plan PostgreSQL may settle on after five runs, made at once: the tenant is a setting, not a parameter.
+      await database.db.execute(sql`set plan_cache_mode = force_generic_plan`);
+      const skus = (db: typeof database, tenant: string) =>
+        db.tenant(tenant, async (tx) => (await rows<{ sku: string }>(tx, sql`select sku from stock_levels where available >= ${1}`)).map((r) => r.sku));
+      for (let run = 0; run < 3; run++) {
+        expect(await skus(database, "a")).toEqual(["SKU-a"]);
+        expect(await skus(database, "b")).toEqual(["SKU-b"]);
+        expect(await skus(unprepared, "a")).toEqual(["SKU-a"]);
+      }
+      expect(await preparedOn(database)).toEqual([{ statement: "select sku from stock_levels where available >= $1", generic: 6, custom: 0 }]);
+      expect(await preparedOn(unprepared)).toEqual([]);
+    } finally {
+      await unprepared.close();
+      await database.close();
+      await migrated.close();
+    }
+  });
+
   it("sends BEGIN with a tenant's settings as one round trip, and a plain transaction's BEGIN on its own; each is still one transaction", async () => {
     const migrated = await openTestPostgres();
     // Counted where pg sends statements: the pool's connection binds it when it connects.

@@ -41,7 +41,12 @@ async function reachDatabase(config: Config, options: Parameters<typeof openData
     return database;
   }
   const { openPostgres } = await import("./postgres.ts");
-  const database = openPostgres(databaseUrl, { max: config.dbPoolMax, lockTimeoutMs: options.lockTimeoutMs, onNotificationsChange: options.onNotificationsChange });
+  const database = openPostgres(databaseUrl, {
+    max: config.dbPoolMax,
+    preparedStatements: config.dbPreparedStatements,
+    lockTimeoutMs: options.lockTimeoutMs,
+    onNotificationsChange: options.onNotificationsChange,
+  });
   try {
     await database.ping();
   } catch (error) {
