@@ -1,7 +1,7 @@
 import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, SignJWT } from "jose";
-import { LRUCache } from "lru-cache";
 import { z } from "zod";
 import { type Clock, systemClock } from "../kit/clock.ts";
+import { boundedLru } from "../kit/lru.ts";
 
 export const ROLES = ["customer", "admin"] as const;
 export type Role = (typeof ROLES)[number];
@@ -93,7 +93,7 @@ export function createTokens(options: {
     ? crypto.subtle.importKey("raw", new TextEncoder().encode(options.secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"])
     : undefined;
   const keySet = options.jwksUrl ? createRemoteJWKSet(new URL(options.jwksUrl), { cooldownDuration: 30_000, timeoutDuration: 5_000 }) : undefined;
-  const verified = new LRUCache<string, { identity: Identity; untilMs: number }>({ max: options.cacheSize ?? CACHE_MAX_TOKENS });
+  const verified = boundedLru<string, { identity: Identity; untilMs: number }>(options.cacheSize ?? CACHE_MAX_TOKENS);
 
   async function verifyAny(token: string, currentDate: Date) {
     const { alg } = decodeProtectedHeader(token);

@@ -1,8 +1,8 @@
-import { LRUCache } from "lru-cache";
 import type { Counter } from "prom-client";
 import type { Database, Queryable } from "../db/client.ts";
 import { createInvalidations, type Invalidations } from "./cache-invalidations.ts";
 import { createRedisStore, databaseScope } from "./cache-redis.ts";
+import { boundedLru } from "./lru.ts";
 
 /**
  * A read-through cache for data whose truth is in the database: names, prices, coupon terms. Never
@@ -108,7 +108,7 @@ export function createCache<V>(options: CacheOptions): Cache<V> {
   const random = options.random ?? Math.random;
   const singleFlight = options.singleFlight ?? true;
   const perf = options.perf ?? performance;
-  const l1 = new LRUCache<string, Entry<V>>({ max: options.max, ttlResolution: 0, perf });
+  const l1 = boundedLru<string, Entry<V>>(options.max, { ttlResolution: 0, perf });
   /** The loads of each key under way, to mark them stale when the key is invalidated. */
   const loading = new Map<string, Set<Flight<V>>>();
   /** The load of each key that later callers join (single flight). */

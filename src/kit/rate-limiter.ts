@@ -1,5 +1,5 @@
 import type { Redis } from "ioredis";
-import { LRUCache } from "lru-cache";
+import { boundedLru } from "./lru.ts";
 import { newRedis } from "./redis-client.ts";
 
 export interface RateDecision {
@@ -36,7 +36,7 @@ function decide(tokens: number, allowed: boolean, rps: number, burst: number): R
 export function createMemoryRateLimiter(options: { rps: number; burst: number; maxKeys?: number; now?: () => number }): RateLimiter {
   const { rps, burst } = options;
   const now = options.now ?? Date.now;
-  const buckets = new LRUCache<string, { tokens: number; at: number }>({ max: options.maxKeys ?? 100_000 });
+  const buckets = boundedLru<string, { tokens: number; at: number }>(options.maxKeys ?? 100_000);
   return {
     rps,
     burst,

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { sql } from "drizzle-orm";
 import type { Redis } from "ioredis";
-import { LRUCache } from "lru-cache";
 import type { Database, Tx } from "../db/client.ts";
+import { boundedLru } from "./lru.ts";
 import { newRedis } from "./redis-client.ts";
 
 // The sold-out gate keeps requests for a sold-out SKU away from the database. It never admits
@@ -56,7 +56,7 @@ const INDEX_GRACE_MS = 60_000; // expired marks stay listed this long, for the r
 /** Marks in process memory: for a process that runs both placement and stock (all-in-one) without Redis. */
 export function createMemoryMarkStore(options: { now?: () => number; maxKeys?: number } = {}): MarkStore {
   const now = options.now ?? Date.now;
-  const entries = new LRUCache<string, { tenantId: string; sku: string; epoch: string; below?: number; until?: number }>({ max: options.maxKeys ?? 100_000 });
+  const entries = boundedLru<string, { tenantId: string; sku: string; epoch: string; below?: number; until?: number }>(options.maxKeys ?? 100_000);
   let epochs = 0;
   const keyOf = (tenantId: string, sku: string) => `${tenantId}\n${sku}`;
   const live = (e: { below?: number; until?: number } | undefined) => e?.below !== undefined && (e.until ?? 0) > now();
