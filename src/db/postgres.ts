@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Logger as QueryLogger } from "drizzle-orm/logger";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
@@ -113,7 +114,7 @@ function beginWithFirstStatement(client: pg.Client): void {
   }) as typeof client.query;
 }
 
-/** Names given to parameterised statements by their text: the same text has the same name in every connection of the process. */
+/** Names given to parameterised statements: a hash of the text, the same in every connection and process. */
 const statementNames = new Map<string, string>();
 /** Past this many texts, new ones go unnamed: each connection's server process keeps a plan per name. */
 const MAX_NAMED_STATEMENTS = 500;
@@ -131,17 +132,24 @@ function preparedByText(client: pg.Client): void {
 }
 
 function named(config: unknown, values: unknown): unknown {
-  const object = typeof config === "string" ? { text: config } : (config as { text?: unknown; name?: unknown; values?: unknown } | null);
+  const object = typeof config === "string" ? { text: config } : (config as { text?: unknown; name?: unknown; values?: unknown; submit?: unknown } | null);
   const given = values ?? object?.values;
   if (!object || typeof object.text !== "string" || object.name !== undefined || !Array.isArray(given) || given.length === 0) return config;
+  // A Submittable (a cursor, a stream) is passed on as it is: a copy would lose its methods.
+  if (typeof object.submit === "function") return config;
+  // pg closes a named statement whose values it cannot convert, yet counts it prepared: only plain values.
+  if (!given.every(plainValue)) return config;
   let name = statementNames.get(object.text);
   if (name === undefined) {
     if (statementNames.size >= MAX_NAMED_STATEMENTS) return config;
-    name = `orderly_${statementNames.size}`;
+    name = `orderly_${createHash("sha256").update(object.text).digest("hex").slice(0, 24)}`;
     statementNames.set(object.text, name);
   }
   return { ...object, name };
 }
+
+const plainValue = (value: unknown): boolean =>
+  value === null || typeof value !== "object" || value instanceof Date || Buffer.isBuffer(value) || (Array.isArray(value) && value.every(plainValue));
 
 /** Gives a checked-out client back to its pool when its connection ends; its holder's release() then does nothing. */
 function releasedWhenLost(client: pg.PoolClient): pg.PoolClient {

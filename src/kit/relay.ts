@@ -79,7 +79,10 @@ function messageOf(row: ClaimedRow, traceparent: string | undefined): BusMessage
  */
 export function claimDue(now: Date, claimMs: number, batch: number): SQL {
   const until = new Date(now.getTime() + claimMs);
-  return sql`select * from outbox_claim(${now.toISOString()}::timestamptz, ${until.toISOString()}::timestamptz, ${batch}::integer)`;
+  // The columns by name: a prepared statement fails once what it returns changes (a later migration adding a column).
+  return sql`
+    select id, tenant_id, topic, payload, consumer, redrive_of, traceparent, attempts, created_at
+    from outbox_claim(${now.toISOString()}::timestamptz, ${until.toISOString()}::timestamptz, ${batch}::integer)`;
 }
 
 const reasonOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
