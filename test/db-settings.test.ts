@@ -82,30 +82,31 @@ describe.runIf(postgresUrl())("PostgreSQL connection settings", () => {
     }
   });
 
-  it("does not prepare a statement whose values pg may fail to convert, so the same text still runs on that connection", async () => {
+  /** Runs work on the one connection of a pool as Orderly opens it (its query wrapped), then drops the database. */
+  async function onPooledClient(work: (client: pg.PoolClient) => Promise<void>) {
     const migrated = await openTestPostgres();
     const database = openPostgres(migrated.url, { max: 1 });
-    const pool = (database.db as unknown as { $client: pg.Pool }).$client;
-    const client = await pool.connect();
-    const asJson = async (value: unknown) => (await client.query("select $1::jsonb as v", [value])).rows;
+    const client = await (database.db as unknown as { $client: pg.Pool }).$client.connect();
     try {
-      // pg sends Parse, fails to convert the value, and closes the statement: a name would stay marked prepared.
-      await expect(asJson({ n: 1n })).rejects.toThrow(/BigInt/);
-      expect(await asJson({ n: 1 })).toEqual([{ v: { n: 1 } }]);
-      expect(await asJson('{"n": 2}')).toEqual([{ v: { n: 2 } }]);
+      await work(client);
     } finally {
       client.release();
       await database.close();
       await migrated.close();
     }
-  });
+  }
 
-  it("passes a Submittable (a cursor, a stream) with parameters on as it is, and it is answered", async () => {
-    const migrated = await openTestPostgres();
-    const database = openPostgres(migrated.url, { max: 1 });
-    const pool = (database.db as unknown as { $client: pg.Pool }).$client;
-    const client = await pool.connect();
-    try {
+  it("does not prepare a statement whose values pg may fail to convert, so the same text still runs on that connection", () =>
+    onPooledClient(async (client) => {
+      const asJson = async (value: unknown) => (await client.query("select $1::jsonb as v", [value])).rows;
+      // pg sends Parse, fails to convert the value, and closes the statement: a name would stay marked prepared.
+      await expect(asJson({ n: 1n })).rejects.toThrow(/BigInt/);
+      expect(await asJson({ n: 1 })).toEqual([{ v: { n: 1 } }]);
+      expect(await asJson('{"n": 2}')).toEqual([{ v: { n: 2 } }]);
+    }));
+
+  it("passes a Submittable (a cursor, a stream) with parameters on as it is, and it is answered", () =>
+    onPooledClient(async (client) => {
       const query = client.query(new pg.Query("select $1::int as n", [7]));
       const answered = new Promise<pg.QueryResult>((resolve, reject) => {
         query.on("end", resolve);
@@ -114,12 +115,7 @@ describe.runIf(postgresUrl())("PostgreSQL connection settings", () => {
       // A copy of it would be sent instead, and the one given here never answered.
       const never = new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the query given was never answered")), 5_000));
       expect((await Promise.race([answered, never])).rows).toEqual([{ n: 7 }]);
-    } finally {
-      client.release();
-      await database.close();
-      await migrated.close();
-    }
-  });
+    }));
 
   it("sends BEGIN with a tenant's settings as one round trip, and a plain transaction's BEGIN on its own; each is still one transaction", async () => {
     const migrated = await openTestPostgres();
