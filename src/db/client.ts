@@ -30,6 +30,17 @@ export interface TenantOptions {
 /** The start of the statement that scopes a transaction to a tenant (tenantSettings): postgres.ts sends BEGIN with it. */
 export const TENANT_SETTINGS = "select set_config('role', 'orderly_app', true)";
 
+/**
+ * `column = ${anyOf(values)}`: the column equals one of the strings, which travel as one jsonb
+ * parameter (drizzle spreads an array into a parameter per value: a new statement for every count).
+ * Written `any(array(select …))`, the values are read first and the planner probes an index with
+ * them; `in (select jsonb_array_elements_text(…))`, which it guesses returns 100 rows, it joins
+ * against a sequential scan once a table holds some thousands of rows.
+ */
+export function anyOf(values: readonly string[]): SQL {
+  return sql`any(array(select jsonb_array_elements_text(${JSON.stringify(values)}::jsonb)))`;
+}
+
 /** A string as an SQL literal, as pg's escapeLiteral writes it (E'' when it holds a backslash). */
 export function literal(text: string): string {
   const quoted = `'${text.replaceAll("'", "''").replaceAll("\\", "\\\\")}'`;

@@ -1,6 +1,6 @@
 import { type SQL, sql } from "drizzle-orm";
 import type { Logger } from "pino";
-import { type Database, rows, transaction } from "../db/client.ts";
+import { anyOf, type Database, rows, transaction } from "../db/client.ts";
 import { type Bus, type BusMessage, MessageRejected } from "./bus.ts";
 import type { Clock } from "./clock.ts";
 import type { DeadLetters } from "./dead-letters.ts";
@@ -85,6 +85,13 @@ export function claimDue(now: Date, claimMs: number, batch: number): SQL {
     from outbox_claim(${now.toISOString()}::timestamptz, ${until.toISOString()}::timestamptz, ${batch}::integer)`;
 }
 
+/** Marks the rows the bus took as published, found by their primary key (anyOf). */
+export function markPublished(ids: readonly string[], at: Date): SQL {
+  return sql`
+    update outbox_messages set status = 'published', published_at = ${at.toISOString()}::timestamptz, claimed_until = null, last_error = null
+    where id = ${anyOf(ids)}`;
+}
+
 const reasonOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /**
@@ -144,9 +151,7 @@ export function createRelay(options: RelayOptions) {
     const published = claimed.filter((_, i) => results[i]?.status === "fulfilled").map((row) => row.id);
     if (published.length > 0) {
       const publishedAt = clock.now();
-      await db.execute(sql`
-        update outbox_messages set status = 'published', published_at = ${publishedAt.toISOString()}::timestamptz, claimed_until = null, last_error = null
-        where id in (select jsonb_array_elements_text(${JSON.stringify(published)}::jsonb))`);
+      await db.execute(markPublished(published, publishedAt));
       if (options.onPublished) {
         for (const [i, row] of claimed.entries()) {
           if (results[i]?.status === "fulfilled") options.onPublished(Math.max(0, (publishedAt.getTime() - new Date(row.created_at).getTime()) / 1000));

@@ -1,5 +1,5 @@
 import { type SQL, sql } from "drizzle-orm";
-import { type Database, type Queryable, rows } from "../db/client.ts";
+import { anyOf, type Database, type Queryable, rows } from "../db/client.ts";
 import { STUCK_AFTER_MS } from "../kit/backlog.ts";
 import type { DeadLetter } from "../kit/dead-letters.ts";
 import type { StepProgress } from "../kit/saga.ts";
@@ -91,7 +91,7 @@ export function createOperations(deps: { database: Database; orders: Orders; clo
    */
   const aboutOrder = (column: SQL, orderId: string, sagaIds: string[]) =>
     sql`(${column}->>'orderId' = ${orderId} or ${column}->>'id' = ${orderId}
-         or ${column}->>'sagaId' in (select jsonb_array_elements_text(${JSON.stringify(sagaIds)}::jsonb)))`;
+         or ${column}->>'sagaId' = ${anyOf(sagaIds)})`;
 
   async function timeline(tenantId: string, orderId: string): Promise<Timeline | undefined> {
     const viewer = { tenantId, userId: "", admin: true };
@@ -125,7 +125,7 @@ export function createOperations(deps: { database: Database; orders: Orders; clo
       const handled = await rows<{ consumer: string; message_id: string; processed_at: Date | string }>(
         tx,
         sql`select consumer, message_id, processed_at from inbox_messages
-            where tenant_id = ${tenantId} and message_id in (select jsonb_array_elements_text(${JSON.stringify(messages.map((m) => m.id))}::jsonb))`,
+            where tenant_id = ${tenantId} and message_id = ${anyOf(messages.map((m) => m.id))}`,
       );
       const readsPayments = deps.payments === "if-present" ? await hasTable(tx, "payments") : deps.payments;
       const payments = readsPayments
@@ -163,13 +163,13 @@ export function createOperations(deps: { database: Database; orders: Orders; clo
       database.db,
       sql`select id, source, reference, consumer, topic, reason, status, note, created_at, updated_at from dead_letters
           where tenant_id = ${tenantId}
-            and (reference in (select jsonb_array_elements_text(${JSON.stringify(references)}::jsonb)) or ${aboutOrder(sql`payload`, orderId, sagas.map((s) => s.id))})
+            and (reference = ${anyOf(references)} or ${aboutOrder(sql`payload`, orderId, sagas.map((s) => s.id))})
           order by created_at`,
     );
     const actions = await rows<{ dead_letter_id: string; action: string; actor: string; note: string | null; at: Date | string }>(
       database.db,
       sql`select dead_letter_id, action, actor, note, at from dead_letter_actions
-          where dead_letter_id in (select jsonb_array_elements_text(${JSON.stringify(letters.map((l) => l.id))}::jsonb)) order by id`,
+          where dead_letter_id = ${anyOf(letters.map((l) => l.id))} order by id`,
     );
 
     const events: TimelineEvent[] = [];
