@@ -25,6 +25,23 @@ describe.each(testDatabases())("tenant transactions on $name", ({ open }) => {
   });
 });
 
+describe.each(testDatabases())("the migrations' functions on $name", ({ open }) => {
+  it("are PL/pgSQL, whose statements keep their plans: an SQL function PostgreSQL cannot inline is planned again on every call", async () => {
+    const database = await open();
+    try {
+      const functions = await rows<{ name: string; language: string }>(
+        database.db,
+        sql`select p.proname as name, l.lanname as language from pg_proc p join pg_language l on l.oid = p.prolang
+            where p.pronamespace = 'public'::regnamespace and p.prokind = 'f' order by p.proname`,
+      );
+      expect(functions.map((f) => f.name)).toEqual(expect.arrayContaining(["outbox_claim", "outbox_enqueue", "inventory_prices_match", "shipping_create_document"]));
+      expect(functions.filter((f) => f.language !== "plpgsql")).toEqual([]);
+    } finally {
+      await database.close();
+    }
+  });
+});
+
 describe.runIf(postgresUrl())("PostgreSQL connection settings", () => {
   it("sets lock_timeout in each tenant transaction, never as a connection's startup option (which PgBouncer refuses)", async () => {
     const migrated = await openTestPostgres();
