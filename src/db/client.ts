@@ -33,9 +33,9 @@ export const TENANT_SETTINGS = "select set_config('role', 'orderly_app', true)";
 /**
  * `column = ${anyOf(values)}`: the column equals one of the strings, which travel as one jsonb
  * parameter (drizzle spreads an array into a parameter per value: a new statement for every count).
- * Written `any(array(select …))`, the values are read first and the planner probes an index with
- * them; `in (select jsonb_array_elements_text(…))`, which it guesses returns 100 rows, it joins
- * against a sequential scan once a table holds some thousands of rows.
+ * Written `any(array(select …))`, the values are read first and the planner can probe an index on
+ * the column with them; `in (select jsonb_array_elements_text(…))`, which it guesses returns 100
+ * rows, it joined against a sequential scan once a table held some thousands of rows.
  */
 export function anyOf(values: readonly string[]): SQL {
   return sql`any(array(select jsonb_array_elements_text(${JSON.stringify(values)}::jsonb)))`;
