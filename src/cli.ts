@@ -12,4 +12,7 @@ if (tracingWanted(process.env)) {
   const services = process.argv.includes("--services") ? process.argv[process.argv.indexOf("--services") + 1] : undefined;
   setTracingShutdown(startTracing(!services || services === "all" ? "orderly" : `orderly-${services.replaceAll(",", "-")}`).shutdown);
 }
+// `serve` of the all-in-one on the embedded database: the database starts booting on a thread of its
+// own now, while the commands and the server load.
+if (process.argv[2] === "serve") (await import("./db/pglite-thread.ts")).bootAheadToServe(process.argv.slice(3), process.env);
 await import("./commands.ts");

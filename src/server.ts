@@ -3,7 +3,7 @@ import { type Logger, pino } from "pino";
 import { buildApp } from "./app.ts";
 import { checkProduction, type Config, ConfigError, databaseFor, SERVICE_NAMES, type ServiceName, serviceDatabaseVariable } from "./config.ts";
 import type { Database } from "./db/client.ts";
-import { openDatabase } from "./db/open.ts";
+import { openDatabase, prepareDatabase, reachDatabase } from "./db/open.ts";
 import { maxPreparedTransactions } from "./db/prepared.ts";
 import { DEFAULT_WAIT_MS } from "./flows/placement.ts";
 import type { Participant } from "./flows/two-phase-placement.ts";
@@ -124,22 +124,28 @@ export async function startServer(config: Config, options: { demo: boolean; role
   if (!split && config.placement === "2pc") {
     throw new ConfigError("ORDERLY_PLACEMENT", "2pc is for the orders service of the split deployment: the all-in-one places an order in one local transaction");
   }
+  // The all-in-one's database is only reached here: the embedded one opens on its thread while the app is built.
   const { database, bus, participants } = split
     ? await openSplit(config, roles, log, migrate)
-    : { database: await openDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, onNotificationsChange: logNotifications(log), migrate }), bus: undefined, participants: undefined };
+    : { database: await reachDatabase(config, { lockTimeoutMs: DEFAULT_WAIT_MS, onNotificationsChange: logNotifications(log) }), bus: undefined, participants: undefined };
   const services = createServices({ config, database, secrets, log, ...(bus ? { bus, roles, retryDelaysMs: config.retryDelaysMs, participants } : {}) });
+  let stopping = false;
+  let app: FastifyInstance | undefined;
   try {
-    await services.rateLimiter.ready();
+    await services.rateLimiter.ready().catch((error: unknown) => {
+      throw new ConfigError("REDIS_URL", `cannot reach Redis at ${new URL(config.redisUrl ?? "redis://").host}: ${(error as Error).message}`);
+    });
+    app = await buildApp(services, { stopping: () => stopping });
+    if (!split) await prepareDatabase(database, config, { migrate });
   } catch (error) {
+    await app?.close();
     await services.close();
     await database.close();
     await closeAll(participants);
-    throw new ConfigError("REDIS_URL", `cannot reach Redis at ${new URL(config.redisUrl ?? "redis://").host}: ${(error as Error).message}`);
+    throw error;
   }
   await services.start();
   const demoLoaded = demo ? await loadDemo(services) : false;
-  let stopping = false;
-  const app = await buildApp(services, { stopping: () => stopping });
   await app.listen({ port: config.port, host: config.host });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;

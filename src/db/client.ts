@@ -159,17 +159,32 @@ export interface MigrationStatus {
  * migrator decides, a migration is applied when the newest applied one is not older than it.
  */
 export async function migrationStatus(db: Db, sets: readonly MigrationSet[] = MIGRATION_SETS): Promise<MigrationStatus[]> {
-  const statuses: MigrationStatus[] = [];
-  for (const set of ordered(sets)) {
+  const lastApplied = await lastAppliedOf(db, ordered(sets));
+  return ordered(sets).map((set) => {
     const journal = JSON.parse(readFileSync(join(MIGRATIONS, set, "meta", "_journal.json"), "utf8")) as { entries: { when: number; tag: string }[] };
-    const table = `drizzle.${migrationConfig(set).migrationsTable}`;
-    const [exists] = await rows<{ found: boolean }>(db, sql`select to_regclass(${table}) is not null as found`);
-    const [last] = exists?.found ? await rows<{ at: string | null }>(db, sql`select max(created_at)::text as at from ${sql.raw(table)}`) : [];
-    const lastAt = last?.at == null ? undefined : Number(last.at);
+    const lastAt = lastApplied.get(set);
     const pending = journal.entries.filter((e) => lastAt === undefined || e.when > lastAt).map((e) => e.tag);
-    statuses.push({ set, applied: journal.entries.length - pending.length, pending });
-  }
-  return statuses;
+    return { set, applied: journal.entries.length - pending.length, pending };
+  });
+}
+
+/**
+ * When each set's newest applied migration was created, for the sets whose history table exists: two
+ * statements whatever the number of sets (a start on the embedded database spent 0.15 s in two per set).
+ */
+async function lastAppliedOf(db: Db, sets: readonly MigrationSet[]): Promise<Map<MigrationSet, number>> {
+  const tables = new Map(sets.map((set) => [migrationConfig(set).migrationsTable, set]));
+  const existing = await rows<{ name: string }>(
+    db,
+    sql`select c.relname as name from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'drizzle' and c.relname = ${anyOf([...tables.keys()])}`,
+  );
+  if (existing.length === 0) return new Map();
+  const newest = sql.join(
+    existing.map(({ name }) => sql`select ${tables.get(name)}::text as set, max(created_at)::text as at from ${sql.identifier("drizzle")}.${sql.identifier(name)}`),
+    sql` union all `,
+  );
+  const applied = await rows<{ set: MigrationSet; at: string | null }>(db, newest);
+  return new Map(applied.flatMap(({ set, at }) => (at == null ? [] : [[set, Number(at)] as const])));
 }
 
 /**

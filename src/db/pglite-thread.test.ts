@@ -1,0 +1,121 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, describe, expect, inject, it } from "vitest";
+import { ConfigError, loadConfig } from "../config.ts";
+import { sqlState } from "./errors.ts";
+import { openDatabase } from "./open.ts";
+import { bootAhead, type PgliteThread, startPglite, takeAhead } from "./pglite-thread.ts";
+
+const opened: PgliteThread[] = [];
+const dirs: string[] = [];
+
+/** A thread on a fresh copy of the migrated test database (no initdb: a second instead of three). */
+function thread(): PgliteThread {
+  const { client } = startPglite(undefined, new Blob([readFileSync(inject("pgliteSnapshot"))]));
+  opened.push(client);
+  return client;
+}
+
+function scratchDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "orderly-pglite-thread-"));
+  dirs.push(dir);
+  return dir;
+}
+
+afterEach(async () => {
+  for (const client of opened.splice(0)) await client.close().catch(() => {});
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("the embedded database's thread", () => {
+  it("runs a transaction with no other caller's statement between its own", async () => {
+    const db = thread();
+    await db.query("create table t (n int)");
+    let inside!: () => void;
+    const begun = new Promise<void>((resolve) => (inside = resolve));
+    const rolledBack = db.transaction(async (tx) => {
+      await tx.query("insert into t values (1)");
+      inside();
+      await sleep(50);
+      throw new Error("undo");
+    });
+    await begun;
+    // Asked while the transaction is open: answered after its rollback, so it never sees the row.
+    const counted = await db.query<{ n: number }>("select count(*)::int as n from t");
+    await expect(rolledBack).rejects.toThrow("undo");
+    expect(counted.rows).toEqual([{ n: 0 }]);
+    const committed = await db.transaction(async (tx) => (await tx.query<{ n: number }>("insert into t values (2) returning n")).rows);
+    expect(committed).toEqual([{ n: 2 }]);
+    expect((await db.query("select n from t", [], { rowMode: "array" })).rows).toEqual([[2]]);
+  });
+
+  it("answers a statement's failure with its SQLSTATE and fields, and goes on answering", async () => {
+    const db = thread();
+    await db.query("create table u (k text constraint u_k_key unique)");
+    await db.query("insert into u values ($1)", ["a"]);
+    const failure = await db.query("insert into u values ($1)", ["a"]).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(Error);
+    expect(sqlState(failure)).toBe("23505");
+    expect(failure).toMatchObject({ constraint: "u_k_key", table: "u" });
+    expect((await db.query<{ k: string }>("select k from u")).rows).toEqual([{ k: "a" }]);
+  });
+
+  it("keeps as text the types whose parsers keep text, and refuses any other parser", async () => {
+    const db = thread();
+    const keep = (value: string) => value;
+    const { rows } = await db.query<{ at: unknown; n: unknown }>("select '2026-12-07 10:00:00+00'::timestamptz as at, 7::int as n", [], { parsers: { 1184: keep } });
+    expect(rows).toEqual([{ at: "2026-12-07 10:00:00+00", n: 7 }]);
+    await expect(db.query("select 1", [], { parsers: { 1184: (value: string) => new Date(value) } })).rejects.toThrow(/parser for type 1184/);
+  });
+
+  it("delivers notifications to each listener until it stops listening", async () => {
+    const db = thread();
+    const heard: string[] = [];
+    const stop = await db.listen("news", (payload) => heard.push(`a:${payload}`));
+    const stopOther = await db.listen("news", (payload) => heard.push(`b:${payload}`));
+    await db.query("select pg_notify('news', 'one')");
+    await stop();
+    await db.query("select pg_notify('news', 'two')");
+    await stopOther();
+    await db.query("select pg_notify('news', 'three')");
+    await sleep(20);
+    expect(heard).toEqual(["a:one", "b:one", "b:two"]);
+  });
+
+  it("answers every statement with the reason it could not open, and its data directory is not locked after closing", async () => {
+    const dataDir = scratchDir();
+    writeFileSync(join(dataDir, "pgdata"), "a file where the data directory should be");
+    const { client, unlock } = startPglite(dataDir);
+    opened.push(client);
+    await expect(client.ready).rejects.toThrow();
+    await expect(client.query("select 1")).rejects.toThrow();
+    await client.close().catch(() => {});
+    unlock();
+    expect(existsSync(join(dataDir, "orderly.lock"))).toBe(false);
+
+    const config = { ...loadConfig({}), dataDir };
+    const refused = await openDatabase(config).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect(refused).toMatchObject({ variable: "ORDERLY_DATA_DIR", message: expect.stringContaining("cannot open the embedded database") });
+    expect(existsSync(join(dataDir, "orderly.lock"))).toBe(false);
+  });
+
+  it("boots ahead for one data directory, handed once to the first that opens it; a lock held elsewhere is refused then", async () => {
+    const dataDir = scratchDir();
+    bootAhead(dataDir);
+    expect(takeAhead(join(dataDir, "other"))).toBeUndefined();
+    const ahead = takeAhead(dataDir);
+    expect(ahead).toBeDefined();
+    opened.push((ahead as { client: PgliteThread }).client);
+    expect(takeAhead(dataDir)).toBeUndefined();
+    await (ahead as { client: PgliteThread }).client.ready;
+
+    // The directory is locked by the thread above (this process): a second boot ahead is refused when taken.
+    writeFileSync(join(dataDir, "orderly.lock"), String(process.ppid));
+    bootAhead(dataDir);
+    expect(() => takeAhead(dataDir)).toThrow(ConfigError);
+    (ahead as { unlock: () => void }).unlock();
+  });
+});
