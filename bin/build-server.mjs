@@ -23,7 +23,7 @@ const EXTERNAL = ["@electric-sql/pglite", "@opentelemetry/*", "pino", "pg", "pg-
 rmSync(new URL("dist", root), { recursive: true, force: true });
 await build({
   absWorkingDir: fileURLToPath(root),
-  // The embedded database's thread is started from its own file (src/db/pglite.ts finds it).
+  // The embedded database's thread is started from a file of its own (workerFile in src/db/pglite-thread.ts).
   entryPoints: { cli: "src/cli.ts", "pglite-worker": "src/db/pglite-worker.mjs" },
   outdir: "dist",
   chunkNames: "chunks/[name]-[hash]",

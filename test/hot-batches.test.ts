@@ -8,8 +8,8 @@ import { invariantViolations } from "./support/invariants.ts";
 // of one tenant) are under way, orders are placed many per transaction, each all or nothing. These
 // tests place orders at once for real and check the outcome by the invariants and by what each
 // answer says was taken.
-// PostgreSQL only: PGlite runs each statement to its end on the main thread, so no row lock is ever
-// waited on there, and what these tests hold a lock for cannot happen.
+// PostgreSQL only: PGlite has one connection and runs one statement or transaction at a time, so no
+// row lock is ever waited on there, and what these tests hold a lock for cannot happen.
 
 /** Batches the writers ran (all kinds, or one) and orders in them, and how many held more than `above` orders. */
 async function batchesOf(h: Harness, above: number, writer?: "sku" | "tenant" | "settle") {

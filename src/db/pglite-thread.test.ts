@@ -51,6 +51,31 @@ describe("the embedded database's thread", () => {
     expect((await db.query("select n from t", [], { rowMode: "array" })).rows).toEqual([[2]]);
   });
 
+  it("refuses a commit PostgreSQL answered with a rollback, and a statement on a transaction that has ended", async () => {
+    const db = thread();
+    await db.query("create table v (n int primary key)");
+    let kept!: Pick<PgliteThread, "query">;
+    const goneOn = db.transaction(async (tx) => {
+      kept = tx;
+      await tx.query("insert into v values (1)");
+      await tx.query("insert into v values (1)").catch(() => {}); // the work goes on after a failed statement
+      return "done";
+    });
+    const refused = await goneOn.catch((error: unknown) => error);
+    expect(sqlState(refused)).toBe("25P02");
+    expect((await db.query("select count(*)::int as n from v")).rows).toEqual([{ n: 0 }]);
+    await expect(kept.query("insert into v values (2)")).rejects.toThrow(/transaction has ended/);
+    expect((await db.query("select count(*)::int as n from v")).rows).toEqual([{ n: 0 }]);
+  });
+
+  it("closes once however often it is asked, even while it is still opening; then answers no statement", async () => {
+    const db = thread();
+    await Promise.all([db.close(), db.close()]);
+    await db.close();
+    expect(db.closed).toBe(true);
+    await expect(db.query("select 1")).rejects.toThrow();
+  });
+
   it("answers a statement's failure with its SQLSTATE and fields, and goes on answering", async () => {
     const db = thread();
     await db.query("create table u (k text constraint u_k_key unique)");
@@ -70,15 +95,18 @@ describe("the embedded database's thread", () => {
     await expect(db.query("select 1", [], { parsers: { 1184: (value: string) => new Date(value) } })).rejects.toThrow(/parser for type 1184/);
   });
 
-  it("delivers notifications to each listener until it stops listening", async () => {
+  it("delivers notifications to each listener until it stops listening, and listens in the database while any does", async () => {
     const db = thread();
+    const channels = async () => (await db.query<{ channel: string }>("select pg_listening_channels() as channel")).rows.map((r) => r.channel);
     const heard: string[] = [];
     const stop = await db.listen("news", (payload) => heard.push(`a:${payload}`));
     const stopOther = await db.listen("news", (payload) => heard.push(`b:${payload}`));
     await db.query("select pg_notify('news', 'one')");
     await stop();
+    expect(await channels()).toEqual(["news"]);
     await db.query("select pg_notify('news', 'two')");
     await stopOther();
+    expect(await channels()).toEqual([]);
     await db.query("select pg_notify('news', 'three')");
     await sleep(20);
     expect(heard).toEqual(["a:one", "b:one", "b:two"]);
@@ -89,11 +117,11 @@ describe("the embedded database's thread", () => {
     writeFileSync(join(dataDir, "pgdata"), "a file where the data directory should be");
     const { client, unlock } = startPglite(dataDir);
     opened.push(client);
-    await expect(client.ready).rejects.toThrow();
-    await expect(client.query("select 1")).rejects.toThrow();
-    await client.close().catch(() => {});
+    const why = await client.ready.catch((error: unknown) => error);
+    expect(why).toBeInstanceOf(Error);
+    await expect(client.query("select 1")).rejects.toThrow((why as Error).message);
+    await client.close();
     unlock();
-    expect(existsSync(join(dataDir, "orderly.lock"))).toBe(false);
 
     const config = { ...loadConfig({}), dataDir };
     const refused = await openDatabase(config).catch((error: unknown) => error);
@@ -102,20 +130,31 @@ describe("the embedded database's thread", () => {
     expect(existsSync(join(dataDir, "orderly.lock"))).toBe(false);
   });
 
-  it("boots ahead for one data directory, handed once to the first that opens it; a lock held elsewhere is refused then", async () => {
+  it("boots ahead for one data directory, handed once to what opens it; a lock held by another process is refused then", async () => {
     const dataDir = scratchDir();
     bootAhead(dataDir);
     expect(takeAhead(join(dataDir, "other"))).toBeUndefined();
     const ahead = takeAhead(dataDir);
-    expect(ahead).toBeDefined();
-    opened.push((ahead as { client: PgliteThread }).client);
+    if (!ahead) throw new Error("nothing was booted ahead");
+    opened.push(ahead.client);
     expect(takeAhead(dataDir)).toBeUndefined();
-    await (ahead as { client: PgliteThread }).client.ready;
+    await ahead.client.ready;
+    await ahead.client.close();
+    ahead.unlock();
 
-    // The directory is locked by the thread above (this process): a second boot ahead is refused when taken.
+    // What openDatabase opens for that directory is the database booted ahead: taken, open, unlocked when closed.
+    bootAhead(dataDir);
+    const database = await openDatabase({ ...loadConfig({}), dataDir }, { migrate: "none" });
+    expect(takeAhead(dataDir)).toBeUndefined();
+    expect(readFileSync(join(dataDir, "orderly.lock"), "utf8")).toBe(String(process.pid));
+    await database.ping();
+    await database.close();
+    expect(existsSync(join(dataDir, "orderly.lock"))).toBe(false);
+
+    // Locked by another live process (this one's parent): the boot ahead is refused when taken.
     writeFileSync(join(dataDir, "orderly.lock"), String(process.ppid));
     bootAhead(dataDir);
     expect(() => takeAhead(dataDir)).toThrow(ConfigError);
-    (ahead as { unlock: () => void }).unlock();
+    expect(readFileSync(join(dataDir, "orderly.lock"), "utf8")).toBe(String(process.ppid));
   });
 });

@@ -45,6 +45,7 @@ function isAlive(pid: number): boolean {
 
 type QueryOptions = NonNullable<Parameters<PGlite["query"]>[2]>;
 type Results = Awaited<ReturnType<PGlite["query"]>>;
+type Rows<T> = Omit<Results, "rows"> & { rows: T[] };
 type Waiting = { resolve: (result: unknown) => void; reject: (error: Error) => void };
 
 let compiled: WebAssembly.Module | undefined;
@@ -63,6 +64,7 @@ export class PgliteThread {
   /** The end of the last query or transaction asked for: each waits for the one before it. */
   #turn: Promise<unknown>;
   #stopped: Error | undefined;
+  #closing: Promise<void> | undefined;
   closed = false;
   /** Resolves once the database is open; rejects with why it could not open. */
   readonly ready: Promise<void>;
@@ -78,24 +80,44 @@ export class PgliteThread {
     this.ready.catch(() => {}); // the failure is every statement's answer; nothing need wait for it
 
     this.#worker.on("message", (message: WorkerMessage) => this.#received(message));
-    this.#worker.on("error", (error) => this.#stop(error));
-    this.#worker.on("exit", (code) => this.#stop(new Error(`the embedded database's thread stopped (exit code ${code})`)));
+    this.#worker.on("error", (error) => this.#stop(Object.assign(unavailable(`the embedded database's thread failed: ${error.message}`), { cause: error })));
+    this.#worker.on("exit", (code) => this.#stop(unavailable(`the embedded database's thread stopped (exit code ${code})`)));
   }
 
-  query<T>(sql: string, params: unknown[] = [], options: QueryOptions = {}): Promise<Results & { rows: T[] }> {
-    return this.#inTurn(() => this.#query(sql, params, options)) as Promise<Results & { rows: T[] }>;
+  query<T>(sql: string, params: unknown[] = [], options: QueryOptions = {}): Promise<Rows<T>> {
+    return this.#inTurn(() => this.#query(sql, params, options)) as Promise<Rows<T>>;
   }
 
+  /**
+   * As PGlite's own: BEGIN, the work with `tx`, COMMIT, or ROLLBACK if the work threw. A COMMIT that
+   * PostgreSQL answered with ROLLBACK (the work went on after a statement failed) throws 25P02, and
+   * `tx` is refused once the transaction ended: a late statement would run outside it.
+   */
   transaction<T>(work: (tx: Pick<PgliteThread, "query">) => Promise<T>): Promise<T> {
     return this.#inTurn(async () => {
       await this.#query("begin");
-      const tx = { query: <R>(sql: string, params: unknown[] = [], options: QueryOptions = {}) => this.#query(sql, params, options) as Promise<Results & { rows: R[] }> };
+      let ended = false;
+      const tx = {
+        query: <R>(sql: string, params: unknown[] = [], options: QueryOptions = {}) => {
+          if (ended) return Promise.reject(new Error("the transaction has ended: a statement cannot run in it any more"));
+          return this.#query(sql, params, options) as Promise<Rows<R>>;
+        },
+      };
       try {
         const result = await work(tx);
-        await this.#query("commit");
+        ended = true;
+        const committed = (await this.#query("commit")) as Results;
+        if (committed.command === "ROLLBACK") throw Object.assign(new Error("the transaction was rolled back: a statement in it had failed"), { code: "25P02" });
         return result;
       } catch (error) {
-        if (!this.#stopped) await this.#query("rollback");
+        if (!ended) {
+          ended = true;
+          await this.#query("rollback").catch((rollbackFailed: unknown) => {
+            // The connection's state is unknown now: nothing more runs on it.
+            this.#stop(unavailable(`the embedded database could not roll back (${String(rollbackFailed)})`));
+            void this.#worker.terminate();
+          });
+        }
         throw error;
       }
     });
@@ -105,25 +127,37 @@ export class PgliteThread {
     const listeners = this.#listeners.get(channel) ?? new Set();
     this.#listeners.set(channel, listeners);
     listeners.add(onNotify);
-    if (listeners.size === 1) await this.#inTurn(() => this.#ask({ kind: "listen", channel }));
-    return async () => {
+    const forget = () => {
       listeners.delete(onNotify);
-      if (listeners.size === 0 && this.#listeners.get(channel) === listeners) {
-        this.#listeners.delete(channel);
-        if (!this.closed) await this.#inTurn(() => this.#ask({ kind: "unlisten", channel }));
-      }
+      if (listeners.size > 0 || this.#listeners.get(channel) !== listeners) return false;
+      this.#listeners.delete(channel);
+      return true;
+    };
+    if (listeners.size === 1) {
+      await this.#inTurn(() => this.#ask({ kind: "listen", channel })).catch((error: unknown) => {
+        forget();
+        throw error;
+      });
+    }
+    return async () => {
+      if (forget() && !this.closed) await this.#inTurn(() => this.#ask({ kind: "unlisten", channel }));
     };
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    try {
-      // A database that never opened, or whose thread stopped, has nothing left to close.
-      if (!this.#stopped) await this.#inTurn(() => this.#ask({ kind: "close" }));
-    } finally {
-      await this.#worker.terminate();
-    }
+  /** Closes the database and ends its thread; every call waits for the same closing. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.closed = true;
+      try {
+        // One that never opened, or whose thread stopped, has nothing left to close.
+        await this.#inTurn(() => this.#ask({ kind: "close" })).catch((error: unknown) => {
+          if (!this.#stopped) throw error;
+        });
+      } finally {
+        await this.#worker.terminate();
+      }
+    })();
+    return this.#closing;
   }
 
   #query(sql: string, params: unknown[] = [], options: QueryOptions = {}): Promise<unknown> {
@@ -139,11 +173,16 @@ export class PgliteThread {
   #ask(request: Record<string, unknown>): Promise<unknown> {
     if (this.#stopped) return Promise.reject(this.#stopped);
     const id = this.#nextId++;
-    // The thread keeps the process alive only while it owes an answer (an idle PGlite did not either).
+    // The thread keeps the process alive while it boots or owes an answer, not while it idles (nor did PGlite).
     if (this.#waiting.size === 0) this.#worker.ref();
     return new Promise((resolve, reject) => {
       this.#waiting.set(id, { resolve, reject });
-      this.#worker.postMessage({ ...request, id });
+      try {
+        this.#worker.postMessage({ ...request, id });
+      } catch (error) {
+        this.#answered(id); // e.g. a parameter that cannot be cloned
+        reject(error);
+      }
     });
   }
 
@@ -152,14 +191,19 @@ export class PgliteThread {
       for (const onNotify of this.#listeners.get(message.channel) ?? []) onNotify(message.payload);
       return;
     }
-    const id = message.kind === "ready" || message.kind === "failed" ? 0 : message.id;
-    const waiting = this.#waiting.get(id);
-    this.#waiting.delete(id);
-    if (this.#waiting.size === 0) this.#worker.unref();
+    const waiting = this.#answered(message.kind === "ready" || message.kind === "failed" ? 0 : message.id);
     if (message.kind === "ready") compiled ??= message.wasmModule;
     if (message.kind === "failed") this.#stopped ??= Object.assign(new Error(message.error.message), message.error);
     if (message.kind === "failed" || "error" in message) waiting?.reject(Object.assign(new Error(message.error.message), message.error));
     else waiting?.resolve("result" in message ? message.result : undefined);
+  }
+
+  /** The caller waiting for answer `id`, no longer waiting. */
+  #answered(id: number): Waiting | undefined {
+    const waiting = this.#waiting.get(id);
+    this.#waiting.delete(id);
+    if (this.#waiting.size === 0) this.#worker.unref();
+    return waiting;
   }
 
   #stop(error: Error): void {
@@ -169,6 +213,12 @@ export class PgliteThread {
     this.#waiting.clear();
   }
 }
+
+/**
+ * The thread is gone: as a lost connection to PostgreSQL (SQLSTATE 08006), the database unavailable,
+ * so requests answer 503 and work is retried rather than dead-lettered (db/errors.ts).
+ */
+const unavailable = (message: string) => Object.assign(new Error(message), { code: "08006" });
 
 type WorkerMessage =
   | { kind: "ready"; wasmModule: WebAssembly.Module }
@@ -208,7 +258,12 @@ export function startPglite(dataDir: string | undefined, loadDataDir?: Blob): Op
   if (!dataDir) return { client: new PgliteThread({ loadDataDir }), unlock: () => {} };
   mkdirSync(dataDir, { recursive: true });
   const unlock = lockDataDir(dataDir);
-  return { client: new PgliteThread({ dataDir: join(dataDir, "pgdata") }), unlock };
+  try {
+    return { client: new PgliteThread({ dataDir: join(dataDir, "pgdata") }), unlock };
+  } catch (error) {
+    unlock();
+    throw error;
+  }
 }
 
 let ahead: { dataDir: string; opening: OpeningPglite | Error } | undefined;
@@ -221,7 +276,12 @@ let ahead: { dataDir: string; opening: OpeningPglite | Error } | undefined;
  */
 export function bootAhead(dataDir: string): void {
   try {
-    ahead = { dataDir, opening: startPglite(dataDir) };
+    const opening = startPglite(dataDir);
+    ahead = { dataDir, opening };
+    // A command that fails before it takes the database (a setting it refuses) exits with the lock released.
+    process.once("exit", () => {
+      if (ahead?.opening === opening) opening.unlock();
+    });
   } catch (error) {
     ahead = { dataDir, opening: error as Error };
   }

@@ -1,7 +1,7 @@
 // @ts-check
-// The embedded database's thread (pglite.ts starts it): PGlite runs here, off the thread that serves
-// HTTP, and answers one message at a time. Plain JavaScript because Node 20 runs a worker from a
-// file and cannot run TypeScript; the build copies it to dist/ beside the CLI.
+// The embedded database's thread (pglite-thread.ts starts it and is its client): PGlite runs here,
+// off the thread that serves HTTP. Plain JavaScript because Node 20 runs a worker from a file and
+// cannot run TypeScript; the build bundles it into dist/pglite-worker.js.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { parentPort, workerData } from "node:worker_threads";
@@ -20,8 +20,9 @@ const { dataDir, loadDataDir } = workerData;
 const startParams = [...PGlite.defaultStartParams, "-c", "shared_buffers=32MB", "-c", "wal_buffers=1MB"];
 
 /**
- * Compiled synchronously: PGlite's own asynchronous compile ended by holding the thread 70-130 ms
- * after the database opened. A module compiled by an earlier thread of this process is reused.
+ * Compiled here unless an earlier thread of this process did (tests open many databases).
+ * Synchronously, each function compiled at its first call: compiled asynchronously, all at once,
+ * the server was ready no sooner (four starts each).
  */
 const wasmModule = workerData.wasmModule ?? new WebAssembly.Module(readFileSync(createRequire(import.meta.url).resolve("@electric-sql/pglite/pglite.wasm")));
 
@@ -40,8 +41,9 @@ async function answer(db, request) {
     case "query": {
       // Values of these types are left as PostgreSQL's text (drizzle's parsers do this on the other thread).
       const parsers = Object.fromEntries(request.rawTypes.map((type) => [type, (/** @type {string} */ value) => value]));
-      const { rows, fields, affectedRows } = await db.query(request.sql, request.params, { rowMode: request.rowMode, parsers });
-      return { rows, fields, affectedRows };
+      // The command tells a COMMIT that PostgreSQL answered with ROLLBACK.
+      const { rows, fields, affectedRows, command } = await db.query(request.sql, request.params, { rowMode: request.rowMode, parsers });
+      return { rows, fields, affectedRows, command };
     }
     case "listen":
       unlisteners.set(request.channel, await db.listen(request.channel, (payload) => port.postMessage({ kind: "notification", channel: request.channel, payload })));

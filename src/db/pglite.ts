@@ -41,7 +41,7 @@ export async function openPglite(dataDir: string | undefined, options: { loadDat
     poolStats: () => undefined,
     async close() {
       try {
-        if (!client.closed) await client.close();
+        await client.close();
       } finally {
         unlock();
       }
