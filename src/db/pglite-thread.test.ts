@@ -87,12 +87,15 @@ describe("the embedded database's thread", () => {
     expect((await db.query<{ k: string }>("select k from u")).rows).toEqual([{ k: "a" }]);
   });
 
-  it("keeps as text the types whose parsers keep text, and refuses any other parser", async () => {
+  it("answers timestamps, dates, intervals and their arrays as text, as drizzle asks, and refuses any other parser", async () => {
     const db = thread();
+    const statement = "select '2026-12-07 10:00:00+00'::timestamptz as at, array['2026-12-07 10:00:00'::timestamp] as ats, '1 day'::interval as span, 7::int as n, '{\"a\":1}'::jsonb as doc";
+    const expected = { at: "2026-12-07 10:00:00+00", ats: "{\"2026-12-07 10:00:00\"}", span: "1 day", n: 7, doc: { a: 1 } };
+    expect((await db.query(statement)).rows).toEqual([expected]);
     const keep = (value: string) => value;
-    const { rows } = await db.query<{ at: unknown; n: unknown }>("select '2026-12-07 10:00:00+00'::timestamptz as at, 7::int as n", [], { parsers: { 1184: keep } });
-    expect(rows).toEqual([{ at: "2026-12-07 10:00:00+00", n: 7 }]);
+    expect((await db.query(statement, [], { parsers: { 1184: keep, 1115: keep } })).rows).toEqual([expected]);
     await expect(db.query("select 1", [], { parsers: { 1184: (value: string) => new Date(value) } })).rejects.toThrow(/parser for type 1184/);
+    await expect(db.query("select 1", [], { parsers: { 23: keep } })).rejects.toThrow(/parser for type 23/);
   });
 
   it("delivers notifications to each listener until it stops listening, and listens in the database while any does", async () => {

@@ -7,10 +7,10 @@ import { createRequire } from "node:module";
 import { parentPort, workerData } from "node:worker_threads";
 import { PGlite } from "@electric-sql/pglite";
 
-/** @typedef {{ id: number, kind: "query", sql: string, params: unknown[], rowMode: "array" | "object" | undefined, rawTypes: number[] } | { id: number, kind: "listen" | "unlisten", channel: string } | { id: number, kind: "close" }} Request */
+/** @typedef {{ id: number, kind: "query", sql: string, params: unknown[], rowMode: "array" | "object" | undefined } | { id: number, kind: "listen" | "unlisten", channel: string } | { id: number, kind: "close" }} Request */
 
 const port = /** @type {import("node:worker_threads").MessagePort} */ (parentPort);
-const { dataDir, loadDataDir } = workerData;
+const { dataDir, loadDataDir, textTypes } = workerData;
 
 /**
  * PGlite's own start parameters with smaller buffers than PostgreSQL's defaults (128 MB of shared
@@ -39,10 +39,8 @@ const unlisteners = new Map();
 async function answer(db, request) {
   switch (request.kind) {
     case "query": {
-      // Values of these types are left as PostgreSQL's text (drizzle's parsers do this on the other thread).
-      const parsers = Object.fromEntries(request.rawTypes.map((type) => [type, (/** @type {string} */ value) => value]));
       // The command tells a COMMIT that PostgreSQL answered with ROLLBACK.
-      const { rows, fields, affectedRows, command } = await db.query(request.sql, request.params, { rowMode: request.rowMode, parsers });
+      const { rows, fields, affectedRows, command } = await db.query(request.sql, request.params, { rowMode: request.rowMode });
       return { rows, fields, affectedRows, command };
     }
     case "listen":
@@ -60,6 +58,8 @@ async function answer(db, request) {
 
 try {
   const db = await PGlite.create({ ...(dataDir ? { dataDir } : { loadDataDir }), startParams, pgliteWasmModule: wasmModule });
+  // textTypes (pglite-thread.ts) answered as text, set after create: PGlite sets the arrays' parsers as it opens.
+  for (const type of textTypes) db.parsers[type] = (/** @type {string} */ value) => value;
   port.on("message", (/** @type {Request} */ request) => {
     answer(db, request).then(
       (result) => port.postMessage({ id: request.id, result }),
