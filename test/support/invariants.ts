@@ -10,6 +10,17 @@ const of = (where: ServiceDatabases, service: ServiceName): Queryable =>
 
 const n = (value: unknown) => Number(value ?? 0);
 
+function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const group = groups.get(k);
+    if (group) group.push(item);
+    else groups.set(k, [item]);
+  }
+  return groups;
+}
+
 /**
  * Checks invariants 1-3 of api-contract.md §5 straight from the tables, for every tenant, whether the
  * services share one database or each has its own: each service's facts are read from its own
@@ -34,9 +45,12 @@ export async function invariantViolations(where: ServiceDatabases): Promise<stri
     inventory,
     sql`select tenant_id, order_id, sku, quantity, status from stock_reservations where status <> 'released'`,
   );
+  // Grouped once: after a bench load there are tens of thousands of stock rows, orders and reservations each.
+  const reservationsOfSku = groupBy(reservations, (r) => `${r.tenant_id}/${r.sku}`);
+  const reservationsOfOrder = groupBy(reservations, (r) => r.order_id);
   for (const s of stock) {
     const [initial, adjusted, available, reserved, sold] = [s.initial, s.adjusted, s.available, s.reserved, s.sold].map(n) as [number, number, number, number, number];
-    const mine = reservations.filter((r) => r.tenant_id === s.tenant_id && r.sku === s.sku);
+    const mine = reservationsOfSku.get(`${s.tenant_id}/${s.sku}`) ?? [];
     const held = mine.filter((r) => r.status === "reserved").reduce((sum, r) => sum + n(r.quantity), 0);
     const soldRows = mine.filter((r) => r.status === "sold").reduce((sum, r) => sum + n(r.quantity), 0);
     if (initial + adjusted !== available + reserved + sold) violations.push(`stock ${s.tenant_id}/${s.sku}: ${initial}+${adjusted} != ${available}+${reserved}+${sold}`);
@@ -54,7 +68,7 @@ export async function invariantViolations(where: ServiceDatabases): Promise<stri
   }
   for (const o of orders.filter((o) => paid(o.status))) {
     if (!o.shipment_waybill) violations.push(`paid order ${o.id} has no waybill`);
-    if (reservations.some((r) => r.order_id === o.id && r.status !== "sold")) violations.push(`paid order ${o.id} still holds a reservation`);
+    if ((reservationsOfOrder.get(o.id) ?? []).some((r) => r.status !== "sold")) violations.push(`paid order ${o.id} still holds a reservation`);
   }
 
   // 2. Money: credits = balances + totals of wallet-paid orders not refunded; no wallet below 0.
@@ -93,8 +107,9 @@ export async function invariantViolations(where: ServiceDatabases): Promise<stri
     coupons,
     sql`select tenant_id, code, order_id from coupon_redemptions where status = 'redeemed'`,
   );
+  const redemptionsOfCoupon = groupBy(redemptions, (r) => `${r.tenant_id}/${r.code}`);
   for (const c of couponRows) {
-    const mine = redemptions.filter((r) => r.tenant_id === c.tenant_id && r.code === c.code);
+    const mine = redemptionsOfCoupon.get(`${c.tenant_id}/${c.code}`) ?? [];
     const live = mine.filter((r) => orderById.get(r.order_id)?.status !== "CANCELLED").length;
     if (live > c.max_redemptions) violations.push(`coupon ${c.tenant_id}/${c.code}: ${live} live redemptions > max ${c.max_redemptions}`);
     if (mine.length !== c.redemptions) violations.push(`coupon ${c.tenant_id}/${c.code}: counter ${c.redemptions} != redemptions ${mine.length}`);
