@@ -103,7 +103,7 @@ export interface Start {
   processRssBytes: number;
 }
 
-const httpLoad = (run: LoadRun): HttpLoad => ({
+export const httpLoad = (run: LoadRun): HttpLoad => ({
   seconds: run.seconds,
   orders: run.orders,
   ordersPerSecond: run.ordersPerSecond,
@@ -113,7 +113,7 @@ const httpLoad = (run: LoadRun): HttpLoad => ({
 });
 
 /** A warm-up that is not counted, a checkpoint (pgbench's reset.sql ends with one too), then the measured load. */
-async function warmAndMeasure(
+export async function warmAndMeasure(
   config: BenchConfig,
   load: Omit<LoadOptions, "seconds" | "connections" | "tokens">,
   checkpointOn?: string,
@@ -130,7 +130,7 @@ async function warmAndMeasure(
   return { warmUp, run };
 }
 
-function checked(what: string, found: string[]): string[] {
+export function checked(what: string, found: string[]): string[] {
   progress(found.length === 0 ? `  ${what}: hold` : `  ${what}: VIOLATED (${found.length}): ${found.slice(0, 3).join("; ")}`);
   return found;
 }

@@ -19,6 +19,8 @@ export const JWT_SECRET = "bench-secret-bench-secret-bench-secret-0123";
 
 export interface Server {
   url: string;
+  /** The server's process (the leader of its process group). */
+  pid: number;
   /** Wall time from spawn to the first 200 from /readyz. */
   readyMs: number;
   /** VmRSS of the server's process, and of it with every process under it (a child-process database, tsx's esbuild service). */
@@ -117,7 +119,7 @@ export async function startServer(options: {
     }
     await sleep(20);
   }
-  return { url, readyMs: performance.now() - spawnedAt, memory: () => ({ processBytes: rss(pid), treeBytes: treeRss(pid) }), stop };
+  return { url, pid, readyMs: performance.now() - spawnedAt, memory: () => ({ processBytes: rss(pid), treeBytes: treeRss(pid) }), stop };
 }
 
 /** VmRSS of a process and all its descendants, from /proc. */
