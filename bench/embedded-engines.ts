@@ -11,7 +11,7 @@
 // Env: BENCH_SECONDS (20), BENCH_CONNECTIONS (64), as `npm run bench`. Figures go to
 // bench/results/engines-<stamp>.json; the servers' and PostgreSQL's logs beside it.
 import { execFileSync, spawn } from "node:child_process";
-import { chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -20,7 +20,7 @@ import { openPostgres } from "../src/db/postgres.ts";
 import { fmt, type HttpLoad, sleep } from "./figures.ts";
 import { cleanUp, guardExits, onCleanup, progress, signalGroup, trackGroup } from "./lifecycle.ts";
 import { type BenchConfig, checked, EMBEDDED_CATALOGUE, embeddedPhase, httpLoad, warmAndMeasure } from "./phases.ts";
-import { buildServer, startServer } from "./servers.ts";
+import { buildServer, processTree, startServer } from "./servers.ts";
 import { customerTokens, invariantsHold, seedShop, uniformOrder } from "./workloads.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -58,34 +58,18 @@ function freePort(): Promise<number> {
 
 /** Resident memory of a process and its descendants, from /proc: VmRSS summed (shared pages counted in each) and Pss (shared pages divided among their users). */
 function treeMemory(root: number): { rssBytes: number; pssBytes: number } {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      /* exited meanwhile */
-    }
-  }
   const kib = (file: string, field: string) => {
     try {
       return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(file, "utf8"))?.[1] ?? 0) * 1024;
     } catch {
-      return 0;
+      return 0; // exited meanwhile
     }
   };
-  let rssBytes = 0;
-  let pssBytes = 0;
-  const pending = [root];
-  while (pending.length > 0) {
-    const pid = pending.pop() as number;
-    rssBytes += kib(`/proc/${pid}/status`, "VmRSS");
-    pssBytes += kib(`/proc/${pid}/smaps_rollup`, "Pss");
-    pending.push(...(children.get(pid) ?? []));
-  }
-  return { rssBytes, pssBytes };
+  const pids = processTree(root);
+  return {
+    rssBytes: pids.reduce((sum, pid) => sum + kib(`/proc/${pid}/status`, "VmRSS"), 0),
+    pssBytes: pids.reduce((sum, pid) => sum + kib(`/proc/${pid}/smaps_rollup`, "Pss"), 0),
+  };
 }
 
 interface Postgres {

@@ -122,8 +122,8 @@ export async function startServer(options: {
   return { url, pid, readyMs: performance.now() - spawnedAt, memory: () => ({ processBytes: rss(pid), treeBytes: treeRss(pid) }), stop };
 }
 
-/** VmRSS of a process and all its descendants, from /proc. */
-function treeRss(root: number): number {
+/** A process and all its descendants, from /proc. */
+export function processTree(root: number): number[] {
   const children = new Map<number, number[]>();
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
@@ -136,15 +136,18 @@ function treeRss(root: number): number {
       /* exited meanwhile */
     }
   }
-  let bytes = 0;
+  const tree: number[] = [];
   const pending = [root];
   while (pending.length > 0) {
     const pid = pending.pop() as number;
-    bytes += rss(pid);
+    tree.push(pid);
     pending.push(...(children.get(pid) ?? []));
   }
-  return bytes;
+  return tree;
 }
+
+/** VmRSS of a process and all its descendants. */
+const treeRss = (root: number) => processTree(root).reduce((bytes, pid) => bytes + rss(pid), 0);
 
 function rss(pid: number): number {
   try {
