@@ -3,10 +3,11 @@
 // off the thread that serves HTTP. Plain JavaScript because Node 20 runs a worker from a file and
 // cannot run TypeScript; the build bundles it into dist/pglite-worker.js.
 import { closeSync, existsSync, fdatasyncSync, fsyncSync, openSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { createRequire } from "node:module";
 import { parentPort, workerData } from "node:worker_threads";
 import { PGlite } from "@electric-sql/pglite";
+import { NodeFS } from "@electric-sql/pglite/nodefs";
 
 /** @typedef {{ id: number, kind: "query", sql: string, params: unknown[], rowMode: "array" | "object" | undefined } | { id: number, kind: "listen" | "unlisten", channel: string } | { id: number, kind: "close" }} Request */
 
@@ -17,47 +18,71 @@ const { dataDir, loadDataDir, textTypes } = workerData;
  * PGlite's own start parameters with smaller buffers than PostgreSQL's defaults (128 MB of shared
  * buffers): one connection on one shop's data needs far less, and the embedded server's idle memory
  * went from 382 to under 300 MiB with these (bench footprint phase). And with fsync on, as a
- * commit's answer promises: PGlite's own parameters turn it off (-F); see flushToDisk.
+ * commit's answer promises: PGlite's own parameters turn it off (-F); see SyncedNodeFS.
  */
 const startParams = [
   ...PGlite.defaultStartParams.filter((param) => param !== "-F"),
-  ...["-c", "shared_buffers=32MB", "-c", "wal_buffers=1MB", "-c", "wal_sync_method=fsync"],
+  ...["-c", "fsync=on", "-c", "wal_sync_method=fsync", "-c", "shared_buffers=32MB", "-c", "wal_buffers=1MB"],
 ];
 
+/** @param {string} path */
+function syncPath(path) {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
- * Makes PostgreSQL's syncs reach the disk. The file system PGlite mounts a data directory with
- * (Emscripten's NODEFS) has no sync of its own, and its fdatasync is an empty stub: PostgreSQL's
- * writes went to the operating system's cache and no further, so a crash of the machine (not only
- * of the process) could lose orders already confirmed, or leave the database corrupt. With
- * wal_sync_method=fsync, each commit's WAL flush and each checkpoint's file syncs come here, and
- * are done by Node. A data directory just created (by PGlite's initdb, which syncs nothing) is
- * synced whole once. In memory there is nothing to sync.
- * @param {PGlite} db @param {boolean} created
+ * PGlite's file system for a data directory on disk (Emscripten's NODEFS), with the sync it lacks.
+ * NODEFS has no sync of its own and its fdatasync is an empty stub: PostgreSQL's writes went to the
+ * operating system's cache and no further, so a crash of the machine (not only of the process)
+ * could lose orders already confirmed, or leave the database corrupt. With wal_sync_method=fsync,
+ * every sync PostgreSQL asks for (a commit's WAL flush, a checkpoint's files, pg_control, a
+ * directory after a file is created or renamed in it) is done here, by Node; installed before
+ * PostgreSQL starts, so that its start and any recovery sync too. A failed sync reaches PostgreSQL
+ * as an errno (EIO when Node's error has none), and PostgreSQL stops rather than go on.
  */
-function flushToDisk(db, created) {
-  const node = db.Module.FS.lookupPath(`${PGlite.paths.PGDATA}/PG_VERSION`).node;
-  const nodefs = node.mount.type;
-  if (typeof nodefs.realPath !== "function") return;
-  const syncPath = (/** @type {string} */ path) => {
-    const fd = openSync(path, "r");
+class SyncedNodeFS extends NodeFS {
+  /** @param {string} dataDir */
+  constructor(dataDir) {
+    super(dataDir);
+    /** A directory PGlite is about to create (its initdb syncs nothing): synced whole once it has. */
+    this.creating = !existsSync(join(dataDir, "PG_VERSION"));
+  }
+
+  /** @param {any} pg @param {any} emscriptenOptions */
+  async init(pg, emscriptenOptions) {
+    const { emscriptenOpts } = await super.init(pg, emscriptenOptions);
+    return { emscriptenOpts: { ...emscriptenOpts, preRun: [...(emscriptenOpts.preRun ?? []), addSync] } };
+  }
+
+  /** After PGlite.create: a directory it has just created, synced whole, with the entry for it in its parent. */
+  syncIfCreated() {
+    if (!this.creating) return;
+    for (const entry of readdirSync(this.rootDir, { recursive: true, withFileTypes: true })) syncPath(join(entry.parentPath, entry.name));
+    syncPath(this.rootDir);
+    syncPath(dirname(this.rootDir));
+    this.creating = false;
+  }
+}
+
+/** @param {any} mod the Emscripten module, before PostgreSQL runs */
+function addSync(mod) {
+  const { FS, NODEFS } = mod;
+  // One object shared by every file and directory of the mount.
+  NODEFS.stream_ops.fsync = (/** @type {{ nfd?: number, node: { mode: number } }} */ stream) => {
     try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  };
-  // Shared by every file and directory of the mount; tryFSOperation turns Node's errors into the errno PostgreSQL sees.
-  node.stream_ops.fsync = (/** @type {{ nfd?: number, node: unknown }} */ stream) =>
-    nodefs.tryFSOperation(() => {
-      if (stream.nfd === undefined) syncPath(nodefs.realPath(stream.node)); // a directory (after a file is created or renamed in it)
+      if (stream.nfd === undefined) syncPath(NODEFS.realPath(stream.node));
+      else if (FS.isDir(stream.node.mode)) fsyncSync(stream.nfd);
       else fdatasyncSync(stream.nfd);
       return 0;
-    });
-  if (created) {
-    const root = nodefs.realPath(db.Module.FS.lookupPath(PGlite.paths.PGDATA).node);
-    for (const entry of readdirSync(root, { recursive: true, withFileTypes: true })) syncPath(join(entry.parentPath, entry.name));
-    syncPath(root);
-  }
+    } catch (error) {
+      throw new FS.ErrnoError(NODEFS.convertNodeCode(error) ?? 29);
+    }
+  };
 }
 
 /**
@@ -98,9 +123,9 @@ async function answer(db, request) {
 }
 
 try {
-  const created = Boolean(dataDir) && !existsSync(join(dataDir, "PG_VERSION"));
-  const db = await PGlite.create({ ...(dataDir ? { dataDir } : { loadDataDir }), startParams, pgliteWasmModule: wasmModule });
-  flushToDisk(db, created);
+  const fs = dataDir ? new SyncedNodeFS(dataDir) : undefined;
+  const db = await PGlite.create({ ...(fs ? { fs } : { loadDataDir }), startParams, pgliteWasmModule: wasmModule });
+  fs?.syncIfCreated();
   // textTypes (pglite-thread.ts) answered as text, set after create: PGlite sets the arrays' parsers as it opens.
   for (const type of textTypes) db.parsers[type] = (/** @type {string} */ value) => value;
   port.on("message", (/** @type {Request} */ request) => {
