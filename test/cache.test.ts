@@ -65,6 +65,9 @@ describe.runIf(postgresUrl())("the cache across two replicas", () => {
       const adminB = await b.token(tenant, "root", ["admin"]);
       const reader = await a.token(tenant, "ann");
       await b.seed(tenant, { products: [["MUG", 1000, 5]] });
+      // Creating MUG on B invalidates it everywhere once committed: wait until A has heard it, so it
+      // cannot land between A's reads below and empty the entry they count on.
+      await msUntil(async () => metric((await a.call("GET", "/metrics")).body as string, "orderly_cache_invalidations_total", 'cache="catalogue"') >= 1, 5_000);
 
       const priceOnA = async () => (await a.call("GET", "/api/v1/products/MUG", { token: reader })).body;
       expect(await priceOnA()).toEqual({ sku: "MUG", name: "Product MUG", price: 1000, currency: "CNY", available: 5 });
