@@ -98,6 +98,8 @@ describe.runIf(amqpUrl())("a broker outage", () => {
     await relay.start();
     await send(database, 5);
     await waitFor(async () => (await inbox(database, "keeper")) === 5, "the first five");
+    // Delivered is not yet marked published: the relay marks a row once the broker confirms it.
+    await waitFor(async () => (await count(database, sql`select count(*)::int as n from outbox_messages where status = 'published'`)) === 5, "the first five marked published");
 
     proxy.cut();
     await send(database, 10);
