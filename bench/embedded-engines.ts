@@ -12,7 +12,6 @@
 // bench/results/engines-<stamp>.json; the servers' and PostgreSQL's logs beside it.
 import { execFileSync, spawn } from "node:child_process";
 import { chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import pg from "pg";
@@ -20,7 +19,7 @@ import { openPostgres } from "../src/db/postgres.ts";
 import { fmt, type HttpLoad, sleep } from "./figures.ts";
 import { cleanUp, guardExits, onCleanup, progress, signalGroup, trackGroup } from "./lifecycle.ts";
 import { type BenchConfig, checked, EMBEDDED_CATALOGUE, embeddedPhase, httpLoad, warmAndMeasure } from "./phases.ts";
-import { buildServer, processTree, startServer } from "./servers.ts";
+import { buildServer, freePort, procBytes, processTree, startServer } from "./servers.ts";
 import { customerTokens, invariantsHold, seedShop, uniformOrder } from "./workloads.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -40,35 +39,21 @@ async function binaries(): Promise<{ bin: string; version: string }> {
   return { bin, version };
 }
 
-/** PostgreSQL refuses to run as root: as root, its processes run as the system's `postgres` user. */
+/** PostgreSQL refuses to run as root: as root, its processes run as the system's `postgres` user (looked up once). */
+let postgresUser: { uid: number; gid: number } | undefined;
 function runAs(): { uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
   const id = (flag: string) => Number(execFileSync("id", [flag, "postgres"], { encoding: "utf8" }).trim());
-  return { uid: id("-u"), gid: id("-g") };
+  postgresUser ??= { uid: id("-u"), gid: id("-g") };
+  return postgresUser;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((found) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      probe.close(() => found(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
-
-/** Resident memory of a process and its descendants, from /proc: VmRSS summed (shared pages counted in each) and Pss (shared pages divided among their users). */
+/** Resident memory of a process and its descendants: VmRSS summed (shared pages counted in each) and Pss (shared pages divided among their users). */
 function treeMemory(root: number): { rssBytes: number; pssBytes: number } {
-  const kib = (file: string, field: string) => {
-    try {
-      return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(file, "utf8"))?.[1] ?? 0) * 1024;
-    } catch {
-      return 0; // exited meanwhile
-    }
-  };
   const pids = processTree(root);
   return {
-    rssBytes: pids.reduce((sum, pid) => sum + kib(`/proc/${pid}/status`, "VmRSS"), 0),
-    pssBytes: pids.reduce((sum, pid) => sum + kib(`/proc/${pid}/smaps_rollup`, "Pss"), 0),
+    rssBytes: pids.reduce((sum, pid) => sum + procBytes(pid, "status", "VmRSS"), 0),
+    pssBytes: pids.reduce((sum, pid) => sum + procBytes(pid, "smaps_rollup", "Pss"), 0),
   };
 }
 
@@ -163,8 +148,7 @@ async function pgliteFootprint(config: BenchConfig, round: number): Promise<Foot
   const server = await startServer({ name: `pglite-${round}-second-start`, env, logDir: config.workDir });
   try {
     await sleep(5_000);
-    const { treeBytes } = server.memory();
-    return { readyMs: server.readyMs, rssBytes: treeBytes, pssBytes: treeMemory(server.pid).pssBytes };
+    return { readyMs: server.readyMs, ...treeMemory(server.pid) };
   } finally {
     await server.stop();
   }

@@ -37,7 +37,8 @@ export async function cpuSeconds(url: string): Promise<number> {
   return Number(line[1]);
 }
 
-function freePort(): Promise<number> {
+/** A port on loopback nothing listens on now. */
+export function freePort(): Promise<number> {
   return new Promise((found) => {
     const probe = createServer().listen(0, "127.0.0.1", () => {
       const address = probe.address();
@@ -149,10 +150,13 @@ export function processTree(root: number): number[] {
 /** VmRSS of a process and all its descendants. */
 const treeRss = (root: number) => processTree(root).reduce((bytes, pid) => bytes + rss(pid), 0);
 
-function rss(pid: number): number {
+/** A field in kB of a /proc file (`VmRSS` of `status`, `Pss` of `smaps_rollup`), in bytes; 0 once the process has exited. */
+export function procBytes(pid: number, file: string, field: string): number {
   try {
-    return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) * 1024;
+    return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/${file}`, "utf8"))?.[1] ?? 0) * 1024;
   } catch {
     return 0; // exited meanwhile
   }
 }
+
+const rss = (pid: number) => procBytes(pid, "status", "VmRSS");

@@ -41,6 +41,7 @@ async function waitFor(check: () => Promise<boolean>, what: string, ms = 15_000)
 
 const count = async (database: Database, statement: ReturnType<typeof sql>) => (await rows<{ n: number }>(database.db, statement))[0]?.n ?? 0;
 const inbox = (database: Database, consumer: string) => count(database, sql`select count(*)::int as n from inbox_messages where consumer = ${consumer}`);
+const published = (database: Database) => count(database, sql`select count(*)::int as n from outbox_messages where status = 'published'`);
 const deadOutbox = (database: Database) => count(database, sql`select count(*)::int as n from outbox_messages where status = 'dead'`);
 const letters = (database: Database) => count(database, sql`select count(*)::int as n from dead_letters`);
 const send = (database: Database, n: number, topic = "order.placed") =>
@@ -99,7 +100,7 @@ describe.runIf(amqpUrl())("a broker outage", () => {
     await send(database, 5);
     await waitFor(async () => (await inbox(database, "keeper")) === 5, "the first five");
     // Delivered is not yet marked published: the relay marks a row once the broker confirms it.
-    await waitFor(async () => (await count(database, sql`select count(*)::int as n from outbox_messages where status = 'published'`)) === 5, "the first five marked published");
+    await waitFor(async () => (await published(database)) === 5, "the first five marked published");
 
     proxy.cut();
     await send(database, 10);
@@ -112,7 +113,7 @@ describe.runIf(amqpUrl())("a broker outage", () => {
 
     proxy.restore();
     await waitFor(async () => (await inbox(database, "keeper")) === 15, "all fifteen after the outage");
-    await waitFor(async () => (await count(database, sql`select count(*)::int as n from outbox_messages where status = 'published'`)) === 15, "every row published");
+    await waitFor(async () => (await published(database)) === 15, "every row published");
     expect(new Set(effects).size).toBe(15);
     expect(effects).toHaveLength(15);
     expect(await letters(database)).toBe(0);
