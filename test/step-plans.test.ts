@@ -12,6 +12,7 @@ import { testDatabases } from "./support/databases.ts";
 // about two rows in a tenant, and the plans are forced generic: an order of two lines of the large
 // tenant must read its two rows, not three hundred. (PGlite's PostgreSQL 17 kept to the index with
 // the functions before as well.)
+
 /**
  * Rows this backend has read from each table, by a scan of the table or through an index, and not yet
  * reported: it keeps counting across transactions until it reports, so compare two readings.
