@@ -1,12 +1,12 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { refreshBacklogGauges } from "../src/ops/jobs.ts";
 import { openTestPostgres } from "./support/databases.ts";
 import { createHarness, type Harness } from "./support/harness.ts";
+import { freePort } from "./support/ports.ts";
 
 const MONITORING = join(import.meta.dirname, "..", "deploy", "monitoring");
 const RULES = join(MONITORING, "prometheus", "alerts.yml");
@@ -16,17 +16,6 @@ function run(command: string, args: string[], cwd = MONITORING) {
   const result = spawnSync(command, args, { cwd, encoding: "utf8", timeout: 60_000 });
   if (result.error) throw new Error(`${command} could not run (apt-get install -y prometheus): ${result.error.message}`);
   return { status: result.status, output: `${result.stdout}${result.stderr}` };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
 }
 
 /** Every metric family an expression names (histogram series reduced to their family). */

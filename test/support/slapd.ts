@@ -1,8 +1,9 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, Socket } from "node:net";
+import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./ports.ts";
 
 /** Debian's OpenLDAP server (`apt-get install slapd ldap-utils`; .ci/run installs it). A missing one fails, never skips. */
 export const SLAPD = "/usr/sbin/slapd";
@@ -40,14 +41,6 @@ function ldif(people: Person[]): string {
   ];
   return `${entries.join("\n\n")}\n`;
 }
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 
 const answers = (port: number) =>
   new Promise<boolean>((resolve) => {

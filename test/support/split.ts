@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "drizzle-orm";
@@ -18,6 +17,7 @@ import { BUS_CONSUMERS } from "../../src/services.ts";
 import { postgresUrl } from "./databases.ts";
 import { invariantViolations, type ServiceDatabases } from "./invariants.ts";
 import { CLI } from "./cli.ts";
+import { freePort } from "./ports.ts";
 
 export function amqpUrl(): string | undefined {
   const url = process.env.AMQP_URL;
@@ -30,14 +30,6 @@ export const SPLIT_JWT_SECRET = "split-secret-split-secret-split-secret-01";
 export const SPLIT_WEBHOOK_SECRET = "split-webhook-secret-0123456789";
 
 export type Layout = "shared" | "per-service";
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 
 export async function waitFor(check: () => Promise<boolean>, what: string, ms: number): Promise<void> {
   const until = Date.now() + ms;
