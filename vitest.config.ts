@@ -10,6 +10,9 @@ export default defineConfig({
     globalSetup: ["test/support/global-setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // expect.poll waits for what comes eventually (a page re-rendered after a request to the
+    // database): its default of 1 s is too short for two busy cores.
+    expect: { poll: { timeout: 10_000 } },
     projects: [
       {
         extends: true,

@@ -114,7 +114,8 @@ describe.runIf(postgresUrl())("hot-SKU batches on PostgreSQL behind a held row l
       const pending = Array.from({ length: 12 }, (_, i) =>
         h.call("POST", "/api/v1/orders", { token: tokens[i], body: h.orderBody([["HOT", 1], ["COLD", 1]]) }),
       );
-      await new Promise((r) => setTimeout(r, 500));
+      // Long enough for all twelve to reach the writer on a busy machine: one arriving after the commit makes another batch.
+      await new Promise((r) => setTimeout(r, 1_500));
       expect((await batchesOf(h, 1)).count).toBeGreaterThan(0); // the writer's first batch waits on the lock
       await blocker.query("commit");
       const results = await Promise.all(pending);
@@ -152,9 +153,9 @@ describe.runIf(postgresUrl())("hot-SKU batches on PostgreSQL behind a held row l
         });
       // Only HOT is common to these orders: they go through its writer.
       const plain = [0, 1, 2, 4, 5, 6, 8, 9].map((i) => order(i, [`C${i}`, "HOT"]));
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 1_000));
       const locked = order(10, ["HOT", "LOCKED"]); // queued behind other orders in HOT's writer: never first in a batch
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 1_000));
       await hotLock.query("commit");
       const results = await Promise.all(plain);
       expect(results.map((r) => r.status)).toEqual(Array(8).fill(201));

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Database, transaction, type Tx } from "../src/db/client.ts";
+import { sql } from "drizzle-orm";
+import { type Database, rows, transaction, type Tx } from "../src/db/client.ts";
 import { createCoupons } from "../src/modules/coupons/coupons.ts";
 import { createInventory } from "../src/modules/inventory/inventory.ts";
 import { createWallets } from "../src/modules/payments/wallets.ts";
@@ -42,6 +43,40 @@ describe.each(testDatabases())("modules on $name", (target) => {
       const refused = await tx((t) => inventory.reserve(t, { tenantId, orderId: "o2", lines, sold: false }));
       expect(refused).toMatchObject({ ok: false, reason: "OUT_OF_STOCK" });
       expect(refused.ok ? "" : refused.detail).toContain("B");
+    });
+
+    it("commits a refusal with nothing taken and every short line named, and reserves the same order in full once there is stock", async () => {
+      await tx(async (t) => {
+        await inventory.putProduct(t, { tenantId, sku: "R1", name: "R1", price: 100, stock: 5 });
+        await inventory.putProduct(t, { tenantId, sku: "R2", name: "R2", price: 100, stock: 0 });
+        await inventory.putProduct(t, { tenantId, sku: "R3", name: "R3", price: 100, stock: 4 });
+        await inventory.putProduct(t, { tenantId, sku: "R4", name: "R4", price: 100, stock: 1 });
+      });
+      const lines = [
+        { sku: "R4", quantity: 2 },
+        { sku: "R1", quantity: 2 },
+        { sku: "R3", quantity: 1 },
+        { sku: "R2", quantity: 1 },
+        { sku: "R1", quantity: 1 },
+      ];
+      const stock = async () => Promise.all(["R1", "R2", "R3", "R4"].map(available));
+      const reservationRows = async () =>
+        (await rows<{ n: number }>(database.db, sql`select count(*)::int as n from stock_reservations where tenant_id = ${tenantId} and order_id = 'r1'`))[0]?.n;
+
+      // R1 (two lines) and R3 would fit, R2 and R4 would not: the refusal, committed, leaves every count as it was.
+      const refused = await tx((t) => inventory.reserve(t, { tenantId, orderId: "r1", lines, sold: false }));
+      expect(refused).toEqual({ ok: false, reason: "OUT_OF_STOCK", detail: "not enough stock of R2, R4" });
+      expect(await stock()).toEqual([5, 0, 4, 1]);
+      expect(await reservationRows()).toBe(0);
+
+      // The same order once there is stock: reserved in full, not taken for a repeat of the refused one.
+      await tx(async (t) => {
+        await inventory.adjustStock(t, { tenantId, sku: "R2", delta: 1 });
+        await inventory.adjustStock(t, { tenantId, sku: "R4", delta: 1 });
+      });
+      expect(await tx((t) => inventory.reserve(t, { tenantId, orderId: "r1", lines, sold: true }))).toEqual({ ok: true, value: undefined });
+      expect(await stock()).toEqual([2, 0, 3, 0]);
+      expect(await reservationRows()).toBe(4);
     });
 
     it("releases once, however often it is asked, and sells only what is reserved", async () => {

@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rows } from "../src/db/client.ts";
@@ -10,6 +9,7 @@ import { startJobs } from "../src/ops/jobs.ts";
 import { openTestPglite, openTestPostgres, postgresUrl } from "./support/databases.ts";
 import { createHarness, type Harness } from "./support/harness.ts";
 import { invariantViolations } from "./support/invariants.ts";
+import { freePort } from "./support/ports.ts";
 
 const redisUrl = process.env.REDIS_URL;
 if (!redisUrl && process.env.CI === "true") throw new Error("REDIS_URL is not set: the sold-out gate cannot be tested on Redis in CI");
@@ -33,14 +33,6 @@ const gateRefusals = async (h: Harness) => (await h.services.metrics.soldOutRefu
 
 const statusCounts = (results: { status: number }[]) =>
   results.reduce<Record<number, number>>((counts, r) => ({ ...counts, [r.status]: (counts[r.status] ?? 0) + 1 }), {});
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 describe.runIf(postgresUrl() && redisUrl)("a flash sale behind the sold-out gate, two replicas on PostgreSQL and Redis", () => {
   const STOCK = 40;
@@ -190,7 +182,7 @@ describe.runIf(postgresUrl())("the sold-out gate with its Redis unreachable", ()
   const tenant = `down-${randomBytes(4).toString("hex")}`;
 
   beforeAll(async () => {
-    h = await createHarness(await openTestPostgres({ max: 12 }), { env: env(`redis://127.0.0.1:${await closedPort()}`) });
+    h = await createHarness(await openTestPostgres({ max: 12 }), { env: env(`redis://127.0.0.1:${await freePort()}`) });
     // The rate limiter shares the dead Redis: it lets requests through as well (rate-limit.ts).
     await h.seed(tenant, { products: [["HOT", 500, 10]], credits: Array.from({ length: 30 }, (_, i) => [`buyer-${i}`, 100_000] as [string, number]) });
   });

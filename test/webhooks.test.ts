@@ -60,7 +60,7 @@ describe.runIf(postgresUrl())("webhooks to merchants (PostgreSQL)", () => {
   beforeAll(async () => {
     await new Promise<void>((resolve) => endpoint.server.listen(0, "127.0.0.1", resolve));
     url = `http://127.0.0.1:${(endpoint.server.address() as AddressInfo).port}/hooks`;
-    h = await createHarness(await openTestPostgres({ max: 4 }), { notifications: { retryDelaysMs: [100, 200], giveUpAfterMs: 2_000, timeoutMs: TIMEOUT_MS } });
+    h = await createHarness(await openTestPostgres({ max: 4 }), { notifications: { retryDelaysMs: [100, 200], giveUpAfterMs: 5_000, timeoutMs: TIMEOUT_MS } });
     admin = await h.token("hooks", "olga", ["admin"]);
     buyer = await h.token("hooks", "bea");
     await h.seed("hooks", { products: [["BOX", 500, 100]], credits: [["bea", 100_000]] });
@@ -139,7 +139,7 @@ describe.runIf(postgresUrl())("webhooks to merchants (PostgreSQL)", () => {
     const external = await h.call("POST", "/api/v1/orders", { token: buyer, body: h.orderBody([["BOX", 1]], { payment: { method: "external" } }) });
     expect((await h.call("POST", `/api/v1/orders/${external.body.id}/cancel`, { token: buyer })).status).toBe(200);
     await h.quiesce();
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + 20_000;
     let events = await timelineOf(external.body.id);
     while (!events.some((e) => e.kind === "notification" && /given up/.test(e.title))) {
       if (Date.now() > deadline) throw new Error(`not given up: ${JSON.stringify(events.filter((e) => e.kind === "notification"))}`);

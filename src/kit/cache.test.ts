@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cuttableProxy } from "../../test/support/faults.ts";
+import { cuttableProxy, stallingProxy } from "../../test/support/faults.ts";
 import { openTestPglite } from "../../test/support/databases.ts";
 import type { Database } from "../db/client.ts";
 import { createMetrics, type Metrics } from "../ops/metrics.ts";
@@ -300,7 +300,7 @@ describe.runIf(redisUrl())("the cache with Redis as its second level", () => {
   });
 
   it("never waits more than its command timeout on a Redis that hangs, and then leaves it alone a while", async () => {
-    const proxy = await freezingProxy(Number(new URL(url).port || 6379));
+    const proxy = await stallingProxy(Number(new URL(url).port || 6379));
     closers.push(proxy.close);
     const hanging = store(`redis://127.0.0.1:${proxy.port}`);
     await ready(hanging);
@@ -312,38 +312,12 @@ describe.runIf(redisUrl())("the cache with Redis as its second level", () => {
       expect(await c.cache.get(`k${i}`, async () => i)).toBe(i);
       times.push(performance.now() - started);
     }
-    expect(Math.max(...times)).toBeLessThan(600); // the first one waits the 250 ms command timeout
-    expect(times.slice(1).every((t) => t < 50)).toBe(true); // the others do not try Redis at all
+    expect(Math.max(...times)).toBeLessThan(1_000); // the first one waits the 250 ms command timeout
+    // The others do not try Redis at all: each well under the 250 ms one try would take, with room for a busy machine.
+    expect(times.slice(1).every((t) => t < 200)).toBe(true);
     expect(await counted(c.metrics, "orderly_cache_requests_total", { level: "redis", result: "error" })).toBe(1);
   });
 });
-
-/** A TCP proxy to Redis that, once frozen, keeps its connections open and passes nothing either way. */
-async function freezingProxy(targetPort: number) {
-  const { createServer, connect } = await import("node:net");
-  let frozen = false;
-  const sockets = new Set<import("node:net").Socket>();
-  const server = createServer((client) => {
-    const upstream = connect(targetPort, "127.0.0.1");
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on("error", () => {});
-    }
-    client.on("data", (chunk) => void (frozen || upstream.write(chunk)));
-    upstream.on("data", (chunk) => void (frozen || client.write(chunk)));
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
-    port: (server.address() as { port: number }).port,
-    freeze: () => void (frozen = true),
-    async close() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-}
 
 describe("cache keys", () => {
   it("keep parts apart whatever characters they hold", () => {

@@ -10,7 +10,8 @@ import { newRedis } from "./redis-client.ts";
 // PostgreSQL itself refused a moment ago. A mark "(tenant, sku) has fewer than N units" is set when
 // a placement was refused for lack of that SKU; a request for N or more units is then refused at
 // once. A mark ends when stock comes back (restock, release: cleared at once), when the
-// reconciliation finds stock in PostgreSQL, or after its TTL if nothing re-checks it.
+// reconciliation finds stock in PostgreSQL, or after its TTL if nothing re-checks it (the
+// reconciliation re-checks only the marks of SKUs its database holds).
 //
 // Each (tenant, sku) also has an epoch, replaced whenever its stock comes back. A request reads the
 // epoch before it reaches the database and may set a mark only if the epoch is unchanged: a refusal
@@ -251,7 +252,7 @@ export interface SoldOutGate {
   /** Stock of these SKUs came back (committed): their marks go. Never throws. */
   stockReturned(tenantId: string, skus: readonly string[]): Promise<void>;
   /**
-   * Re-checks every mark against the database: clears those with stock again, renews the rest. With
+   * Re-checks every mark of a SKU the database holds: clears those with stock again, renews the rest. With
    * a shared store one replica a period does it, unless `force`. A store or database that cannot be
    * reached makes it a no-op (counted); marks then expire on their own.
    */
@@ -262,7 +263,11 @@ export interface SoldOutGate {
   close(): Promise<void>;
 }
 
-/** Available units per `${tenantId}\n${sku}`; a missing pair has none. Read on the owner's handle, across tenants. */
+/**
+ * Available units per `${tenantId}\n${sku}`, for the pairs the database holds. Read on the owner's
+ * handle, across tenants. A pair missing is not this database's (a deployment sharing the Redis, or
+ * a product removed): its mark is left alone to expire.
+ */
 export type ReadAvailable = (keys: readonly { tenantId: string; sku: string }[]) => Promise<Map<string, number>>;
 
 export const availableKey = (tenantId: string, sku: string) => `${tenantId}\n${sku}`;
@@ -313,7 +318,9 @@ export function createSoldOutGate(options: {
         let cleared = 0;
         let renewed = 0;
         for (const m of marks) {
-          if ((available.get(availableKey(m.tenantId, m.sku)) ?? 0) >= m.below) {
+          const units = available.get(availableKey(m.tenantId, m.sku));
+          if (units === undefined) continue;
+          if (units >= m.below) {
             await store.clear(m.tenantId, m.sku);
             cleared++;
           } else if (await store.mark(m.tenantId, m.sku, m.below, m.epoch, ttlMs)) {

@@ -5,8 +5,8 @@ import { promisify } from "node:util";
 // Outages for fault tests. Two kinds:
 // - the machine's real services stopped and started again (RabbitMQ's app, the PostgreSQL cluster):
 //   only from test/faults/**, which runs one file at a time after every other test;
-// - a TCP proxy in front of a service that a test cuts and restores: an outage seen by that test's
-//   processes only, so it is safe beside other tests.
+// - a TCP proxy in front of a service that a test cuts and restores, or that stalls (slow replies, or
+//   none at all): an outage seen by that test's processes only, so it is safe beside other tests.
 
 const run = promisify(execFile);
 
@@ -138,6 +138,41 @@ export async function cuttableProxy(targetPort: number): Promise<CuttableProxy> 
     },
     async close() {
       open = false;
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * A TCP proxy to 127.0.0.1:targetPort that holds what passes without closing anything: every reply
+ * `replyDelayMs` late (in order), and once frozen nothing either way (connected and silent: no
+ * error, no close, only time passes).
+ */
+export async function stallingProxy(targetPort: number, options: { replyDelayMs?: number } = {}) {
+  let frozen = false;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(targetPort, "127.0.0.1");
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.setNoDelay(true); // no delay but the one given: Nagle's would hold the later small writes
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        sockets.delete(socket);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    const reply = (chunk: Buffer) => void (frozen || client.write(chunk));
+    client.on("data", (chunk: Buffer) => void (frozen || upstream.write(chunk)));
+    upstream.on("data", (chunk: Buffer) => (options.replyDelayMs ? setTimeout(reply, options.replyDelayMs, chunk) : reply(chunk)));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    freeze: () => void (frozen = true),
+    async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
