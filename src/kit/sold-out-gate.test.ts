@@ -210,4 +210,3 @@ describe.runIf(redisUrl)("the sold-out gate shared through Redis", () => {
     }
   });
 });
-
